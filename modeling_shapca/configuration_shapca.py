@@ -1,0 +1,129 @@
+"""Shap-CA configuration.
+
+A composite config in the style of `VisionTextDualEncoderConfig`: the text encoder and the
+vision backbone are described by their own transformers configs (`text_config`,
+`vision_config`), so any `AutoModel`-buildable text encoder or vision backbone can be used.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+TASKS = ("ner", "word_pair")
+ALIGNMENTS = ("shapley", "infonce", "none")
+FUSIONS = ("adaptive", "plain")
+
+# Universal POS tags (spaCy's `token.pos_`), index 0 is padding.
+POS_TAGS = (
+    "<pad>", "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART",
+    "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X", "SPACE",
+)
+
+
+class ShapCAConfig(PretrainedConfig):
+    r"""Configuration of a Shap-CA model (Luo et al., ACM MM 2024).
+
+    Args:
+        text_config (`dict` or `PretrainedConfig`): config of the text encoder (Eq. 1), e.g. BERT.
+        vision_config (`dict` or `PretrainedConfig`): config of the image encoder (Eq. 2),
+            e.g. ResNet-152 or a CLIP vision tower.
+        task (`str`): `"ner"` (CRF head, MNER) or `"word_pair"` (word-pair grid head, MRE/MJERE).
+        id2label / label2id: label vocabulary of the head.
+        alpha, beta (`float`): weights of the semantic and modality losses (Eq. 19).
+        tau (`float`): softmax temperature of the Shapley utility (Eq. 4). Not given in the paper.
+        projection_dim (`int`): shared alignment space of `x_t`, `x_c`, `x_v` (interpretation:
+            the paper aligns 768-d text with 2048-d image features, so both are projected).
+        fusion_dim, fusion_heads: width `D` and heads of the adaptive fusion (Eqs. 8-11).
+        pos_embedding_dim, position_embedding_dim: `d1` of `M_s` and `M_p` (100 in the paper).
+        hidden_dim: `d2`, width of MLP1 (Eq. 12) and of the pair features (Eq. 14).
+        max_words: largest number of words per sentence (size of the position embedding).
+        refinement_scale (`float`): lambda of Eq. 17.
+        alignment: `"shapley"` (Shap-CA), `"infonce"` (ablation "w/o Shapley value") or `"none"`.
+        context_in_alignment (`bool`): `False` is the ablation "w/o context in alignment":
+            text and image are aligned directly (reported as the modality loss; the semantic loss is 0).
+        fusion: `"adaptive"` (Eqs. 8-11) or `"plain"` (ablation "w/o context in fusion":
+            cross-attention without the context gates).
+        dropout (`float`): dropout on the fused features and in the heads.
+        gather_alignment_features (`bool`): under `torch.distributed`, build the Shapley game
+            over the features of all ranks (one global coalition) instead of the local batch.
+    """
+
+    model_type = "shapca"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="bert"),
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="resnet"),
+    }
+
+    text_config: PretrainedConfig | dict | None = None
+    vision_config: PretrainedConfig | dict | None = None
+    task: str = "ner"
+    alpha: float = 0.2
+    beta: float = 0.4
+    tau: float = 0.1
+    projection_dim: int = 256
+    fusion_dim: int = 256
+    fusion_heads: int = 4
+    pos_embedding_dim: int = 100
+    position_embedding_dim: int = 100
+    hidden_dim: int = 256
+    max_words: int = 256
+    refinement_scale: float = 1.0
+    alignment: str = "shapley"
+    context_in_alignment: bool = True
+    fusion: str = "adaptive"
+    dropout: float = 0.1
+    gather_alignment_features: bool = False
+    initializer_range: float = 0.02
+    num_pos_tags: int = len(POS_TAGS)
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        for name, value, allowed in (
+            ("task", self.task, TASKS),
+            ("alignment", self.alignment, ALIGNMENTS),
+            ("fusion", self.fusion, FUSIONS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"ShapCAConfig.{name} must be one of {allowed}, got {value!r}")
+        if self.tau <= 0:
+            raise ValueError(f"ShapCAConfig.tau must be > 0, got {self.tau}")
+        if self.fusion_dim % self.fusion_heads:
+            raise ValueError(
+                f"ShapCAConfig.fusion_dim ({self.fusion_dim}) must be divisible by fusion_heads ({self.fusion_heads})"
+            )
+
+    @property
+    def text_hidden_size(self) -> int:
+        return self.text_config.hidden_size
+
+    @property
+    def vision_hidden_size(self) -> int:
+        """Channel width of the vision backbone's last feature map / token sequence."""
+        sizes = getattr(self.vision_config, "hidden_sizes", None)
+        return sizes[-1] if sizes else self.vision_config.hidden_size
+
+    @classmethod
+    def from_text_vision_pretrained(
+        cls, text_model_name_or_path: str, vision_model_name_or_path_or_config, **kwargs
+    ) -> "ShapCAConfig":
+        """Build a config from two backbone names/paths (Hub ids or local folders).
+
+        `vision_model_name_or_path_or_config` may also be a `PretrainedConfig` or a dict with a
+        `model_type` (for backbones built from a config, with random weights).
+        """
+        text_config = AutoConfig.from_pretrained(text_model_name_or_path)
+        vision_config = vision_model_name_or_path_or_config
+        if isinstance(vision_config, str):
+            vision_config = AutoConfig.from_pretrained(vision_config)
+        elif isinstance(vision_config, dict):
+            vision_config = AutoConfig.for_model(**vision_config)
+        # A full CLIP config holds the vision tower as a sub-config.
+        if getattr(vision_config, "vision_config", None) is not None and vision_config.model_type == "clip":
+            vision_config = vision_config.vision_config
+        return cls(text_config=text_config, vision_config=vision_config, **kwargs)
+
+
+ShapCAConfig.register_for_auto_class()
+
+__all__ = ["ShapCAConfig", "POS_TAGS"]

@@ -1,0 +1,348 @@
+"""Shap-CA models: the shared multimodal encoder and the task heads.
+
+`ShapCAModel` runs the text encoder once over `[CLS] text [SEP] context [SEP]` (Eq. 1), the
+image encoder (Eq. 2), the Shapley contrastive alignment (Eqs. 4-7), the adaptive fusion
+(Eqs. 8-11), and embeds part-of-speech tags and word positions (section 3.6).
+`ShapCAForTokenClassification` adds MLP1 and a CRF for MNER (Eqs. 12-13).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchcrf import CRF
+from transformers import AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .alignment import alignment_loss
+from .configuration_shapca import ShapCAConfig
+from .crf import bio_constraints, viterbi_decode
+from .fusion import AdaptiveFusion
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class ShapCAModelOutput(ModelOutput):
+    """Output of `ShapCAModel`.
+
+    Args:
+        word_features: `M_t`, `(batch, n_words, fusion_dim)` image-aware word features (Eq. 11).
+        pos_embeds: `M_s`, `(batch, n_words, pos_embedding_dim)`.
+        position_embeds: `M_p`, `(batch, n_words, position_embedding_dim)`.
+        semantic_loss: `L_semantic` (Eq. 6), `None` unless alignment was computed.
+        modality_loss: `L_modality` (Eq. 7), `None` unless alignment was computed.
+        text_embeds, context_embeds, image_embeds: projected pooled features `x_t`, `x_c`, `x_v`
+            (`image_embeds` is `None` without pixel values).
+    """
+
+    word_features: torch.FloatTensor | None = None
+    pos_embeds: torch.FloatTensor | None = None
+    position_embeds: torch.FloatTensor | None = None
+    semantic_loss: torch.FloatTensor | None = None
+    modality_loss: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    context_embeds: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+
+
+@dataclass
+class ShapCATokenClassifierOutput(ModelOutput):
+    """Output of `ShapCAForTokenClassification`.
+
+    Args:
+        loss: `alpha * semantic_loss + beta * modality_loss + main_loss` (Eq. 19).
+        logits: CRF emission scores, `(batch, n_words, num_labels)`.
+        predictions: Viterbi tags, `(batch, n_words)`, `-100` on padding (eval mode only).
+        main_loss: CRF negative log-likelihood (Eq. 13), mean over sentences.
+        semantic_loss, modality_loss: the alignment losses (Eqs. 6-7).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    predictions: torch.LongTensor | None = None
+    main_loss: torch.FloatTensor | None = None
+    semantic_loss: torch.FloatTensor | None = None
+    modality_loss: torch.FloatTensor | None = None
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `states` `(batch, L, d)` over positions where `mask` `(batch, L)` is True
+    (zero vector where no position is)."""
+    weights = mask.to(states.dtype).unsqueeze(-1)
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def vision_regions(outputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """`H_v` `(batch, regions, channels)` and pooled `x_v` `(batch, channels)` from any
+    transformers vision backbone output (CNN feature maps are flattened to a region grid)."""
+    hidden = outputs.last_hidden_state
+    regions = hidden.flatten(2).transpose(1, 2) if hidden.dim() == 4 else hidden
+    pooled = getattr(outputs, "pooler_output", None)
+    pooled = regions.mean(1) if pooled is None else pooled.flatten(1)
+    return regions, pooled
+
+
+def _all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor over all ranks, keeping gradients to every rank's slice."""
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor), dim=0)
+
+
+class ShapCAPreTrainedModel(PreTrainedModel):
+    config_class = ShapCAConfig
+    base_model_prefix = "shapca"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    # `save_pretrained` copies this folder's modules next to the weights and maps AutoModel to
+    # the saved class, so `AutoModel.from_pretrained(dir, trust_remote_code=True)` returns it.
+    _auto_class = "AutoModel"
+    _extra_auto_map: dict[str, str] = {}
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        auto_map = {
+            "AutoConfig": "configuration_shapca.ShapCAConfig",
+            "AutoModel": f"modeling_shapca.{type(self).__name__}",
+        }
+        auto_map.update(self._extra_auto_map)
+        self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, ShapCAModel):
+            with torch.no_grad():
+                module.no_image_region.normal_(mean=0.0, std=self.config.initializer_range)
+
+    @classmethod
+    def from_text_vision_pretrained(
+        cls, text_model_name_or_path: str, vision_model_name_or_path_or_config, **config_kwargs
+    ):
+        """A Shap-CA model with pretrained backbones (folders or Hub ids) and fresh heads.
+
+        `vision_model_name_or_path_or_config` may be a config (or dict with `model_type`) to
+        build the vision backbone with random weights, e.g. where no image weights are reachable.
+        """
+        config = ShapCAConfig.from_text_vision_pretrained(
+            text_model_name_or_path, vision_model_name_or_path_or_config, **config_kwargs
+        )
+        model = cls(config)
+        base = model if isinstance(model, ShapCAModel) else getattr(model, cls.base_model_prefix)
+        text_model = AutoModel.from_pretrained(text_model_name_or_path)
+        base.text_model.load_state_dict(text_model.state_dict(), strict=False)
+        if isinstance(vision_model_name_or_path_or_config, str):
+            vision_model = AutoModel.from_pretrained(vision_model_name_or_path_or_config)
+            vision_model = getattr(vision_model, "vision_model", vision_model)
+            base.vision_model.load_state_dict(vision_model.state_dict())
+        return model
+
+
+class ShapCAModel(ShapCAPreTrainedModel):
+    """Encoders, alignment, fusion and the POS / position embeddings shared by both heads."""
+
+    def __init__(self, config: ShapCAConfig):
+        super().__init__(config)
+        try:  # BERT-like encoders: the pooler is unused (and would idle under DDP).
+            self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
+        except TypeError:
+            self.text_model = AutoModel.from_config(config.text_config)
+        self.vision_model = AutoModel.from_config(config.vision_config)
+        text_dim, vision_dim = config.text_hidden_size, config.vision_hidden_size
+        self.text_projection = nn.Linear(text_dim, config.projection_dim, bias=False)
+        self.vision_projection = nn.Linear(vision_dim, config.projection_dim, bias=False)
+        # Region used in place of H_v when an example has no image.
+        self.no_image_region = nn.Parameter(torch.zeros(1, 1, vision_dim))
+        self.fusion = AdaptiveFusion(
+            text_dim,
+            vision_dim,
+            config.fusion_dim,
+            config.fusion_heads,
+            dropout=config.dropout,
+            adaptive=config.fusion == "adaptive",
+        )
+        self.pos_embeddings = nn.Embedding(config.num_pos_tags, config.pos_embedding_dim, padding_idx=0)
+        self.position_embeddings = nn.Embedding(config.max_words, config.position_embedding_dim)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.text_model.get_input_embeddings()
+
+    def _encode_image(self, pixel_values, has_image, batch_size, device):
+        """`H_v`, region mask and pooled `x_v`; the learned no-image region stands in for
+        missing images (and for the whole batch when `pixel_values` is None)."""
+        if pixel_values is None:
+            regions = self.no_image_region.expand(batch_size, 1, -1)
+            return regions, torch.ones(batch_size, 1, dtype=torch.bool, device=device), None
+        regions, pooled = vision_regions(self.vision_model(pixel_values=pixel_values))
+        if has_image is None:
+            has_image = torch.ones(batch_size, dtype=torch.bool, device=device)
+        first = torch.arange(regions.shape[1], device=device) == 0
+        region_mask = has_image[:, None] | first[None, :]
+        placeholder = self.no_image_region.to(regions.dtype).expand(batch_size, regions.shape[1], -1)
+        regions = torch.where(has_image[:, None, None], regions, placeholder)
+        return regions, region_mask, pooled
+
+    def _alignment_losses(self, x_t, x_c, x_v, has_context, has_image):
+        cfg = self.config
+        zero = x_t.sum() * 0.0
+        if cfg.alignment == "none":
+            return zero, zero
+        if has_image is None:
+            has_image = torch.zeros_like(has_context) if x_v is None else torch.ones_like(has_context)
+        if x_v is None:  # no image in the batch: keep the loss in the graph at 0
+            x_v = torch.zeros(x_t.shape[0], cfg.projection_dim, device=x_t.device, dtype=x_t.dtype)
+        if cfg.gather_alignment_features and torch.distributed.is_available() and torch.distributed.is_initialized():
+            x_t, x_c, x_v = (_all_gather_with_grad(x) for x in (x_t, x_c, x_v))
+            has_context, has_image = (_all_gather_with_grad(m) for m in (has_context, has_image))
+        method = cfg.alignment
+        if cfg.context_in_alignment:
+            semantic = alignment_loss(x_t, x_c, has_context, cfg.tau, method)
+            modality = alignment_loss(x_v, x_c, has_context & has_image, cfg.tau, method)
+        else:  # ablation: align text and image directly
+            semantic = zero
+            modality = alignment_loss(x_v, x_t, has_image, cfg.tau, method)
+        return semantic, modality
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        word_index: torch.LongTensor,
+        word_mask: torch.Tensor,
+        text_mask: torch.Tensor,
+        context_mask: torch.Tensor,
+        pos_ids: torch.LongTensor,
+        token_type_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        has_image: torch.Tensor | None = None,
+        compute_alignment: bool = True,
+        **kwargs,
+    ) -> ShapCAModelOutput:
+        """
+        Args:
+            input_ids, attention_mask, token_type_ids: `(batch, L)` `[CLS] text [SEP] context [SEP]`.
+            word_index: `(batch, n_words)` position of each word's first subword.
+            word_mask: `(batch, n_words)` bool, real words.
+            text_mask / context_mask: `(batch, L)` bool, subwords of the text / the context.
+            pos_ids: `(batch, n_words)` universal POS ids (0 = padding).
+            pixel_values: `(batch, 3, H, W)` or None (no image in the batch).
+            has_image: `(batch,)` bool, which examples have a real image.
+            compute_alignment: compute the alignment losses (training); skipped at inference.
+        """
+        text_kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            text_kwargs["token_type_ids"] = token_type_ids
+        states = self.text_model(**text_kwargs).last_hidden_state
+        word_states = states.gather(1, word_index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))  # H_t
+        text_mask, context_mask, word_mask = text_mask.bool(), context_mask.bool(), word_mask.bool()
+        batch = input_ids.shape[0]
+        if has_image is not None:
+            has_image = has_image.bool()
+        regions, region_mask, pooled_image = self._encode_image(pixel_values, has_image, batch, input_ids.device)
+
+        x_t = self.text_projection(masked_mean(states, text_mask))
+        x_c = self.text_projection(masked_mean(states, context_mask))
+        x_v = None if pooled_image is None else self.vision_projection(pooled_image)
+        semantic = modality = None
+        if compute_alignment:
+            has_context = context_mask.any(dim=1)
+            semantic, modality = self._alignment_losses(x_t, x_c, x_v, has_context, has_image)
+
+        fused = self.fusion(word_states, states, context_mask, regions, region_mask)
+        positions = torch.arange(word_index.shape[1], device=input_ids.device).expand_as(word_index)
+        return ShapCAModelOutput(
+            word_features=fused,
+            pos_embeds=self.pos_embeddings(pos_ids),
+            position_embeds=self.position_embeddings(positions),
+            semantic_loss=semantic,
+            modality_loss=modality,
+            text_embeds=x_t,
+            context_embeds=x_c,
+            image_embeds=x_v,
+        )
+
+
+def combine_losses(config: ShapCAConfig, main_loss, semantic_loss, modality_loss):
+    """Eq. 19: `L = alpha * L_semantic + beta * L_modality + L_main`."""
+    loss = main_loss
+    if semantic_loss is not None:
+        loss = loss + config.alpha * semantic_loss
+    if modality_loss is not None:
+        loss = loss + config.beta * modality_loss
+    return loss
+
+
+class ShapCAForTokenClassification(ShapCAPreTrainedModel):
+    """Shap-CA for multimodal NER: MLP1 over `[M_t; M_s; M_p]` (Eq. 12) and a CRF (Eq. 13).
+
+    Labels are word-level BIO tags (`-100` on padding). In eval mode the output carries the
+    Viterbi decode, constrained to valid IOB2 sequences when the labels are BIO.
+    """
+
+    _extra_auto_map = {"AutoModelForTokenClassification": "modeling_shapca.ShapCAForTokenClassification"}
+
+    def __init__(self, config: ShapCAConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.shapca = ShapCAModel(config)
+        in_dim = config.fusion_dim + config.pos_embedding_dim + config.position_embedding_dim
+        self.classifier = nn.Sequential(  # MLP1
+            nn.Linear(in_dim, config.hidden_dim),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden_dim, config.num_labels),
+        )
+        self.crf = CRF(config.num_labels, batch_first=True)
+        allowed_start, allowed_transitions = bio_constraints(config.id2label)
+        self.register_buffer("allowed_start", allowed_start, persistent=False)
+        self.register_buffer("allowed_transitions", allowed_transitions, persistent=False)
+        self.post_init()
+
+    def decode(self, emissions: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+        """Constrained Viterbi decode of emissions `(batch, n, T)` -> tags `(batch, n)`."""
+        return viterbi_decode(
+            emissions,
+            word_mask.bool(),
+            self.crf.start_transitions,
+            self.crf.end_transitions,
+            self.crf.transitions,
+            self.allowed_start,
+            self.allowed_transitions,
+        )
+
+    def forward(self, labels: torch.LongTensor | None = None, **inputs) -> ShapCATokenClassifierOutput:
+        """`labels`: `(batch, n_words)` tag ids, `-100` on padding. Other inputs: see `ShapCAModel`."""
+        inputs.setdefault("compute_alignment", labels is not None)
+        outputs = self.shapca(**inputs)
+        features = torch.cat([outputs.word_features, outputs.pos_embeds, outputs.position_embeds], dim=-1)
+        emissions = self.classifier(features)
+        word_mask = inputs["word_mask"].bool()
+        loss = main_loss = None
+        if labels is not None:
+            tags = labels.masked_fill(labels == IGNORE_INDEX, 0)
+            main_loss = -self.crf(emissions.float(), tags, mask=word_mask, reduction="mean")
+            loss = combine_losses(self.config, main_loss, outputs.semantic_loss, outputs.modality_loss)
+        predictions = None if self.training else self.decode(emissions, word_mask)
+        return ShapCATokenClassifierOutput(
+            loss=loss,
+            logits=emissions,
+            predictions=predictions,
+            main_loss=main_loss,
+            semantic_loss=outputs.semantic_loss,
+            modality_loss=outputs.modality_loss,
+        )
+
+
+__all__ = [
+    "ShapCAForTokenClassification",
+    "ShapCAModel",
+    "ShapCAModelOutput",
+    "ShapCAPreTrainedModel",
+    "ShapCATokenClassifierOutput",
+    "combine_losses",
+    "masked_mean",
+]

@@ -1,0 +1,41 @@
+import pytest
+
+from modeling_shapca import ShapCAConfig
+from tests.conftest import MINILM_PATH, tiny_config, tiny_vision_config
+
+
+def test_round_trip(tmp_path):
+    config = tiny_config(alpha=0.3, alignment="infonce", fusion="plain", context_in_alignment=False)
+    config.save_pretrained(tmp_path)
+    loaded = ShapCAConfig.from_pretrained(tmp_path)
+    assert loaded.to_dict() == config.to_dict()
+    assert loaded.text_config.hidden_size == 32 and loaded.vision_hidden_size == 16
+    assert loaded.id2label[1] == "B-PER"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"task": "qa"}, "task"),
+        ({"alignment": "triplet"}, "alignment"),
+        ({"fusion": "concat"}, "fusion"),
+        ({"tau": 0.0}, "tau"),
+        ({"fusion_dim": 10, "fusion_heads": 4}, "divisible"),
+    ],
+)
+def test_invalid_values_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**kwargs)
+
+
+def test_defaults_follow_the_paper():
+    config = ShapCAConfig()
+    assert (config.alpha, config.beta, config.refinement_scale) == (0.2, 0.4, 1.0)
+    assert config.pos_embedding_dim == config.position_embedding_dim == 100
+    assert config.text_config.model_type == "bert" and config.vision_config.model_type == "resnet"
+
+
+def test_from_text_vision_pretrained_reads_local_backbone():
+    config = ShapCAConfig.from_text_vision_pretrained(MINILM_PATH, tiny_vision_config())
+    assert config.text_config.hidden_size == 384 and config.text_config.num_hidden_layers == 6
+    assert config.vision_config.model_type == "resnet"

@@ -1,0 +1,184 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from modeling_shapca import ShapCAForTokenClassification, ShapCAModel
+from tests.conftest import MINILM_PATH, NER_LABELS, ROOT, tiny_vision_config
+
+
+@pytest.fixture
+def batch(processor, ner_batch):
+    return processor(**ner_batch, label2id={label: i for i, label in enumerate(NER_LABELS)})
+
+
+def test_forward_shapes_and_losses(make_model, batch):
+    model = make_model().train()
+    out = model(**batch)
+    assert out.logits.shape == (3, 6, len(NER_LABELS))
+    assert out.predictions is None  # no decoding in training mode
+    expected = out.main_loss + 0.2 * out.semantic_loss + 0.4 * out.modality_loss
+    assert torch.allclose(out.loss, expected)
+    model.eval()
+    with torch.no_grad():
+        out = model(**batch)
+    assert out.predictions.shape == (3, 6)
+    assert torch.all(out.predictions[batch["word_mask"] == 0] == -100)
+
+
+def test_alignment_gradients_reach_both_encoders(make_model, batch):
+    model = make_model().train()
+    out = model(**batch)
+    (out.semantic_loss + out.modality_loss).backward()
+    text_grad = sum(p.grad.abs().sum() for p in model.shapca.text_model.parameters() if p.grad is not None)
+    vision_grad = sum(p.grad.abs().sum() for p in model.shapca.vision_model.parameters() if p.grad is not None)
+    assert text_grad > 0 and vision_grad > 0
+
+
+@pytest.mark.parametrize("alignment", ["shapley", "infonce", "none"])
+@pytest.mark.parametrize("context_in_alignment", [True, False])
+@pytest.mark.parametrize("fusion", ["adaptive", "plain"])
+def test_every_ablation_runs(make_model, batch, alignment, context_in_alignment, fusion):
+    model = make_model(alignment=alignment, context_in_alignment=context_in_alignment, fusion=fusion).train()
+    out = model(**batch)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    if alignment == "none":
+        assert out.semantic_loss == 0 and out.modality_loss == 0
+    if not context_in_alignment:
+        assert out.semantic_loss == 0
+
+
+def _slice(batch, i):
+    item = {}
+    n_tokens = int(batch["attention_mask"][i].sum())
+    n_words = int(batch["word_mask"][i].sum())
+    for key, value in batch.items():
+        if key in ("input_ids", "attention_mask", "token_type_ids", "text_mask", "context_mask"):
+            item[key] = value[i : i + 1, :n_tokens]
+        elif key in ("word_index", "word_mask", "pos_ids", "labels"):
+            item[key] = value[i : i + 1, :n_words]
+        elif key == "pixel_values":
+            if batch["has_image"][i]:
+                item[key] = value[i : i + 1]
+        else:
+            item[key] = value[i : i + 1]
+    return item
+
+
+def test_batch_invariance_in_eval(make_model, batch):
+    model = make_model().eval()
+    with torch.no_grad():
+        full = model(**batch)
+        for i in range(3):
+            single = model(**_slice(batch, i))
+            n = int(batch["word_mask"][i].sum())
+            assert torch.allclose(single.logits[0], full.logits[i, :n], atol=1e-5)
+            assert torch.equal(single.predictions[0], full.predictions[i, :n])
+
+
+def test_missing_image_and_empty_context(make_model, processor):
+    model = make_model().eval()
+    words = [["Paris", "floods"]]
+    with torch.no_grad():
+        no_image = model(**processor(words=words, pos_tags=[["PROPN", "NOUN"]]))
+        marked_missing = processor(words=words, images=[None], pos_tags=[["PROPN", "NOUN"]])
+        assert "pixel_values" not in marked_missing
+        out = model(**marked_missing)
+    assert torch.allclose(no_image.logits, out.logits)
+    model.train()
+    out = model(**processor(words=words, contexts=[""], images=[None], word_labels=[["B-LOC", "O"]],
+                            label2id=model.config.label2id, pos_tags=[["PROPN", "NOUN"]]))
+    assert torch.isfinite(out.loss) and out.semantic_loss == 0 and out.modality_loss == 0
+
+
+def test_predictions_are_valid_iob2(make_model, batch):
+    model = make_model().eval()
+    with torch.no_grad():
+        model.crf.transitions.fill_(0.0)
+        model.crf.transitions[:, 2] = 10.0  # push everything towards I-PER
+        model.crf.start_transitions[2] = 10.0
+        out = model(**batch)
+    for row, mask in zip(out.predictions, batch["word_mask"]):
+        tags = [NER_LABELS[t] for t in row[mask.bool()].tolist()]
+        previous = "O"
+        for tag in tags:
+            if tag.startswith("I-"):
+                assert previous[2:] == tag[2:], tags
+            previous = tag
+
+
+def test_save_load_round_trip(make_model, batch, tmp_path):
+    model = make_model().eval()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_shapca.ShapCAForTokenClassification"
+    assert config["auto_map"]["AutoModelForTokenClassification"] == "modeling_shapca.ShapCAForTokenClassification"
+    for name in ("modeling_shapca.py", "configuration_shapca.py", "alignment.py", "fusion.py", "crf.py"):
+        assert (tmp_path / name).exists()
+    loaded = ShapCAForTokenClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, loaded(**batch).logits)
+
+
+def test_remote_code_round_trip_in_fresh_process(make_model, processor, batch, tmp_path):
+    model = make_model().eval()
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    with torch.no_grad():
+        expected = model(**batch).logits
+    torch.save({k: v for k, v in batch.items()}, tmp_path / "batch.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        assert not any(p.rstrip("/") == {str(ROOT)!r} for p in sys.path)
+        try:
+            import modeling_shapca
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("the repository must not be importable here")
+        from transformers import AutoModel, AutoProcessor
+        model = AutoModel.from_pretrained({str(tmp_path / 'model')!r}, trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained({str(tmp_path / 'model')!r}, trust_remote_code=True)
+        assert type(model).__name__ == "ShapCAForTokenClassification", type(model)
+        assert type(processor).__name__ == "ShapCAProcessor"
+        batch = torch.load({str(tmp_path / 'batch.pt')!r})
+        with torch.no_grad():
+            torch.save(model(**batch).logits, {str(tmp_path / 'logits.pt')!r})
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.allclose(torch.load(tmp_path / "logits.pt"), expected, atol=1e-6)
+
+
+def test_from_text_vision_pretrained_loads_the_text_weights():
+    from transformers import AutoModel
+
+    labels = {0: "O", 1: "B-PER", 2: "I-PER"}
+    model = ShapCAForTokenClassification.from_text_vision_pretrained(
+        MINILM_PATH, tiny_vision_config(), id2label=labels, label2id={v: k for k, v in labels.items()}
+    )
+    reference = AutoModel.from_pretrained(MINILM_PATH)
+    ours = model.shapca.text_model.state_dict()
+    for name, tensor in reference.state_dict().items():
+        if name in ours:
+            assert torch.equal(ours[name], tensor), name
+    assert model.config.text_config.hidden_size == 384
+
+
+def test_base_model_output(batch):
+    from tests.conftest import tiny_config
+
+    model = ShapCAModel(tiny_config()).eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    out = model(**inputs, compute_alignment=False)
+    assert out.word_features.shape == (3, 6, 16)
+    assert out.semantic_loss is None and out.image_embeds.shape == (3, 16)

@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from modeling_shapca import ShapCAProcessor
+from modeling_shapca.configuration_shapca import POS_TAGS
+
+
+def test_word_index_points_at_first_subwords(processor, tokenizer):
+    words = ["Unbelievable", "Durant", "!"]
+    batch = processor(words=[words], contexts=["some context"], pos_tags=[["ADJ", "PROPN", "PUNCT"]])
+    ids = batch["input_ids"][0]
+    for j, word in enumerate(words):
+        first = tokenizer(word, add_special_tokens=False)["input_ids"][0]
+        assert ids[batch["word_index"][0, j]] == first
+    n_text = sum(len(tokenizer(w, add_special_tokens=False)["input_ids"]) for w in words)
+    assert batch["text_mask"][0].sum() == n_text
+    assert batch["context_mask"][0].sum() == len(tokenizer("some context", add_special_tokens=False)["input_ids"])
+    assert ids[0] == tokenizer.cls_token_id
+    assert batch["token_type_ids"][0, batch["context_mask"][0].bool()].eq(1).all()
+
+
+def test_word_without_subwords_becomes_unknown_token(processor, tokenizer):
+    words = ["hi", "\u00a0", "#\u200edarmageddon", "Paris"]
+    batch = processor(words=[words], word_labels=[["O", "O", "B-MISC", "B-LOC"]],
+                      label2id={"O": 0, "B-MISC": 1, "B-LOC": 2}, pos_tags=[["X"] * 4])
+    assert batch["word_mask"][0].sum() == 4
+    assert batch["input_ids"][0, batch["word_index"][0, 1]] == tokenizer.unk_token_id
+    assert batch["labels"][0].tolist() == [0, 0, 1, 2]
+    paris = tokenizer("Paris", add_special_tokens=False)["input_ids"][0]
+    assert batch["input_ids"][0, batch["word_index"][0, 3]] == paris
+
+
+def test_context_is_truncated_first(processor):
+    words = ["word"] * 10
+    batch = processor(words=[words], contexts=["long " * 200], pos_tags=[["NOUN"] * 10])
+    assert batch["input_ids"].shape[1] == processor.max_length
+    assert batch["text_mask"].sum() == 10
+    assert batch["context_mask"].sum() == processor.max_length - 13
+
+
+def test_over_long_text_is_an_error(processor):
+    with pytest.raises(ValueError, match="example 1: the text alone has"):
+        processor(words=[["ok"], ["supercalifragilistic"] * 40], pos_tags=[["X"], ["X"] * 40])
+    with pytest.raises(ValueError, match="more than max_words"):
+        processor(words=[["a"] * 65])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(words=[[]]), ValueError, "example 0 has no words"),
+        (dict(words=[["a", ""]]), ValueError, "empty string"),
+        (dict(words="a b"), TypeError, "got a string"),
+        (dict(words=[["a"], "b"]), TypeError, "list of strings"),
+        (dict(words=[["a", 3]]), TypeError, "expected a string"),
+        (dict(words=[["a"]], word_labels=[["B-FOO"]], label2id={"O": 0}), ValueError, "unknown label 'B-FOO'"),
+        (dict(words=[["a", "b"]], word_labels=[["O"]], label2id={"O": 0}), ValueError, "1 labels for 2 words"),
+        (dict(words=[["a"]], contexts=["x", "y"]), ValueError, "2 contexts for 1 examples"),
+        (dict(words=[["a"]], images=[None, None]), ValueError, "2 images for 1 examples"),
+        (dict(words=[["a"]], pos_tags=[["X", "X"]]), ValueError, "one tag per word"),
+    ],
+)
+def test_bad_input_errors(processor, kwargs, error, message):
+    words = kwargs["words"]
+    if isinstance(words, list) and all(isinstance(w, list) for w in words):
+        kwargs.setdefault("pos_tags", [["X"] * len(w) for w in words])
+    with pytest.raises(error, match=message):
+        processor(**kwargs)
+
+
+def test_images(processor, ner_batch):
+    no_images = processor(words=ner_batch["words"], pos_tags=[["X"] * len(w) for w in ner_batch["words"]])
+    assert "pixel_values" not in no_images and not no_images["has_image"].any()
+    batch = processor(words=ner_batch["words"], images=ner_batch["images"], pos_tags=[["X"] * len(w) for w in ner_batch["words"]])
+    assert batch["has_image"].tolist() == [True, False, True]
+    assert batch["pixel_values"].shape == (3, 3, 32, 32)
+    assert torch.all(batch["pixel_values"][1] == 0)
+
+
+def test_spacy_pos_tags(processor):
+    batch = processor(words=[["Kevin", "Durant", "runs", "."]])
+    tags = [POS_TAGS[i] for i in batch["pos_ids"][0].tolist()]
+    assert tags[0] == "PROPN" and tags[-1] == "PUNCT"
+    assert processor.pos_to_ids(["NOUN", "NOT-A-TAG"]) == [POS_TAGS.index("NOUN"), POS_TAGS.index("X")]
+
+
+def test_save_and_load(processor, tmp_path):
+    processor.save_pretrained(tmp_path)
+    loaded = ShapCAProcessor.from_pretrained(tmp_path)
+    assert (loaded.max_length, loaded.max_words, loaded.pos_model) == (64, 64, processor.pos_model)
+    words = [["Kevin", "Durant"]]
+    a = processor(words=words, contexts=["ctx"], pos_tags=[["PROPN"] * 2])
+    b = loaded(words=words, contexts=["ctx"], pos_tags=[["PROPN"] * 2])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_decode_tags(processor):
+    preds = torch.tensor([[0, 1, 2], [1, -100, -100]])
+    assert processor.decode_tags(preds, {0: "O", 1: "B-PER", 2: "I-PER"}) == [["O", "B-PER", "I-PER"], ["B-PER"]]
