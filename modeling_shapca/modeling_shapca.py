@@ -297,21 +297,28 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
             nn.Linear(config.hidden_dim, config.num_labels),
         )
         self.crf = CRF(config.num_labels, batch_first=True)
-        allowed_start, allowed_transitions = bio_constraints(config.id2label)
-        self.register_buffer("allowed_start", allowed_start, persistent=False)
-        self.register_buffer("allowed_transitions", allowed_transitions, persistent=False)
+        # IOB2 constraints are derived from the labels, not stored: buffers would not survive
+        # `from_pretrained` (models are built on the meta device and only saved tensors loaded).
+        self._constraints: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.post_init()
+
+    def bio_constraints(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._constraints:
+            start, transitions = bio_constraints(self.config.id2label)
+            self._constraints[device] = (start.to(device), transitions.to(device))
+        return self._constraints[device]
 
     def decode(self, emissions: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         """Constrained Viterbi decode of emissions `(batch, n, T)` -> tags `(batch, n)`."""
+        allowed_start, allowed_transitions = self.bio_constraints(emissions.device)
         return viterbi_decode(
             emissions,
             word_mask.bool(),
             self.crf.start_transitions,
             self.crf.end_transitions,
             self.crf.transitions,
-            self.allowed_start,
-            self.allowed_transitions,
+            allowed_start,
+            allowed_transitions,
         )
 
     def forward(self, labels: torch.LongTensor | None = None, **inputs) -> ShapCATokenClassifierOutput:

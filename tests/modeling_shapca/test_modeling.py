@@ -122,7 +122,13 @@ def test_save_load_round_trip(make_model, batch, tmp_path):
         assert (tmp_path / name).exists()
     loaded = ShapCAForTokenClassification.from_pretrained(tmp_path).eval()
     with torch.no_grad():
-        assert torch.allclose(model(**batch).logits, loaded(**batch).logits)
+        model.crf.transitions[:, 2] = 10.0  # favour I-PER everywhere: only the constraints stop it
+        before = model(**batch)
+        loaded.crf.load_state_dict(model.crf.state_dict())
+        after = loaded(**batch)
+    assert torch.allclose(before.logits, after.logits)
+    assert torch.equal(before.predictions, after.predictions)
+    assert not (after.predictions == 2).all()
 
 
 def test_remote_code_round_trip_in_fresh_process(make_model, processor, batch, tmp_path):

@@ -1,0 +1,95 @@
+"""train.py end to end on a few shipped sentences with a tiny random text encoder."""
+
+import json
+
+import pytest
+import torch
+import transformers
+
+import train
+from tests.conftest import MINILM_PATH, tiny_config, tiny_text_config
+
+TINY_VISION = '{"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]}'
+
+
+@pytest.fixture(scope="module")
+def tiny_text_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(**{k: v for k, v in tiny_text_config().items() if k != "model_type"})
+    transformers.BertModel(config).save_pretrained(path)
+    transformers.AutoTokenizer.from_pretrained(MINILM_PATH).save_pretrained(path)
+    return str(path)
+
+
+def base_args(text_model, output_dir, *extra):
+    return [
+        str(train.ROOT / "configs" / "twitter2015-minilm.yaml"),
+        "--text_model", text_model, "--vision_config", TINY_VISION,
+        "--projection_dim", "16", "--fusion_dim", "16", "--fusion_heads", "2", "--hidden_dim", "16",
+        "--max_train_samples", "24", "--max_eval_samples", "12", "--per_device_train_batch_size", "8",
+        "--output_dir", str(output_dir), "--logging_steps", "1", "--save_total_limit", "5",
+        "--disable_tqdm", "true", *extra,
+    ]
+
+
+def test_yaml_and_overrides():
+    model_args, data_args, training_args = train.parse_arguments(
+        [str(train.ROOT / "configs" / "twitter2015-minilm.yaml"), "--num_train_epochs", "3", "--alpha", "0.5"]
+    )
+    assert training_args.num_train_epochs == 3 and model_args.alpha == 0.5
+    assert training_args.learning_rate == 5e-5 and model_args.head_learning_rate == 3e-4
+    assert json.loads(model_args.vision_config)["model_type"] == "resnet"
+    assert train.resolve_path(model_args.text_model).endswith("model")
+
+
+def test_parameter_groups_get_their_learning_rates():
+    from modeling_shapca import ShapCAForTokenClassification
+
+    model = ShapCAForTokenClassification(tiny_config())
+    groups = train.parameter_groups(model, 5e-5, 3e-4, 0.01)
+    by_id = {id(p): g for g in groups for p in g["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    for name, param in model.named_parameters():
+        group = by_id[id(param)]
+        expected = 5e-5 if (".text_model." in f".{name}" or ".vision_model." in f".{name}") else 3e-4
+        assert group["lr"] == expected, name
+        if param.ndim < 2:
+            assert group["weight_decay"] == 0.0
+
+
+def test_tiny_end_to_end_train_and_reload(tiny_text_model, tmp_path):
+    results = train.main(base_args(tiny_text_model, tmp_path, "--num_train_epochs", "5"))
+    losses = [e["loss"] for e in results["log_history"] if "loss" in e]
+    assert len(losses) == 15  # 3 steps per epoch
+    assert sum(losses[-3:]) < sum(losses[:3])  # last epoch below the first
+    assert all("main_loss" in e and "semantic_loss" in e for e in results["log_history"] if "loss" in e)
+    assert 0.0 <= results["test"]["test_f1"] <= 1.0
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "processor_config.json").exists()
+    assert any(p.name.startswith("checkpoint-") for p in tmp_path.iterdir())
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["metric"]["module"] == "metrics/mner_f1"
+
+    model = transformers.AutoModel.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    processor = transformers.AutoProcessor.from_pretrained(tmp_path, trust_remote_code=True)
+    words = [["Kevin", "Durant", "in", "Paris"]]
+    batch = processor(words=words, pos_tags=[["PROPN", "PROPN", "ADP", "PROPN"]])
+    from modeling_shapca import ShapCAForTokenClassification
+
+    local = ShapCAForTokenClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(model(**batch).predictions, local(**batch).predictions)
+
+
+def test_resume_from_checkpoint(tiny_text_model, tmp_path):
+    first = train.main(base_args(tiny_text_model, tmp_path, "--max_steps", "2", "--save_strategy", "steps",
+                                 "--save_steps", "2", "--eval_strategy", "steps", "--eval_steps", "2"))
+    assert (tmp_path / "checkpoint-2").exists()
+    resumed = train.main(base_args(tiny_text_model, tmp_path, "--max_steps", "4", "--save_strategy", "steps",
+                                   "--save_steps", "2", "--eval_strategy", "steps", "--eval_steps", "2",
+                                   "--resume_from_checkpoint", str(tmp_path / "checkpoint-2")))
+    steps = [e["step"] for e in resumed["log_history"] if "loss" in e]
+    assert steps[:2] == [1, 2] and steps[-1] == 4  # history restored, training went on from step 2
+    assert (tmp_path / "checkpoint-4").exists()
+    first_losses = [e["loss"] for e in first["log_history"] if "loss" in e]
+    assert [e["loss"] for e in resumed["log_history"] if "loss" in e][:2] == first_losses
