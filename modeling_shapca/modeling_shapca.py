@@ -86,10 +86,20 @@ def vision_regions(outputs) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate a tensor over all ranks, keeping gradients to every rank's slice."""
+    """Concatenate a tensor over all ranks; the backward pass sums every rank's gradient
+    for this rank's slice back to it (torch.distributed.nn), so the global loss that each
+    rank computes gives, after DDP's gradient averaging, the gradient of one process
+    holding the whole global batch."""
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(tensor), dim=0)
+
+
+def _all_gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor that needs no gradient (masks) over all ranks."""
+    parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
 
 
 class ShapCAPreTrainedModel(PreTrainedModel):
@@ -197,15 +207,26 @@ class ShapCAModel(ShapCAPreTrainedModel):
             x_v = torch.zeros(x_t.shape[0], cfg.projection_dim, device=x_t.device, dtype=x_t.dtype)
         if cfg.gather_alignment_features and torch.distributed.is_available() and torch.distributed.is_initialized():
             x_t, x_c, x_v = (_all_gather_with_grad(x) for x in (x_t, x_c, x_v))
-            has_context, has_image = (_all_gather_with_grad(m) for m in (has_context, has_image))
-        method = cfg.alignment
+            has_context, has_image = (_all_gather(m.to(torch.uint8)).bool() for m in (has_context, has_image))
+        method, generator = cfg.alignment, self.shapley_generator()
         if cfg.context_in_alignment:
-            semantic = alignment_loss(x_t, x_c, has_context, cfg.tau, method)
-            modality = alignment_loss(x_v, x_c, has_context & has_image, cfg.tau, method)
+            semantic = alignment_loss(x_t, x_c, has_context, cfg.tau, method, generator)
+            modality = alignment_loss(x_v, x_c, has_context & has_image, cfg.tau, method, generator)
         else:  # ablation: align text and image directly
             semantic = zero
-            modality = alignment_loss(x_v, x_t, has_image, cfg.tau, method)
+            modality = alignment_loss(x_v, x_t, has_image, cfg.tau, method, generator)
         return semantic, modality
+
+    def shapley_generator(self) -> torch.Generator:
+        """CPU generator of Alg. 1's permutations, seeded from `torch.initial_seed()`.
+
+        It is separate from the global RNG so that every rank of a distributed run draws the
+        same permutations (dropout consumes the global RNG differently on each rank), which
+        keeps the gathered global game identical everywhere.
+        """
+        if getattr(self, "_shapley_generator", None) is None:
+            self._shapley_generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
+        return self._shapley_generator
 
     def forward(
         self,
