@@ -20,7 +20,7 @@ setup: $(STAMP)
 
 # The main job on the embedded default (offline: shipped data, shipped MiniLM weights).
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) scripts/smoke_run.py
+	HF_HUB_OFFLINE=1 $(PY) train.py configs/twitter2015-minilm.yaml
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests

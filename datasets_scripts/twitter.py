@@ -54,7 +54,8 @@ def build_twitter_ner(
             rows["image_id"].append(sentence.image_id)
             rows["image"].append(image)
             rows["has_image"].append(image is not None)
-            rows["context"].append(contexts.get(sentence.image_id, ""))
+            # the context generator keys records by file name (`<IMGID>.jpg`)
+            rows["context"].append(contexts.get(sentence.image_id) or contexts.get(f"{sentence.image_id}.jpg", ""))
         splits[split] = datasets.Dataset.from_dict(rows, features=ner_features())
         report[split] = {
             "sentences": read_report.sentences,

@@ -1,0 +1,100 @@
+"""The context generator on a tiny random LLaVA built locally (no downloads)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from PIL import Image
+
+from datasets_scripts import generate_contexts as gc
+from tests.conftest import MINILM_PATH
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_llava")
+    tok = transformers.AutoTokenizer.from_pretrained(MINILM_PATH)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    vision = transformers.CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                           num_attention_heads=2, image_size=32, patch_size=16)
+    text = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                    num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                                    bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
+    config = transformers.LlavaConfig(vision_config=vision, text_config=text, image_token_id=tok.convert_tokens_to_ids("<image>"),
+                                      vision_feature_layer=-1, vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    transformers.LlavaForConditionalGeneration(config).save_pretrained(path)
+    template = ("{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
+                "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}{% if add_generation_prompt %} answer :{% endif %}")
+    transformers.LlavaProcessor(
+        image_processor=transformers.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tok, patch_size=16, vision_feature_select_strategy="default", chat_template=template,
+        image_token="<image>", num_additional_image_tokens=1,
+    ).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (30 + i, 40, 3), dtype=np.uint8)).save(folder / f"{100 + i}.jpg")
+    (folder / "105.jpg").write_bytes(b"broken")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_generates_one_record_per_image(tiny_llava, image_dir, tmp_path):
+    out = tmp_path / "ctx.jsonl"
+    counts = gc.main(["--image-dir", str(image_dir), "--model", tiny_llava, "--output", str(out),
+                      "--batch-size", "2", "--max-new-tokens", "5", "--prompt", "what is it?"])
+    records = read(out)
+    assert [r["image_id"] for r in records] == [f"{100 + i}.jpg" for i in range(6)]
+    assert counts == {"already_done": 0, "generated": 5, "unreadable": 1}
+    assert all(r["prompt"] == "what is it?" and r["generator"] == tiny_llava for r in records)
+    assert all(r["context"] for r in records[:5])
+    assert records[5]["context"] == "" and "error" in records[5]
+
+
+def test_resume_after_interruption_neither_loses_nor_duplicates(tiny_llava, image_dir, tmp_path, monkeypatch):
+    out = tmp_path / "ctx.jsonl"
+    generator = gc.load_generator(tiny_llava)
+    real_describe, calls = gc.describe, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed during the second batch
+        return real_describe(*args, **kwargs)
+
+    monkeypatch.setattr(gc, "describe", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        gc.generate(image_dir, out, tiny_llava, batch_size=2, max_new_tokens=4, generator=generator)
+    assert [r["image_id"] for r in read(out)] == ["100.jpg", "101.jpg"]
+    with out.open("a") as handle:  # and a record cut in the middle of its write
+        handle.write('{"image_id": "102.jpg", "cont')
+    monkeypatch.setattr(gc, "describe", real_describe)
+    counts = gc.generate(image_dir, out, tiny_llava, batch_size=2, max_new_tokens=4, generator=generator)
+    ids = [r["image_id"] for r in read(out)]
+    assert ids == [f"{100 + i}.jpg" for i in range(6)]
+    assert counts["already_done"] == 2 and counts["generated"] + counts["unreadable"] == 4
+    assert gc.generate(image_dir, out, tiny_llava, generator=generator)["generated"] == 0
+
+
+def test_contexts_join_twitter_ids(tmp_path):
+    from datasets_scripts.twitter import build_twitter_ner
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        (raw / name).write_text("IMGID:100\nParis\tB-LOC\n", encoding="utf-8")
+    dataset = build_twitter_ner(raw, contexts={"100.jpg": "A city."})
+    assert dataset["train"]["context"] == ["A city."]
