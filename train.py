@@ -288,8 +288,25 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     validation = trainer.evaluate(dataset["validation"], metric_key_prefix="validation")
     test = trainer.evaluate(dataset["test"], metric_key_prefix="test")
+    has_images = any(dataset["train"]["has_image"])
+    has_contexts = any(bool(c) for c in dataset["train"]["context"])
     results = {
         "dataset": data_args.dataset,
+        "text_model": model_args.text_model,
+        "vision_model": model_args.vision_model or f"random {json.loads(model_args.vision_config or '{}').get('model_type', 'resnet')} (from config)",
+        "hyperparameters": {
+            **{k: getattr(training_args, k) for k in ("learning_rate", "per_device_train_batch_size", "num_train_epochs",
+                                                      "warmup_steps", "weight_decay", "seed")},
+            "lr_scheduler_type": str(training_args.lr_scheduler_type),
+            **{k: getattr(model_args, k) for k in ("head_learning_rate", "alpha", "beta", "tau")},
+            "early_stopping_patience": data_args.early_stopping_patience,
+        },
+        "limits": " ".join(
+            text for flag, text in (
+                (not has_images, "This model was trained without images (every example used the learned no-image region)."),
+                (not has_contexts, "It was trained without image contexts, so the alignment losses were zero."),
+            ) if flag
+        ),
         "metric": {"module": "metrics/mner_f1", "mode": "conlleval"},
         "validation": validation,
         "test": test,
@@ -300,6 +317,9 @@ def main(argv: list[str] | None = None) -> dict:
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
         Path(training_args.output_dir, "results.json").write_text(json.dumps(results, indent=2, default=str))
+        from model_card import render_card
+
+        Path(training_args.output_dir, "README.md").write_text(render_card(training_args.output_dir), encoding="utf-8")
         print(f"validation F1 {validation['validation_f1'] * 100:.2f} | test F1 {test['test_f1'] * 100:.2f} "
               f"(P {test['test_precision'] * 100:.2f}, R {test['test_recall'] * 100:.2f})")
     return results

@@ -20,6 +20,8 @@ from .alignment import alignment_loss
 from .configuration_shapca import ShapCAConfig
 from .crf import bio_constraints, viterbi_decode
 from .fusion import AdaptiveFusion
+from .inference import bio_to_spans, join_with_offsets, normalize_inputs, tokenize_with_offsets
+from .processing_shapca import ShapCAProcessor
 
 IGNORE_INDEX = -100
 
@@ -287,6 +289,39 @@ class ShapCAModel(ShapCAPreTrainedModel):
         )
 
 
+def _per_input(values, n: int, single: bool, name: str) -> list:
+    if values is None:
+        return [None] * n
+    if single and not isinstance(values, (list, tuple)):
+        values = [values]
+    if len(values) != n:
+        raise ValueError(f"got {len(values)} {name} for {n} inputs (use None for a missing one)")
+    return list(values)
+
+
+def _load_image(image, index: int):
+    """PIL images pass through; paths are opened; anything unreadable is an error."""
+    if image is None or hasattr(image, "convert"):
+        return image
+    if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(image) as opened:
+                return opened.convert("RGB")
+        except (OSError, UnidentifiedImageError, ValueError) as error:
+            raise ValueError(f"image {index} ({image}) cannot be read: {error}") from error
+    raise TypeError(f"image {index}: expected a PIL image, a path or None, got {type(image).__name__}")
+
+
+class _null_context:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
 def combine_losses(config: ShapCAConfig, main_loss, semantic_loss, modality_loss):
     """Eq. 19: `L = alpha * L_semantic + beta * L_modality + L_main`."""
     loss = main_loss
@@ -341,6 +376,105 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
             allowed_start,
             allowed_transitions,
         )
+
+    def _processor(self, processor: ShapCAProcessor | None) -> ShapCAProcessor:
+        if processor is not None:
+            return processor
+        if getattr(self, "_cached_processor", None) is None:
+            try:
+                # the processor sits next to the weights; its code is this (already trusted) code
+                self._cached_processor = ShapCAProcessor.from_pretrained(self.config.name_or_path, trust_remote_code=True)
+            except (OSError, ValueError) as error:
+                raise ValueError(
+                    "predict needs the processor saved with the model; none was found at "
+                    f"{self.config.name_or_path!r}: pass processor=ShapCAProcessor(...)"
+                ) from error
+        return self._cached_processor
+
+    def _check_labels(self):
+        missing = [i for i in range(self.crf.num_tags) if i not in self.config.id2label]
+        if missing:
+            raise ValueError(f"config.id2label has no label for tag ids {missing} of the CRF ({self.crf.num_tags} tags)")
+
+    @torch.no_grad()
+    def predict(
+        self,
+        inputs,
+        images=None,
+        contexts=None,
+        batch_size: int = 32,
+        processor: ShapCAProcessor | None = None,
+        is_split_into_words: bool | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        """Entities of one text or a batch.
+
+        Args:
+            inputs: a string, a list of words, or a list of strings / word lists. Strings are
+                split like the Twitter corpora (URLs, @mentions, #hashtags, words, punctuation);
+                a flat list of strings is one word list unless an item contains whitespace
+                (`is_split_into_words` forces the reading).
+            images: `None`, or one image per input: a PIL image, a file path, or `None`.
+            contexts: `None`, or one context string per input (`None`/`""` for none). When an
+                input has an image but no context and the processor has a `context_generator`,
+                the context is generated; otherwise the model runs without context.
+            dtype: e.g. `torch.bfloat16` to run under autocast on a GPU.
+
+        Returns:
+            Per input, a list of `{"text", "label", "start", "end"}` with character offsets into
+            the input string (into `" ".join(words)` for word lists). An input without any word
+            (empty or blank string) gets `[]`. The output keeps the input order.
+
+        Example:
+            >>> model = AutoModel.from_pretrained("path/or/hub-id", trust_remote_code=True)
+            >>> model.predict("Kevin Durant enters Oracle Arena")
+            [{'text': 'Kevin Durant', 'label': 'PER', 'start': 0, 'end': 12}, ...]
+        """
+        processor = self._processor(processor)
+        self._check_labels()
+        batch, single = normalize_inputs(inputs, is_split_into_words)
+        n = len(batch)
+        images = _per_input(images, n, single, "images")
+        contexts = [c or "" for c in _per_input(contexts, n, single, "contexts")]
+        texts, words, offsets = [], [], []
+        for item in batch:
+            if isinstance(item, str):
+                item_words, item_offsets = tokenize_with_offsets(item)
+                texts.append(item)
+            else:
+                texts_item, item_offsets = join_with_offsets(item)
+                item_words = list(item)
+                texts.append(texts_item)
+            words.append(item_words)
+            offsets.append(item_offsets)
+        images = [_load_image(image, i) for i, image in enumerate(images)]
+        if processor.context_generator:
+            need = [i for i in range(n) if images[i] is not None and not contexts[i] and words[i]]
+            if need:
+                for i, context in zip(need, processor.generate_contexts([images[i] for i in need])):
+                    contexts[i] = context
+        was_training = self.training
+        self.eval()
+        results: list[list[dict]] = [[] for _ in range(n)]
+        todo = [i for i in range(n) if words[i]]
+        device = next(self.parameters()).device
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            encoded = processor(
+                words=[words[i] for i in chunk],
+                contexts=[contexts[i] for i in chunk],
+                images=[images[i] for i in chunk],
+                return_tensors="pt",
+            ).to(device)
+            autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else _null_context()
+            with autocast:
+                predictions = self(**encoded).predictions
+            for i, tags in zip(chunk, processor.decode_tags(predictions, self.config.id2label)):
+                for first, last, label in bio_to_spans(tags):
+                    begin, end = offsets[i][first][0], offsets[i][last - 1][1]
+                    results[i].append({"text": texts[i][begin:end], "label": label, "start": begin, "end": end})
+        self.train(was_training)
+        return results[0] if single else results
 
     def forward(self, labels: torch.LongTensor | None = None, **inputs) -> ShapCATokenClassifierOutput:
         """`labels`: `(batch, n_words)` tag ids, `-100` on padding. Other inputs: see `ShapCAModel`."""

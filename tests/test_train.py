@@ -10,31 +10,7 @@ import torch
 import transformers
 
 import train
-from tests.conftest import MINILM_PATH, tiny_config, tiny_text_config
-
-TINY_VISION = '{"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]}'
-
-
-@pytest.fixture(scope="module")
-def tiny_text_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(**{k: v for k, v in tiny_text_config().items() if k != "model_type"})
-    transformers.BertModel(config).save_pretrained(path)
-    transformers.AutoTokenizer.from_pretrained(MINILM_PATH).save_pretrained(path)
-    return str(path)
-
-
-def base_args(text_model, output_dir, *extra):
-    return [
-        str(train.ROOT / "configs" / "twitter2015-minilm.yaml"),
-        "--text_model", text_model, "--vision_config", TINY_VISION,
-        "--projection_dim", "16", "--fusion_dim", "16", "--fusion_heads", "2", "--hidden_dim", "16",
-        "--max_train_samples", "24", "--max_eval_samples", "12", "--per_device_train_batch_size", "8",
-        "--output_dir", str(output_dir), "--logging_steps", "1", "--save_total_limit", "5",
-        "--disable_tqdm", "true", *extra,
-    ]
-
+from tests.conftest import MINILM_PATH, base_args, tiny_config, tiny_text_config
 
 def test_yaml_and_overrides():
     model_args, data_args, training_args = train.parse_arguments(

@@ -12,30 +12,6 @@ from datasets_scripts import generate_contexts as gc
 from tests.conftest import MINILM_PATH
 
 
-@pytest.fixture(scope="module")
-def tiny_llava(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_llava")
-    tok = transformers.AutoTokenizer.from_pretrained(MINILM_PATH)
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    vision = transformers.CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                           num_attention_heads=2, image_size=32, patch_size=16)
-    text = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                    num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
-                                    bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
-    config = transformers.LlavaConfig(vision_config=vision, text_config=text, image_token_id=tok.convert_tokens_to_ids("<image>"),
-                                      vision_feature_layer=-1, vision_feature_select_strategy="default")
-    torch.manual_seed(0)
-    transformers.LlavaForConditionalGeneration(config).save_pretrained(path)
-    template = ("{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
-                "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}{% if add_generation_prompt %} answer :{% endif %}")
-    transformers.LlavaProcessor(
-        image_processor=transformers.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tok, patch_size=16, vision_feature_select_strategy="default", chat_template=template,
-        image_token="<image>", num_additional_image_tokens=1,
-    ).save_pretrained(path)
-    return str(path)
-
-
 @pytest.fixture
 def image_dir(tmp_path):
     folder = tmp_path / "images"

@@ -1,0 +1,122 @@
+import json
+
+import pytest
+import torch
+
+from modeling_shapca import ShapCAForTokenClassification, ShapCAProcessor
+from modeling_shapca import predict as predict_cli
+from modeling_shapca.inference import bio_to_spans, normalize_inputs, tokenize_with_offsets
+from tests.conftest import random_image
+
+
+@pytest.fixture(scope="module")
+def model(trained_model_dir):
+    model = ShapCAForTokenClassification.from_pretrained(trained_model_dir).eval()
+    with torch.no_grad():  # make the tiny model tag capitalised words: deterministic entities
+        model.crf.transitions.zero_()
+    return model
+
+
+def force_tags(model, monkeypatch, tag_for_word):
+    """Replace the emissions so that word j gets tag tag_for_word(j) (tests the plumbing)."""
+    label2id = model.config.label2id
+    original = model.classifier.forward
+
+    def emissions(features):
+        logits = torch.zeros(*features.shape[:2], len(label2id))
+        for j in range(features.shape[1]):
+            logits[:, j, label2id[tag_for_word(j)]] = 10.0
+        return logits + 0 * original(features).sum()
+
+    monkeypatch.setattr(model.classifier, "forward", emissions)
+
+
+def test_tokenizer_offsets_and_spans():
+    words, offsets = tokenize_with_offsets("RT @cnni: Kevin Durant's #Bears!")
+    assert words == ["RT", "@cnni", ":", "Kevin", "Durant's", "#Bears", "!"]
+    assert all("RT @cnni: Kevin Durant's #Bears!"[a:b] == w for w, (a, b) in zip(words, offsets))
+    assert bio_to_spans(["B-PER", "I-PER", "O", "I-LOC", "B-LOC"]) == [(0, 2, "PER"), (3, 4, "LOC"), (4, 5, "LOC")]
+    assert normalize_inputs(["Kevin", "Durant"]) == ([["Kevin", "Durant"]], True)
+    assert normalize_inputs(["Kevin", "Durant"], is_split_into_words=False) == (["Kevin", "Durant"], False)
+
+
+def test_predict_offsets_order_and_empty_inputs(model, monkeypatch):
+    force_tags(model, monkeypatch, lambda j: {0: "B-PER", 1: "I-PER"}.get(j, "O"))
+    text = "  Kevin   Durant scores"
+    single = model.predict(text)
+    assert single == [{"text": "Kevin   Durant", "label": "PER", "start": 2, "end": 16}]
+    batch = model.predict(["", "Taylor Swift sings", ["Barack", "Obama", "speaks"], "   "], batch_size=2)
+    assert batch[0] == [] and batch[3] == []
+    assert batch[1] == [{"text": "Taylor Swift", "label": "PER", "start": 0, "end": 12}]
+    assert batch[2] == [{"text": "Barack Obama", "label": "PER", "start": 0, "end": 12}]
+
+
+def test_predict_is_batch_invariant(model):
+    texts = ["Kevin Durant scores in Oakland", "Go #Bears", "Paris floods again today after the storm"]
+    assert model.predict(texts, batch_size=1) == model.predict(texts, batch_size=3)
+
+
+def test_predict_with_images(model, tmp_path):
+    path = tmp_path / "tweet.jpg"
+    random_image(3).save(path)
+    out = model.predict(["Kevin Durant", "Paris"], images=[str(path), random_image(1)], contexts=["a player", None])
+    assert len(out) == 2
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"nope")
+    with pytest.raises(ValueError, match="image 1 .* cannot be read"):
+        model.predict(["a", "b"], images=[None, str(broken)], is_split_into_words=False)
+    with pytest.raises(TypeError, match="image 0"):
+        model.predict(["a"], images=[123], is_split_into_words=False)
+    with pytest.raises(ValueError, match="2 images for 1 inputs"):
+        model.predict("a b", images=[None, None])
+
+
+@pytest.mark.parametrize("bad", [3, [1, 2], None, [["a"], 5]])
+def test_predict_rejects_non_text(model, bad):
+    with pytest.raises(TypeError):
+        model.predict(bad)
+
+
+def test_predict_over_long_text_is_an_error(model):
+    with pytest.raises(ValueError, match="more than max_words|exceeds max_length"):
+        model.predict("word " * 300)
+
+
+def test_unknown_label_ids_in_config(trained_model_dir):
+    model = ShapCAForTokenClassification.from_pretrained(trained_model_dir).eval()
+    del model.config.id2label[3]
+    with pytest.raises(ValueError, match="no label for tag ids \\[3\\]"):
+        model.predict("Kevin Durant")
+
+
+def test_predict_generates_missing_contexts(model, trained_model_dir, tiny_llava, monkeypatch):
+    processor = ShapCAProcessor.from_pretrained(trained_model_dir, trust_remote_code=True)
+    processor.context_generator = tiny_llava
+    calls = []
+    real = processor.generate_contexts
+
+    def spy(images, **kwargs):
+        calls.append(len(images))
+        return real(images, max_new_tokens=4)
+
+    monkeypatch.setattr(processor, "generate_contexts", spy)
+    out = model.predict(["Kevin Durant", "Paris", "Oakland"], images=[random_image(0), None, random_image(1)],
+                        contexts=[None, None, "given"], processor=processor, is_split_into_words=False)
+    assert calls == [1]  # only the image without a context
+    assert len(out) == 3
+
+
+def test_predict_cli(trained_model_dir, tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "a", "text": "Kevin Durant scores"}, {"id": "b", "words": ["Obama", "in", "Paris"], "context": "x"},
+        {"id": "c", "text": ""},
+    ]) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert predict_cli.main([str(trained_model_dir), "--input", str(inputs), "--output", str(out), "--batch-size", "2"]) == 3
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b", "c"] and rows[2]["entities"] == []
+    assert all(isinstance(r["entities"], list) for r in rows)
+    inputs.write_text('{"id": "a", "text": "x"}\n{"id": "b"}\n')
+    with pytest.raises(ValueError, match="in.jsonl:2: expected an object"):
+        predict_cli.main([str(trained_model_dir), "--input", str(inputs), "--output", str(out)])
