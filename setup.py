@@ -14,7 +14,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["modeling_shapca", "datasets_scripts"]),
+    packages=find_packages(include=["modeling_shapca", "datasets_scripts", "shapca_training"]),
+    py_modules=["train", "push_to_hub", "model_card"],
     # torch is left unpinned on purpose (GPU users need their CUDA build); the Makefile pins
     # torch==2.13.0 in the same pip command on CPU machines.
     install_requires=[

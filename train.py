@@ -18,20 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import evaluate
-import numpy as np
 import torch
 import transformers
 import yaml
-from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, HfArgumentParser, TrainingArguments
 
-from datasets_scripts.contexts import load_contexts
-from modeling_shapca import ShapCAForTokenClassification, ShapCAProcessor
+from modeling_shapca import ShapCAProcessor
+from shapca_training.tasks import ShapCACollator, get_task, label_config, load_task_dataset, make_compute_metrics
+from shapca_training.trainer import ShapCATrainer
 
 ROOT = Path(__file__).resolve().parent
 logger = logging.getLogger("shapca.train")
 IGNORE_INDEX = -100
-NER_DATASETS = ("twitter2015", "twitter2017")
 
 
 @dataclass
@@ -63,7 +61,7 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    dataset: str = field(default="twitter2015", metadata={"help": "twitter2015 | twitter2017"})
+    dataset: str = field(default="twitter2015", metadata={"help": "twitter2015 | twitter2017 | mnre | mjere"})
     dataset_path: str | None = field(
         default=None, metadata={"help": "save_to_disk folder or Hub id of a built dataset (else built from raw_dir)."}
     )
@@ -98,120 +96,7 @@ def parse_arguments(argv: list[str]):
     return parser.parse_args_into_dataclasses(args=cli)
 
 
-def load_ner_dataset(data_args: DataArguments) -> datasets.DatasetDict:
-    if data_args.dataset_path:
-        path = Path(data_args.dataset_path)
-        return datasets.load_from_disk(str(path)) if path.exists() else datasets.load_dataset(data_args.dataset_path)
-    from datasets_scripts.twitter import build_twitter_ner
-
-    raw_dir = data_args.raw_dir or ROOT / "data" / data_args.dataset
-    report: dict = {}
-    dataset = build_twitter_ner(raw_dir, data_args.image_dir, load_contexts(data_args.contexts), report)
-    logger.info("built %s from %s: %s", data_args.dataset, raw_dir, json.dumps({k: v for k, v in report.items() if k != "images"}))
-    return dataset
-
-
-class ShapCACollator:
-    """Runs the processor on a list of dataset rows (words, tags, pos, context, image)."""
-
-    def __init__(self, processor: ShapCAProcessor):
-        self.processor = processor
-
-    def __call__(self, rows: list[dict]) -> dict:
-        images = [row.get("image") if row.get("has_image") else None for row in rows]
-        return dict(
-            self.processor(
-                words=[row["words"] for row in rows],
-                contexts=[row.get("context") or "" for row in rows],
-                images=images,
-                word_labels=[row["tags"] for row in rows],
-                pos_tags=[row["pos_tags"] for row in rows],
-                return_tensors="pt",
-            )
-        )
-
-
-class ShapCATrainer(Trainer):
-    """Trainer with Shap-CA parameter groups, separate loss logging and decoded predictions."""
-
-    def __init__(self, *args, head_learning_rate: float = 3e-4, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.head_learning_rate = head_learning_rate
-        self._loss_parts: dict[str, list[float]] = {}
-
-    def create_optimizer(self, model=None):
-        if self.optimizer is None:
-            self.optimizer = torch.optim.AdamW(
-                parameter_groups(self.model, self.args.learning_rate, self.head_learning_rate, self.args.weight_decay),
-                betas=(self.args.adam_beta1, self.args.adam_beta2),
-                eps=self.args.adam_epsilon,
-            )
-        return self.optimizer
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
-        for name in ("main_loss", "semantic_loss", "modality_loss"):
-            value = getattr(outputs, name)
-            if value is not None and model.training:
-                self._loss_parts.setdefault(name, []).append(value.detach())
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
-
-    def log(self, logs, *args, **kwargs):
-        if "loss" in logs and self._loss_parts:  # training log: add the three losses
-            for name, values in self._loss_parts.items():
-                logs[name] = round(torch.stack(values).mean().item(), 4)
-            self._loss_parts = {}
-        super().log(logs, *args, **kwargs)
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad():
-            outputs = model(**inputs)
-        loss = outputs.loss.detach() if outputs.loss is not None else None
-        if prediction_loss_only:
-            return loss, None, None
-        return loss, outputs.predictions, inputs.get("labels")
-
-
-def parameter_groups(model, encoder_lr: float, head_lr: float, weight_decay: float) -> list[dict]:
-    """Encoder parameters (text and vision backbones) at `encoder_lr`, the rest at `head_lr`;
-    no weight decay on biases and norms."""
-    groups = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        is_encoder = ".text_model." in f".{name}" or ".vision_model." in f".{name}"
-        no_decay = param.ndim < 2 or "norm" in name.lower()
-        key = ("encoder" if is_encoder else "head", no_decay)
-        group = groups.setdefault(key, {
-            "params": [], "lr": encoder_lr if is_encoder else head_lr,
-            "weight_decay": 0.0 if no_decay else weight_decay, "name": f"{key[0]}{'-no_decay' if no_decay else ''}",
-        })
-        group["params"].append(param)
-    return list(groups.values())
-
-
-def make_compute_metrics(id2label: dict[int, str], metric_path: str, mode: str = "conlleval"):
-    metric = evaluate.load(metric_path)
-
-    def compute_metrics(eval_pred):
-        predictions, labels = eval_pred.predictions, eval_pred.label_ids
-        refs, preds = [], []
-        for pred_row, label_row in zip(predictions, labels):
-            keep = label_row != IGNORE_INDEX
-            refs.append([id2label[int(t)] for t in label_row[keep]])
-            preds.append([id2label[int(t)] for t in pred_row[keep]])
-        result = metric.compute(predictions=preds, references=refs, mode=mode)
-        flat = {"precision": result["precision"], "recall": result["recall"], "f1": result["f1"]}
-        for kind in ("PER", "LOC", "ORG", "MISC"):
-            if kind in result:
-                flat[f"f1_{kind}"] = result[kind]["f1"]
-        return flat
-
-    return compute_metrics
-
-
-def build_model_and_processor(model_args: ModelArguments, label_names: list[str]):
+def build_model_and_processor(model_args: ModelArguments, data_args: DataArguments, features: datasets.Features):
     text_path = resolve_path(model_args.text_model)
     if model_args.vision_model:
         vision = resolve_path(model_args.vision_model)
@@ -220,15 +105,14 @@ def build_model_and_processor(model_args: ModelArguments, label_names: list[str]
         vision = json.loads(model_args.vision_config) if model_args.vision_config else {"model_type": "resnet"}
         image_processor = transformers.ConvNextImageProcessorPil(size={"shortest_edge": model_args.image_size})
     config_kwargs = dict(
-        id2label=dict(enumerate(label_names)),
-        label2id={label: i for i, label in enumerate(label_names)},
-        task="ner",
+        **label_config(data_args.dataset, features),
         **{k: getattr(model_args, k) for k in (
             "alpha", "beta", "tau", "alignment", "context_in_alignment", "fusion", "projection_dim",
             "fusion_dim", "fusion_heads", "hidden_dim", "dropout", "gather_alignment_features",
         )},
     )
-    model = ShapCAForTokenClassification.from_text_vision_pretrained(text_path, vision, **config_kwargs)
+    model_class = get_task(data_args.dataset).model_class
+    model = model_class.from_text_vision_pretrained(text_path, vision, **config_kwargs)
     tokenizer = transformers.AutoTokenizer.from_pretrained(text_path)
     processor = ShapCAProcessor(image_processor, tokenizer, max_length=model_args.max_length,
                                 max_words=model.config.max_words)
@@ -253,25 +137,23 @@ def main(argv: list[str] | None = None) -> dict:
         training_args.bf16 = True  # the paper's GPU runs; CPU runs stay in fp32
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.set_seed(training_args.seed)
-    if data_args.dataset not in NER_DATASETS:
-        raise ValueError(f"dataset {data_args.dataset!r}: this train.py handles {NER_DATASETS} (word-pair tasks: see issue 6)")
-
-    dataset = load_ner_dataset(data_args)
-    label_names = dataset["train"].features["tags"].feature.names
+    task = get_task(data_args.dataset)
+    dataset = load_task_dataset(data_args.dataset, data_args.dataset_path, data_args.raw_dir, data_args.image_dir,
+                                data_args.contexts)
     if data_args.max_train_samples:
         dataset["train"] = dataset["train"].select(range(min(data_args.max_train_samples, len(dataset["train"]))))
     if data_args.max_eval_samples:
         for split in ("validation", "test"):
             dataset[split] = dataset[split].select(range(min(data_args.max_eval_samples, len(dataset[split]))))
-    model, processor = build_model_and_processor(model_args, label_names)
+    model, processor = build_model_and_processor(model_args, data_args, dataset["train"].features)
     dataset = add_pos_tags(dataset, processor)
 
     training_args.remove_unused_columns = False
-    training_args.label_names = ["labels"]
+    training_args.label_names = ["labels"] if task.name == "ner" else ["pair_labels"]
     if training_args.ddp_find_unused_parameters is None:
         # The vision backbone idles on batches without images (the shipped data has none).
         training_args.ddp_find_unused_parameters = True
-    metric_path = str(ROOT / "metrics" / "mner_f1")
+    compute_metrics, metric_info = make_compute_metrics(data_args.dataset, model.config)
     callbacks = []
     if training_args.load_best_model_at_end and data_args.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
@@ -280,10 +162,11 @@ def main(argv: list[str] | None = None) -> dict:
         args=training_args,
         train_dataset=dataset["train"],
         eval_dataset=dataset["validation"],
-        data_collator=ShapCACollator(processor),
-        compute_metrics=make_compute_metrics(model.config.id2label, metric_path),
+        data_collator=ShapCACollator(processor, task.name),
+        compute_metrics=compute_metrics,
         callbacks=callbacks,
         head_learning_rate=model_args.head_learning_rate,
+        grid_size=max(len(w) for split in dataset.values() for w in split["words"]),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     validation = trainer.evaluate(dataset["validation"], metric_key_prefix="validation")
@@ -307,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
                 (not has_contexts, "It was trained without image contexts, so the alignment losses were zero."),
             ) if flag
         ),
-        "metric": {"module": "metrics/mner_f1", "mode": "conlleval"},
+        "metric": metric_info,
         "validation": validation,
         "test": test,
         "best_checkpoint": trainer.state.best_model_checkpoint,

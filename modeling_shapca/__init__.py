@@ -8,6 +8,7 @@ from .alignment import cyclic_shapley, exact_shapley, info_nce_loss, shapley_con
 from .configuration_shapca import ShapCAConfig
 from .modeling_shapca import (
     ShapCAForTokenClassification,
+    ShapCAForWordPairExtraction,
     ShapCAModel,
     ShapCAPreTrainedModel,
 )
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ShapCAConfig",
     "ShapCAForTokenClassification",
+    "ShapCAForWordPairExtraction",
     "ShapCAModel",
     "ShapCAPreTrainedModel",
     "ShapCAProcessor",

@@ -13,6 +13,8 @@ from transformers.configuration_utils import SubConfigSpec
 TASKS = ("ner", "word_pair")
 ALIGNMENTS = ("shapley", "infonce", "none")
 FUSIONS = ("adaptive", "plain")
+WORD_PAIR_SCHEMES = ("mre", "mjere")
+WORD_PAIR_GROUPS = {"mre": ("relation",), "mjere": ("entity", "relation_start", "relation_end")}
 
 # Universal POS tags (spaCy's `token.pos_`), index 0 is padding.
 POS_TAGS = (
@@ -47,6 +49,10 @@ class ShapCAConfig(PretrainedConfig):
         dropout (`float`): dropout on the fused features and in the heads.
         gather_alignment_features (`bool`): under `torch.distributed`, build the Shapley game
             over the features of all ranks (one global coalition) instead of the local batch.
+        word_pair_scheme (`str`): grid layout of the word-pair head, `"mre"` (one relation cell
+            per sample) or `"mjere"` (entity boundary cells + two relation cells per triple).
+        label_groups (`dict[str, list[str]]`): the word-pair head's label groups (each its own
+            softmax), e.g. `{"relation": [...]}` for MRE. `id2label` lists them as `group:label`.
     """
 
     model_type = "shapca"
@@ -74,6 +80,8 @@ class ShapCAConfig(PretrainedConfig):
     fusion: str = "adaptive"
     dropout: float = 0.1
     gather_alignment_features: bool = False
+    word_pair_scheme: str = "mre"
+    label_groups: dict | None = None
     initializer_range: float = 0.02
     num_pos_tags: int = len(POS_TAGS)
 
@@ -86,12 +94,25 @@ class ShapCAConfig(PretrainedConfig):
         ):
             if value not in allowed:
                 raise ValueError(f"ShapCAConfig.{name} must be one of {allowed}, got {value!r}")
+        if self.word_pair_scheme not in WORD_PAIR_SCHEMES:
+            raise ValueError(f"ShapCAConfig.word_pair_scheme must be one of {WORD_PAIR_SCHEMES}, got {self.word_pair_scheme!r}")
+        if self.task == "word_pair":
+            expected = WORD_PAIR_GROUPS[self.word_pair_scheme]
+            if not self.label_groups or list(self.label_groups) != list(expected):
+                raise ValueError(f"a {self.word_pair_scheme!r} word-pair config needs label_groups {expected}")
+            flat = [f"{group}:{label}" for group, labels in self.label_groups.items() for label in labels]
+            self.id2label = dict(enumerate(flat))
+            self.label2id = {label: i for i, label in enumerate(flat)}
         if self.tau <= 0:
             raise ValueError(f"ShapCAConfig.tau must be > 0, got {self.tau}")
         if self.fusion_dim % self.fusion_heads:
             raise ValueError(
                 f"ShapCAConfig.fusion_dim ({self.fusion_dim}) must be divisible by fusion_heads ({self.fusion_heads})"
             )
+
+    @property
+    def group_sizes(self) -> list[int]:
+        return [len(labels) for labels in (self.label_groups or {}).values()]
 
     @property
     def text_hidden_size(self) -> int:

@@ -22,6 +22,7 @@ from .crf import bio_constraints, viterbi_decode
 from .fusion import AdaptiveFusion
 from .inference import bio_to_spans, join_with_offsets, normalize_inputs, tokenize_with_offsets
 from .processing_shapca import ShapCAProcessor
+from .word_pair import WordPairContrastiveLayer, decode_mjere, grid_predictions, word_pair_loss
 
 IGNORE_INDEX = -100
 
@@ -129,6 +130,20 @@ class ShapCAPreTrainedModel(PreTrainedModel):
         if isinstance(module, ShapCAModel):
             with torch.no_grad():
                 module.no_image_region.normal_(mean=0.0, std=self.config.initializer_range)
+
+    def _processor(self, processor: ShapCAProcessor | None) -> ShapCAProcessor:
+        if processor is not None:
+            return processor
+        if getattr(self, "_cached_processor", None) is None:
+            try:
+                # the processor sits next to the weights; its code is this (already trusted) code
+                self._cached_processor = ShapCAProcessor.from_pretrained(self.config.name_or_path, trust_remote_code=True)
+            except (OSError, ValueError) as error:
+                raise ValueError(
+                    "predict needs the processor saved with the model; none was found at "
+                    f"{self.config.name_or_path!r}: pass processor=ShapCAProcessor(...)"
+                ) from error
+        return self._cached_processor
 
     @classmethod
     def from_text_vision_pretrained(
@@ -289,6 +304,27 @@ class ShapCAModel(ShapCAPreTrainedModel):
         )
 
 
+@dataclass
+class ShapCAWordPairOutput(ModelOutput):
+    """Output of `ShapCAForWordPairExtraction`.
+
+    Args:
+        loss: `alpha * semantic_loss + beta * modality_loss + main_loss` (Eq. 19).
+        logits: `log P_final`, `(batch, n, n, sum(group sizes))`, normalised within each group.
+        predictions: `(batch, groups, n, n)` argmax label per group and cell, -100 outside words
+            (eval mode only).
+        main_loss: the word-pair cross-entropy (Eq. 18).
+        semantic_loss, modality_loss: the alignment losses (Eqs. 6-7).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    predictions: torch.LongTensor | None = None
+    main_loss: torch.FloatTensor | None = None
+    semantic_loss: torch.FloatTensor | None = None
+    modality_loss: torch.FloatTensor | None = None
+
+
 def _per_input(values, n: int, single: bool, name: str) -> list:
     if values is None:
         return [None] * n
@@ -297,6 +333,22 @@ def _per_input(values, n: int, single: bool, name: str) -> list:
     if len(values) != n:
         raise ValueError(f"got {len(values)} {name} for {n} inputs (use None for a missing one)")
     return list(values)
+
+
+def _split_inputs(batch: list) -> tuple[list[str], list[list[str]], list[list[tuple[int, int]]]]:
+    """Texts, words and word character offsets of a batch of strings / word lists."""
+    texts, words, offsets = [], [], []
+    for item in batch:
+        if isinstance(item, str):
+            item_words, item_offsets = tokenize_with_offsets(item)
+            texts.append(item)
+        else:
+            text, item_offsets = join_with_offsets(item)
+            item_words = list(item)
+            texts.append(text)
+        words.append(item_words)
+        offsets.append(item_offsets)
+    return texts, words, offsets
 
 
 def _load_image(image, index: int):
@@ -377,20 +429,6 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
             allowed_transitions,
         )
 
-    def _processor(self, processor: ShapCAProcessor | None) -> ShapCAProcessor:
-        if processor is not None:
-            return processor
-        if getattr(self, "_cached_processor", None) is None:
-            try:
-                # the processor sits next to the weights; its code is this (already trusted) code
-                self._cached_processor = ShapCAProcessor.from_pretrained(self.config.name_or_path, trust_remote_code=True)
-            except (OSError, ValueError) as error:
-                raise ValueError(
-                    "predict needs the processor saved with the model; none was found at "
-                    f"{self.config.name_or_path!r}: pass processor=ShapCAProcessor(...)"
-                ) from error
-        return self._cached_processor
-
     def _check_labels(self):
         missing = [i for i in range(self.crf.num_tags) if i not in self.config.id2label]
         if missing:
@@ -436,17 +474,7 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
         n = len(batch)
         images = _per_input(images, n, single, "images")
         contexts = [c or "" for c in _per_input(contexts, n, single, "contexts")]
-        texts, words, offsets = [], [], []
-        for item in batch:
-            if isinstance(item, str):
-                item_words, item_offsets = tokenize_with_offsets(item)
-                texts.append(item)
-            else:
-                texts_item, item_offsets = join_with_offsets(item)
-                item_words = list(item)
-                texts.append(texts_item)
-            words.append(item_words)
-            offsets.append(item_offsets)
+        texts, words, offsets = _split_inputs(batch)
         images = [_load_image(image, i) for i, image in enumerate(images)]
         if processor.context_generator:
             need = [i for i in range(n) if images[i] is not None and not contexts[i] and words[i]]
@@ -499,7 +527,115 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
         )
 
 
+class ShapCAForWordPairExtraction(ShapCAPreTrainedModel):
+    """Shap-CA for MRE and MJERE: the word-pair contrastive layer (Eqs. 14-18) over the grid of
+    all word pairs, with the three channels `M_t` (fused text), `M_s` (POS) and `M_p` (positions).
+    The grid layout (`config.word_pair_scheme`) and its codecs live in `word_pair.py`.
+    """
+
+    def __init__(self, config: ShapCAConfig):
+        super().__init__(config)
+        if config.task != "word_pair":
+            raise ValueError(f"ShapCAForWordPairExtraction needs config.task='word_pair', got {config.task!r}")
+        self.shapca = ShapCAModel(config)
+        self.pair_layer = WordPairContrastiveLayer(
+            {"text": config.fusion_dim, "pos": config.pos_embedding_dim, "position": config.position_embedding_dim},
+            config.hidden_dim,
+            config.group_sizes,
+            refinement_scale=config.refinement_scale,
+            dropout=config.dropout,
+        )
+        self.post_init()
+
+    def forward(self, pair_labels: torch.LongTensor | None = None, **inputs) -> ShapCAWordPairOutput:
+        """`pair_labels`: `(batch, groups, n, n)` label ids, -100 on unlabelled cells."""
+        inputs.setdefault("compute_alignment", pair_labels is not None)
+        inputs.pop("labels", None)
+        outputs = self.shapca(**inputs)
+        log_probs = self.pair_layer(
+            {"text": outputs.word_features, "pos": outputs.pos_embeds, "position": outputs.position_embeds}
+        )
+        loss = main_loss = None
+        if pair_labels is not None:
+            main_loss = word_pair_loss(log_probs, pair_labels, self.config.group_sizes)
+            loss = combine_losses(self.config, main_loss, outputs.semantic_loss, outputs.modality_loss)
+        predictions = None if self.training else grid_predictions(log_probs, self.config.group_sizes, inputs["word_mask"])
+        return ShapCAWordPairOutput(
+            loss=loss,
+            logits=log_probs,
+            predictions=predictions,
+            main_loss=main_loss,
+            semantic_loss=outputs.semantic_loss,
+            modality_loss=outputs.modality_loss,
+        )
+
+    @torch.no_grad()
+    def predict(self, inputs, pairs=None, images=None, contexts=None, batch_size: int = 32,
+                processor: ShapCAProcessor | None = None, is_split_into_words: bool | None = None,
+                dtype: torch.dtype | None = None):
+        """Relations (MRE) or entities and relations (MJERE) of one text or a batch.
+
+        MRE: `pairs` gives, per input, a list of `(head, tail)` word spans `[start, end)`; each
+        gets `{"head", "tail", "label"}` with the spans as `{"text", "start", "end"}` character
+        offsets. MJERE: returns `{"entities": [...], "relations": [{"head", "tail", "label"}]}`.
+        Inputs, images and contexts as in `ShapCAForTokenClassification.predict`.
+        """
+        processor = self._processor(processor)
+        batch, single = normalize_inputs(inputs, is_split_into_words)
+        n = len(batch)
+        if self.config.word_pair_scheme == "mre":
+            pairs = _per_input(pairs, n, single, "pair lists")
+        images = [_load_image(image, i) for i, image in enumerate(_per_input(images, n, single, "images"))]
+        contexts = [c or "" for c in _per_input(contexts, n, single, "contexts")]
+        texts, words, offsets = _split_inputs(batch)
+        groups = self.config.label_groups
+        was_training = self.training
+        self.eval()
+        empty = [] if self.config.word_pair_scheme == "mre" else {"entities": [], "relations": []}
+        results = [empty if not words[i] else None for i in range(n)]
+        todo = [i for i in range(n) if words[i]]
+        device = next(self.parameters()).device
+
+        def span(i, start, end, label=None):
+            begin, stop = offsets[i][start][0], offsets[i][end - 1][1]
+            entry = {"text": texts[i][begin:stop], "start": begin, "end": stop}
+            return {**entry, "label": label} if label is not None else entry
+
+        for first in range(0, len(todo), batch_size):
+            chunk = todo[first:first + batch_size]
+            encoded = processor(words=[words[i] for i in chunk], contexts=[contexts[i] for i in chunk],
+                                images=[images[i] for i in chunk], return_tensors="pt").to(device)
+            autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else _null_context()
+            with autocast:
+                grids = self(**encoded).predictions.cpu()
+            for row, i in enumerate(chunk):
+                grid = grids[row]
+                if self.config.word_pair_scheme == "mre":
+                    out = []
+                    for head, tail in pairs[i] or []:
+                        if not (0 <= head[0] < head[1] <= len(words[i]) and 0 <= tail[0] < tail[1] <= len(words[i])):
+                            raise ValueError(f"input {i}: pair {head, tail} is outside its {len(words[i])} words")
+                        label = groups["relation"][int(grid[0, head[0], tail[0]])]
+                        out.append({"head": span(i, *head), "tail": span(i, *tail), "label": label})
+                    results[i] = out
+                else:
+                    entities, triples = decode_mjere(grid, len(words[i]))
+                    types, relations = groups["entity"], groups["relation_start"]
+                    results[i] = {
+                        "entities": [span(i, e["start"], e["end"], types[e["type"] + 1]) for e in entities],
+                        "relations": [
+                            {"head": span(i, t["head_start"], t["head_end"]), "tail": span(i, t["tail_start"], t["tail_end"]),
+                             "label": relations[t["relation"] + 1]}
+                            for t in triples
+                        ],
+                    }
+        self.train(was_training)
+        return results[0] if single else results
+
+
 __all__ = [
+    "ShapCAForWordPairExtraction",
+    "ShapCAWordPairOutput",
     "ShapCAForTokenClassification",
     "ShapCAModel",
     "ShapCAModelOutput",

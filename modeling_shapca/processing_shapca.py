@@ -240,6 +240,7 @@ class ShapCAProcessor(ProcessorMixin):
         word_labels=None,
         pos_tags=None,
         label2id: Mapping[str, int] | None = None,
+        pair_labels=None,
         return_tensors: str | None = "pt",
         **kwargs,
     ) -> BatchFeature:
@@ -285,7 +286,24 @@ class ShapCAProcessor(ProcessorMixin):
             data["pixel_values"] = pixel_values
         if word_labels is not None:
             data["labels"] = pad(self._encode_labels(words, word_labels, label2id), n_words, IGNORE_INDEX)
+        if pair_labels is not None:
+            data["pair_labels"] = self._pad_grids(words, pair_labels, n_words)
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    @staticmethod
+    def _pad_grids(words, grids, n_words: int) -> np.ndarray:
+        """Word-pair label grids `(groups, n_i, n_i)` per example -> `(batch, groups, n, n)`,
+        -100 outside each sentence (see `word_pair.encode_mre` / `encode_mjere`)."""
+        if len(grids) != len(words):
+            raise ValueError(f"got pair labels for {len(grids)} examples but {len(words)} word lists")
+        groups = len(grids[0])
+        out = np.full((len(words), groups, n_words, n_words), IGNORE_INDEX, dtype=np.int64)
+        for i, (sentence, grid) in enumerate(zip(words, grids)):
+            grid = np.asarray(grid, dtype=np.int64)
+            if grid.shape != (groups, len(sentence), len(sentence)):
+                raise ValueError(f"example {i}: pair labels of shape {grid.shape}, expected {(groups, len(sentence), len(sentence))}")
+            out[i, :, : len(sentence), : len(sentence)] = grid
+        return out
 
     @staticmethod
     def decode_tags(predictions, id2label: Mapping[int, str]) -> list[list[str]]:

@@ -10,6 +10,7 @@ import torch
 import transformers
 
 import train
+from shapca_training.trainer import parameter_groups
 from tests.conftest import MINILM_PATH, base_args, tiny_config, tiny_text_config
 
 def test_yaml_and_overrides():
@@ -26,7 +27,7 @@ def test_parameter_groups_get_their_learning_rates():
     from modeling_shapca import ShapCAForTokenClassification
 
     model = ShapCAForTokenClassification(tiny_config())
-    groups = train.parameter_groups(model, 5e-5, 3e-4, 0.01)
+    groups = parameter_groups(model, 5e-5, 3e-4, 0.01)
     by_id = {id(p): g for g in groups for p in g["params"]}
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     for name, param in model.named_parameters():

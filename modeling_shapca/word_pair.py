@@ -1,0 +1,177 @@
+"""Word-pair contrastive layer (paper section 3.6, Eqs. 14-18) and the word-pair grid codecs.
+
+The grid holds one or more *label groups*; each group is a separate classification of every
+cell with its own softmax, and cells a group does not label are `-100`:
+
+* MRE (MNRE): one group `relation` (23 labels incl. `None`); the only labelled cell is
+  `(first word of head, first word of tail)`, directed (row = head). A diagonal cell is fine
+  (head and tail may share their first word).
+* MJERE: three groups.
+  - `entity` (`None` + 4 types): every upper-triangle cell `(i, j)`, `i <= j`, is labelled;
+    an entity `[s, e)` puts its type on its boundary cell `(s, e - 1)`. (Interpretation: one
+    cell per entity, so nested and overlapping entities, which MJERE has, stay representable;
+    filling the whole span block as EEGA does would make them collide.)
+  - `relation_start` / `relation_end` (`None` + 21 relations): all `n x n` cells are labelled;
+    a triple puts its relation on `(head start, tail start)` and on `(head end - 1, tail end - 1)`,
+    directed. The second cell tells apart entities that share a first word.
+  Decoding: entities from the boundary cells; a triple for every ordered pair of decoded
+  entities `(A, B)` whose two relation cells carry the same relation. Conflicts: when two
+  triples write different relations to one cell (nested entities sharing a first or a last
+  word: 4 of 3,618 MJERE train samples, none in validation or test), the later triple wins
+  the cell and the decoder recovers the other from its second cell (see `decode_mjere`).
+
+Memory: the pair features are `(batch, n, n, hidden_dim)` per channel, so they grow with the
+square of the sentence length; at `hidden_dim = 128` and batch 28 a 64-word batch needs about
+1.2 GB of activations for the three channels in fp32.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = -100
+NONE_LABEL = "None"
+
+
+class PairFeatures(nn.Module):
+    """Eq. 14: `X_ij = act(W [M_i; M_j; M_i - M_j] + b)` without building the concatenation:
+    `W [a; b; a - b] = (W_a + W_c) a + (W_b - W_c) b`, so each word is projected once and the
+    `n x n` grid is a broadcast sum."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(3 * in_dim, out_dim)
+        self.act = nn.GELU()
+
+    def forward(self, words: torch.Tensor) -> torch.Tensor:
+        w_a, w_b, w_c = self.linear.weight.chunk(3, dim=1)
+        rows = F.linear(words, w_a + w_c, self.linear.bias)  # term of M_i
+        cols = F.linear(words, w_b - w_c)  # term of M_j
+        return self.act(rows.unsqueeze(2) + cols.unsqueeze(1))
+
+
+class WordPairContrastiveLayer(nn.Module):
+    """Eqs. 14-17 for every cell of the grid and every label group.
+
+    `log P^t = log_softmax(MLP2(X^t))`, `log P^tsp = log_softmax(MLP3([X^t; X^s; X^p]))`,
+    `P_final = softmax(P^tsp + lambda * (log P^tsp - log P^t))`, each softmax taken within a
+    label group. Returns `log P_final`, `(batch, n, n, sum(group sizes))`.
+    """
+
+    def __init__(self, channel_dims: dict[str, int], hidden_dim: int, group_sizes: Sequence[int],
+                 refinement_scale: float = 1.0, dropout: float = 0.1):
+        super().__init__()
+        self.channels = nn.ModuleDict({name: PairFeatures(dim, hidden_dim) for name, dim in channel_dims.items()})
+        total = sum(group_sizes)
+        self.group_sizes = list(group_sizes)
+        self.dropout = nn.Dropout(dropout)
+        self.text_head = nn.Linear(hidden_dim, total)  # MLP2
+        self.joint_head = nn.Linear(hidden_dim * len(channel_dims), total)  # MLP3
+        self.refinement_scale = refinement_scale
+
+    def _group_log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.cat([F.log_softmax(part, dim=-1) for part in logits.split(self.group_sizes, dim=-1)], dim=-1)
+
+    def forward(self, channels: dict[str, torch.Tensor]) -> torch.Tensor:
+        pairs = {name: self.dropout(module(channels[name])) for name, module in self.channels.items()}
+        log_p_text = self._group_log_softmax(self.text_head(pairs["text"]).float())
+        joint = torch.cat([pairs[name] for name in self.channels], dim=-1)
+        log_p_joint = self._group_log_softmax(self.joint_head(joint).float())
+        refined = log_p_joint.exp() + self.refinement_scale * (log_p_joint - log_p_text)  # Eq. 17
+        return self._group_log_softmax(refined)
+
+
+def word_pair_loss(log_probs: torch.Tensor, labels: torch.Tensor, group_sizes: Sequence[int]) -> torch.Tensor:
+    """Eq. 18: cross-entropy over the labelled cells, averaged per group, summed over groups.
+
+    `log_probs` `(batch, n, n, sum(sizes))`, `labels` `(batch, groups, n, n)` with -100 elsewhere.
+    """
+    total = log_probs.new_zeros(())
+    for g, part in enumerate(log_probs.split(list(group_sizes), dim=-1)):
+        target = labels[:, g]
+        mask = target != IGNORE_INDEX
+        picked = part.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        total = total - (picked * mask).sum() / mask.sum().clamp(min=1)
+    return total
+
+
+def grid_predictions(log_probs: torch.Tensor, group_sizes: Sequence[int], word_mask: torch.Tensor) -> torch.Tensor:
+    """Argmax label per group and cell, `(batch, groups, n, n)`, -100 outside real words."""
+    cells = word_mask.bool().unsqueeze(2) & word_mask.bool().unsqueeze(1)
+    best = [part.argmax(-1) for part in log_probs.split(list(group_sizes), dim=-1)]
+    return torch.stack(best, dim=1).masked_fill(~cells.unsqueeze(1), IGNORE_INDEX)
+
+
+# ----------------------------------------------------------------------------- codecs
+def encode_mre(n: int, head: Sequence[int], tail: Sequence[int], relation: int) -> list[list[list[int]]]:
+    """One group; only the cell (head start, tail start) is labelled."""
+    grid = [[IGNORE_INDEX] * n for _ in range(n)]
+    grid[head[0]][tail[0]] = relation
+    return [grid]
+
+
+def decode_mre(grid, head: Sequence[int], tail: Sequence[int]) -> int:
+    return int(grid[0][head[0]][tail[0]])
+
+
+def encode_mjere(n: int, entities: Sequence[dict], triples: Sequence[dict]) -> list[list[list[int]]]:
+    """Three groups (entity, relation_start, relation_end); ids are 0 = None, types / relations
+    shifted by one (`entity["type"]` and `triple["relation"]` are 0-based ids without None)."""
+    entity = [[0 if i <= j else IGNORE_INDEX for j in range(n)] for i in range(n)]
+    start = [[0] * n for _ in range(n)]
+    end = [[0] * n for _ in range(n)]
+    for e in entities:
+        entity[e["start"]][e["end"] - 1] = e["type"] + 1
+    for t in triples:
+        start[t["head_start"]][t["tail_start"]] = t["relation"] + 1
+        end[t["head_end"] - 1][t["tail_end"] - 1] = t["relation"] + 1
+    return [entity, start, end]
+
+
+_MAX_CONFLICTS = 64
+
+
+def decode_mjere(grid, n: int) -> tuple[list[dict], list[dict]]:
+    """Entities and triples (0-based type / relation ids) from a `(3, >=n, >=n)` grid.
+
+    A triple `(A, B, r)` is read when both relation cells of the pair carry `r`. When they
+    carry two different relations, one of them was overwritten by another triple sharing
+    that cell; the cell is explained if another decoded pair sharing it carries the same
+    relation on its own other cell, and the pair takes the relation of its unexplained cell.
+    (On a noisy grid with more than 64 such conflicts, conflicting pairs are dropped.) The
+    pair cells are read for all entity pairs at once with numpy indexing.
+    """
+    grid = np.asarray(grid.cpu() if hasattr(grid, "cpu") else grid)[:, :n, :n]
+    entity, start, end = grid[0], grid[1], grid[2]
+    heads, tails = np.nonzero(np.triu(entity > 0))
+    entities = [{"start": int(i), "end": int(j) + 1, "type": int(entity[i, j]) - 1} for i, j in zip(heads, tails)]
+    if len(entities) < 2:
+        return entities, []
+    first, last = heads, tails  # each entity's first and last word
+    ss = start[first[:, None], first[None, :]]  # (E, E) relation on the start cell of pair (a, b)
+    ee = end[last[:, None], last[None, :]]
+    np.fill_diagonal(ss, 0)
+    relation = np.where((ss == ee) & (ss > 0), ss, 0)
+    conflicts = np.argwhere((ss > 0) & (ee > 0) & (ss != ee))
+    if 0 < len(conflicts) <= _MAX_CONFLICTS:
+        for a, b in conflicts:
+            same_start = (first[:, None] == first[a]) & (first[None, :] == first[b])
+            same_end = (last[:, None] == last[a]) & (last[None, :] == last[b])
+            same_start[a, b] = same_end[a, b] = False
+            starts_explained = bool((ee[same_start] == ss[a, b]).any())
+            ends_explained = bool((ss[same_end] == ee[a, b]).any())
+            if starts_explained and not ends_explained:
+                relation[a, b] = ee[a, b]
+            elif ends_explained and not starts_explained:
+                relation[a, b] = ss[a, b]
+    triples = [
+        {"head_start": entities[a]["start"], "head_end": entities[a]["end"], "tail_start": entities[b]["start"],
+         "tail_end": entities[b]["end"], "relation": int(relation[a, b]) - 1}
+        for a, b in np.argwhere(relation > 0)
+    ]
+    return entities, triples

@@ -1,0 +1,78 @@
+"""The Trainer subclass: Shap-CA parameter groups, separate loss logging, decoded predictions."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+IGNORE_INDEX = -100
+
+
+def parameter_groups(model, encoder_lr: float, head_lr: float, weight_decay: float) -> list[dict]:
+    """Encoder parameters (text and vision backbones) at `encoder_lr`, the rest at `head_lr`;
+    no weight decay on biases and norms."""
+    groups = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_encoder = ".text_model." in f".{name}" or ".vision_model." in f".{name}"
+        no_decay = param.ndim < 2 or "norm" in name.lower()
+        key = ("encoder" if is_encoder else "head", no_decay)
+        group = groups.setdefault(key, {
+            "params": [], "lr": encoder_lr if is_encoder else head_lr,
+            "weight_decay": 0.0 if no_decay else weight_decay, "name": f"{key[0]}{'-no_decay' if no_decay else ''}",
+        })
+        group["params"].append(param)
+    return list(groups.values())
+
+
+class ShapCATrainer(Trainer):
+    """Trainer with Shap-CA parameter groups, the three losses logged separately, and decoded
+    predictions (tags, or word-pair grids padded to `grid_size` so batches concatenate)."""
+
+    def __init__(self, *args, head_learning_rate: float = 3e-4, grid_size: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.head_learning_rate = head_learning_rate
+        self.grid_size = grid_size
+        self._loss_parts: dict[str, list[torch.Tensor]] = {}
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            self.optimizer = torch.optim.AdamW(
+                parameter_groups(self.model, self.args.learning_rate, self.head_learning_rate, self.args.weight_decay),
+                betas=(self.args.adam_beta1, self.args.adam_beta2),
+                eps=self.args.adam_epsilon,
+            )
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        if model.training:
+            for name in ("main_loss", "semantic_loss", "modality_loss"):
+                value = getattr(outputs, name)
+                if value is not None:
+                    self._loss_parts.setdefault(name, []).append(value.detach())
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs, *args, **kwargs):
+        if "loss" in logs and self._loss_parts:  # a training log: add the three losses
+            for name, values in self._loss_parts.items():
+                logs[name] = round(torch.stack(values).mean().item(), 4)
+            self._loss_parts = {}
+        super().log(logs, *args, **kwargs)
+
+    def _pad_grid(self, grid: torch.Tensor) -> torch.Tensor:
+        n = grid.shape[-1]
+        return F.pad(grid, (0, self.grid_size - n, 0, self.grid_size - n), value=IGNORE_INDEX)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            outputs = model(**inputs)
+        loss = outputs.loss.detach() if outputs.loss is not None else None
+        if prediction_loss_only:
+            return loss, None, None
+        if "pair_labels" in inputs:
+            return loss, self._pad_grid(outputs.predictions), self._pad_grid(inputs["pair_labels"])
+        return loss, outputs.predictions, inputs.get("labels")
