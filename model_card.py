@@ -14,6 +14,22 @@ DATASET_NAMES = {"twitter2015": "Twitter-2015", "twitter2017": "Twitter-2017", "
 # Paper Table 1 (Shap-CA, BERT-base + ResNet-152 + LLaVA-1.5 contexts).
 PAPER_F1 = {"twitter2015": 76.93, "twitter2017": 88.32, "mnre": 67.94, "mjere": 55.95}
 PAPER_BACKBONES = ("bert-base", "resnet-152")
+TASK_TEXT = {
+    "ner": dict(pipeline_tag="token-classification", task_tag="named-entity-recognition",
+                task_name="Multimodal named entity recognition", metric_name="entity F1 (conlleval)", head="MLP + CRF",
+                usage='model.predict("Kevin Durant enters Oracle Arena", images=["tweet.jpg"], contexts=["A basketball player ..."])\n'
+                      "# [{'text': 'Kevin Durant', 'label': 'PER', 'start': 0, 'end': 12}, ...]"),
+    "mre": dict(pipeline_tag="token-classification", task_tag="relation-extraction",
+                task_name="Multimodal relation extraction", metric_name="micro F1 without None", head="word-pair contrastive layer",
+                usage='model.predict("Kevin Durant joins the Warriors", pairs=[((0, 2), (4, 5))], images=["tweet.jpg"])\n'
+                      "# [{'head': {'text': 'Kevin Durant', ...}, 'tail': {'text': 'Warriors', ...}, 'label': '/per/org/member_of'}]"),
+    "mjere": dict(pipeline_tag="token-classification", task_tag="joint-entity-relation-extraction",
+                  task_name="Multimodal joint entity-relation extraction", metric_name="triple F1 (MJERE_j)",
+                  head="word-pair contrastive layer",
+                  usage='model.predict("Kevin Durant joins the Warriors", images=["tweet.jpg"])\n'
+                        "# {'entities': [{'text': 'Kevin Durant', 'label': 'per', ...}], 'relations': [...]}"),
+}
+TASK_OF_DATASET = {"twitter2015": "ner", "twitter2017": "ner", "mnre": "mre", "mjere": "mjere"}
 HYPERPARAMETERS = (
     "learning_rate", "head_learning_rate", "per_device_train_batch_size", "num_train_epochs", "warmup_steps",
     "lr_scheduler_type", "weight_decay", "seed", "alpha", "beta", "tau", "early_stopping_patience",
@@ -76,6 +92,8 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
         "fusion": config["fusion"],
         "tau": config["tau"],
         "labels": [config["id2label"][str(i)] for i in range(len(config["id2label"]))],
+        "metric_module": results.get("metric", {}).get("module", ""),
+        **TASK_TEXT[TASK_OF_DATASET.get(dataset, "ner")],
         "test_f1": test["test_f1"], "test_precision": test["test_precision"], "test_recall": test["test_recall"],
         "validation_f1": validation["validation_f1"], "validation_precision": validation["validation_precision"],
         "validation_recall": validation["validation_recall"],

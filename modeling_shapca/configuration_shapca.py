@@ -98,8 +98,10 @@ class ShapCAConfig(PretrainedConfig):
             raise ValueError(f"ShapCAConfig.word_pair_scheme must be one of {WORD_PAIR_SCHEMES}, got {self.word_pair_scheme!r}")
         if self.task == "word_pair":
             expected = WORD_PAIR_GROUPS[self.word_pair_scheme]
-            if not self.label_groups or list(self.label_groups) != list(expected):
+            if not self.label_groups or set(self.label_groups) != set(expected):
                 raise ValueError(f"a {self.word_pair_scheme!r} word-pair config needs label_groups {expected}")
+            # canonical group order (config.json is written with sorted keys)
+            self.label_groups = {group: list(self.label_groups[group]) for group in expected}
             flat = [f"{group}:{label}" for group, labels in self.label_groups.items() for label in labels]
             self.id2label = dict(enumerate(flat))
             self.label2id = {label: i for i, label in enumerate(flat)}

@@ -584,7 +584,9 @@ class ShapCAForWordPairExtraction(ShapCAPreTrainedModel):
         batch, single = normalize_inputs(inputs, is_split_into_words)
         n = len(batch)
         if self.config.word_pair_scheme == "mre":
-            pairs = _per_input(pairs, n, single, "pair lists")
+            if pairs is None:
+                raise ValueError("MRE predict needs `pairs`: the (head, tail) word spans to classify")
+            pairs = [pairs] if single else _per_input(pairs, n, single, "pair lists")
         images = [_load_image(image, i) for i, image in enumerate(_per_input(images, n, single, "images"))]
         contexts = [c or "" for c in _per_input(contexts, n, single, "contexts")]
         texts, words, offsets = _split_inputs(batch)

@@ -116,3 +116,19 @@ def test_two_process_run_matches_one_process(tmp_path_factory):
     # (eval losses are not compared: with 12 test samples accelerate pads rank 1 with repeated
     # samples, which gather_for_metrics drops from predictions but which join the gathered
     # Shapley game of the reported eval loss)
+
+
+@pytest.mark.parametrize("dataset, metric", [("mnre", "metrics/mre_f1"), ("mjere", "metrics/mjere_f1")])
+def test_word_pair_end_to_end(tiny_text_model, tmp_path, dataset, metric):
+    args = base_args(tiny_text_model, tmp_path, "--num_train_epochs", "4", "--head_learning_rate", "1e-3")
+    args[0] = str(train.ROOT / "configs" / f"{dataset}-minilm.yaml")
+    results = train.main(args)
+    assert results["metric"]["module"] == metric
+    losses = [e["loss"] for e in results["log_history"] if "loss" in e]
+    assert sum(losses[-3:]) < sum(losses[:3])
+    assert 0.0 <= results["test"]["test_f1"] <= 1.0
+    model = transformers.AutoModel.from_pretrained(tmp_path, trust_remote_code=True)
+    assert type(model).__name__ == "ShapCAForWordPairExtraction"
+    assert model.config.word_pair_scheme == ("mre" if dataset == "mnre" else "mjere")
+    card = (tmp_path / "README.md").read_text()
+    assert metric in card and "word-pair contrastive layer" in card

@@ -39,3 +39,13 @@ def test_from_text_vision_pretrained_reads_local_backbone():
     config = ShapCAConfig.from_text_vision_pretrained(MINILM_PATH, tiny_vision_config())
     assert config.text_config.hidden_size == 384 and config.text_config.num_hidden_layers == 6
     assert config.vision_config.model_type == "resnet"
+
+
+def test_word_pair_config_round_trip_keeps_group_order(tmp_path):
+    groups = {"entity": ["None", "per"], "relation_start": ["None", "peer"], "relation_end": ["None", "peer"]}
+    config = tiny_config(task="word_pair", word_pair_scheme="mjere", label_groups=groups)
+    assert config.id2label[2] == "relation_start:None" and config.group_sizes == [2, 2, 2]
+    config.save_pretrained(tmp_path)  # written with sorted keys
+    loaded = ShapCAConfig.from_pretrained(tmp_path)
+    assert list(loaded.label_groups) == ["entity", "relation_start", "relation_end"]
+    assert loaded.id2label == config.id2label
