@@ -109,6 +109,27 @@ def cyclic_shapley(
     return per_round.mean(dim=1)
 
 
+def monte_carlo_shapley(
+    sim: torch.Tensor, tau: float, num_permutations: int, generator: torch.Generator | None = None,
+    chunk: int = 256,
+) -> torch.Tensor:
+    """Plain permutation-sampling Shapley estimate (independent uniform permutations), the
+    reference that `cyclic_shapley` is measured against for large k. Same prefix machinery."""
+    k = sim.shape[-1]
+    total = torch.zeros_like(sim)
+    done = 0
+    while done < num_permutations:
+        rounds = min(chunk, num_permutations - done)
+        keys = torch.rand(rounds, k, generator=generator)
+        orders = keys.argsort(dim=-1).to(sim.device)
+        utilities = _prefix_utilities(sim, orders, tau)
+        marginals = utilities - F.pad(utilities, (1, 0))[..., :-1]
+        inverse = torch.argsort(orders, dim=-1)
+        total += marginals.gather(-1, inverse.unsqueeze(0).expand_as(marginals)).sum(dim=1)
+        done += rounds
+    return total / num_permutations
+
+
 def coalition_utilities(sim: torch.Tensor, tau: float, coalitions: torch.Tensor) -> torch.Tensor:
     """Eq. 4 for explicit coalitions: `coalitions` is `(C, K)` bool, result `(A, C)`; the
     empty coalition has utility 0."""
@@ -159,13 +180,13 @@ def shapley_contrastive_loss(
     second modality of pair `b` (e.g. context `x_c`); the diagonal holds the positive pairs.
     `L_c2t` uses rows as anchors and columns as players, `L_t2c` the transpose; the result is
     their mean (Eq. 6 / Eq. 7). `pair_mask` `(k,)` drops pairs (missing image or context) from
-    both the anchors and the players. With no valid pair the loss is 0 (kept in the graph).
+    both the anchors and the players. With no valid pair the loss is 0 (kept in the graph, and
+    computed without a data-dependent branch, so no host-device sync).
     """
     sim = sim.float()
     if pair_mask is not None:
-        if not pair_mask.any():
-            return sim.sum() * 0.0
-        # Unused pairs must not leak NaN/inf into the masked arithmetic.
+        # Unused pairs must not leak NaN/inf into the masked arithmetic. (No early exit when no
+        # pair is valid: that test would sync the host with the GPU; the result is then 0.)
         sim = sim.masked_fill(~(pair_mask[:, None] & pair_mask[None, :]), 0.0)
     mask_f = None if pair_mask is None else pair_mask.to(sim.dtype)
     phi_rows = cyclic_shapley(sim, tau, generator=generator, player_mask=pair_mask)
@@ -180,8 +201,6 @@ def info_nce_loss(sim: torch.Tensor, tau: float, pair_mask: torch.Tensor | None 
     targets = torch.arange(k, device=sim.device)
     logits = sim / tau
     if pair_mask is not None:
-        if not pair_mask.any():
-            return sim.sum() * 0.0
         logits = logits.masked_fill(~(pair_mask[:, None] & pair_mask[None, :]), _MASKED_LOGIT)
         weights = pair_mask.to(sim.dtype)
     else:
@@ -215,5 +234,6 @@ __all__ = [
     "cyclic_shapley",
     "exact_shapley",
     "info_nce_loss",
+    "monte_carlo_shapley",
     "shapley_contrastive_loss",
 ]

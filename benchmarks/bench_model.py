@@ -1,0 +1,195 @@
+"""Cost of Shap-CA on top of its two encoders, measured in one process and one run.
+
+Times, on the same synthetic batch and the same backbone weights:
+  (a) a Shap-CA train step (forward + backward, all losses),
+  (b) Shap-CA inference (eval forward including Viterbi decoding),
+  (c) the two backbones alone doing the same work: text encoder over [text; context] +
+      vision encoder + a linear head, forward + backward (train) and forward (inference),
+  (d) the alignment losses alone (context->text, text->context, context->image,
+      image->context), forward + backward.
+Reports samples/s and the ratios the performance targets are stated in.
+
+    python -m benchmarks.bench_model --setting minilm [--device cuda] [--bf16] [--compile]
+    python -m benchmarks.bench_model --setting quick        # CI-size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from modeling_shapca import ShapCAConfig, ShapCAForTokenClassification
+from modeling_shapca.alignment import alignment_loss
+
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
+RESNET_152 = dict(model_type="resnet", embedding_size=64, hidden_sizes=[256, 512, 1024, 2048], depths=[3, 8, 36, 3],
+                  layer_type="bottleneck")
+SETTINGS = {
+    # the paper's shapes: BERT-base (12 x 768) + ResNet-152, batch 28
+    "paper-128": dict(text=dict(model_type="bert", vocab_size=28996), vision=RESNET_152, batch=28, seq=128, words=24, image=224),
+    "paper-256": dict(text=dict(model_type="bert", vocab_size=28996), vision=RESNET_152, batch=28, seq=256, words=24, image=224),
+    # the offline default: MiniLM-L6 (6 x 384) + the small ResNet of configs/twitter2015-minilm.yaml
+    "minilm": dict(text=dict(model_type="bert", vocab_size=30522, hidden_size=384, num_hidden_layers=6,
+                             num_attention_heads=12, intermediate_size=1536),
+                   vision=dict(model_type="resnet", embedding_size=32, hidden_sizes=[64, 128], depths=[1, 1]),
+                   batch=16, seq=64, words=20, image=224),
+    "quick": dict(text=dict(model_type="bert", vocab_size=1000, hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=64),
+                  vision=dict(model_type="resnet", embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]),
+                  batch=8, seq=32, words=10, image=64),
+}
+
+
+class BackboneOnly(nn.Module):
+    """The same text and vision encoders with a linear head: the cost floor of Shap-CA."""
+
+    def __init__(self, text_model, vision_model, text_dim, vision_dim, num_labels):
+        super().__init__()
+        self.text_model, self.vision_model = text_model, vision_model
+        self.head = nn.Linear(text_dim, num_labels)
+        self.image_head = nn.Linear(vision_dim, num_labels)
+
+    def forward(self, input_ids, attention_mask, token_type_ids, pixel_values, word_index, labels=None):
+        states = self.text_model(input_ids=input_ids, attention_mask=attention_mask,
+                                 token_type_ids=token_type_ids).last_hidden_state
+        words = states.gather(1, word_index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
+        pooled = self.vision_model(pixel_values=pixel_values).pooler_output.flatten(1)
+        logits = self.head(words) + self.image_head(pooled).unsqueeze(1)
+        if labels is None:
+            return logits.argmax(-1)
+        return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+
+
+def synthetic_batch(setting: dict, vocab: int, device) -> dict:
+    g = torch.Generator().manual_seed(0)
+    b, seq, n = setting["batch"], setting["seq"], setting["words"]
+    text_len = 2 * n  # two subwords per word
+    input_ids = torch.randint(1000, vocab, (b, seq), generator=g) if vocab > 2000 else torch.randint(5, vocab, (b, seq), generator=g)
+    positions = torch.arange(seq)
+    text_mask = ((positions >= 1) & (positions <= text_len)).expand(b, seq)
+    context_mask = ((positions > text_len + 1) & (positions < seq - 1)).expand(b, seq)
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones(b, seq, dtype=torch.long),
+        "token_type_ids": (positions > text_len + 1).long().expand(b, seq).contiguous(),
+        "text_mask": text_mask.long(),
+        "context_mask": context_mask.long(),
+        "word_index": (1 + 2 * torch.arange(n)).expand(b, n).contiguous(),
+        "word_mask": torch.ones(b, n, dtype=torch.long),
+        "pos_ids": torch.randint(1, 18, (b, n), generator=g),
+        "pixel_values": torch.randn(b, 3, setting["image"], setting["image"], generator=g),
+        "has_image": torch.ones(b, dtype=torch.bool),
+        "labels": torch.randint(0, len(LABELS), (b, n), generator=g),
+    }
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def timeit(fn, device, iterations: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(iterations):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / iterations
+
+
+def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bool = False,
+        iterations: int = 3, warmup: int = 1) -> dict:
+    setting = SETTINGS[setting_name]
+    device = torch.device(device)
+    torch.manual_seed(0)
+    config = ShapCAConfig(text_config=setting["text"], vision_config=setting["vision"],
+                          id2label=dict(enumerate(LABELS)), label2id={label: i for i, label in enumerate(LABELS)})
+    model = ShapCAForTokenClassification(config).to(device)
+    backbone = BackboneOnly(model.shapca.text_model, model.shapca.vision_model, config.text_hidden_size,
+                            config.vision_hidden_size, len(LABELS)).to(device)
+    batch = synthetic_batch(setting, config.text_config.vocab_size, device)
+    backbone_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "word_index")}
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    shapca_fn, backbone_fn = model, backbone
+    if compile_:
+        shapca_fn, backbone_fn = torch.compile(model), torch.compile(backbone)
+
+    def shapca_train():
+        with autocast:
+            loss = shapca_fn(**batch).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    def backbone_train():
+        with autocast:
+            loss = backbone_fn(**backbone_inputs, labels=batch["labels"])
+        loss.backward()
+        backbone.zero_grad(set_to_none=True)
+
+    inference_batch = {k: v for k, v in batch.items() if k != "labels"}
+
+    @torch.no_grad()
+    def shapca_infer():
+        with autocast:
+            return shapca_fn(**inference_batch).predictions
+
+    @torch.no_grad()
+    def backbone_infer():
+        with autocast:
+            return backbone_fn(**backbone_inputs)
+
+    features = [torch.randn(setting["batch"], config.projection_dim, device=device, requires_grad=True) for _ in range(3)]
+    has_context = torch.ones(setting["batch"], dtype=torch.bool, device=device)
+
+    def alignment_only():
+        x_t, x_c, x_v = features
+        loss = alignment_loss(x_t, x_c, has_context, config.tau) + alignment_loss(x_v, x_c, has_context, config.tau)
+        loss.backward()
+
+    model.train(), backbone.train()
+    t_shapca_train = timeit(shapca_train, device, iterations, warmup)
+    t_backbone_train = timeit(backbone_train, device, iterations, warmup)
+    t_alignment = timeit(alignment_only, device, max(iterations, 20), warmup)
+    model.eval(), backbone.eval()
+    t_shapca_infer = timeit(shapca_infer, device, iterations, warmup)
+    t_backbone_infer = timeit(backbone_infer, device, iterations, warmup)
+    b = setting["batch"]
+    return {
+        "setting": setting_name, "device": str(device), "bf16": bf16, "compile": compile_, "batch": b,
+        "seq": setting["seq"], "params_million": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "shapca_train_samples_per_s": round(b / t_shapca_train, 2),
+        "backbone_train_samples_per_s": round(b / t_backbone_train, 2),
+        "train_throughput_ratio": round(t_backbone_train / t_shapca_train, 3),
+        "alignment_fraction_of_train_step": round(t_alignment / t_shapca_train, 4),
+        "alignment_ms": round(1000 * t_alignment, 3),
+        "shapca_infer_samples_per_s": round(b / t_shapca_infer, 2),
+        "backbone_infer_samples_per_s": round(b / t_backbone_infer, 2),
+        "inference_throughput_ratio": round(t_backbone_infer / t_shapca_infer, 3),
+        "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads(),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="minilm")
+    parser.add_argument("--batch", type=int, help="override the setting's batch size")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--iterations", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.batch:
+        SETTINGS[args.setting] = dict(SETTINGS[args.setting], batch=args.batch)
+    result = run(args.setting, args.device, args.bf16, args.compile, args.iterations)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
