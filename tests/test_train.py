@@ -132,3 +132,17 @@ def test_word_pair_end_to_end(tiny_text_model, tmp_path, dataset, metric):
     assert model.config.word_pair_scheme == ("mre" if dataset == "mnre" else "mjere")
     card = (tmp_path / "README.md").read_text()
     assert metric in card and "word-pair contrastive layer" in card
+
+
+def test_train_from_a_built_dataset_folder(tiny_text_model, tmp_path):
+    from datasets_scripts import build
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        (raw / name).write_text("IMGID:1\nKevin\tB-PER\nDurant\tI-PER\n\nIMGID:2\nin\tO\nParis\tB-LOC\n", encoding="utf-8")
+    build.main(["twitter2015", "--raw-dir", str(raw), "--output-dir", str(tmp_path / "built")])
+    results = train.main(base_args(tiny_text_model, tmp_path / "run", "--dataset_path", str(tmp_path / "built"),
+                                   "--num_train_epochs", "1"))
+    assert results["test"]["test_samples_per_second"] > 0
+    assert len([e for e in results["log_history"] if "loss" in e]) == 1  # 2 sentences, batch 8: one step
