@@ -8,6 +8,7 @@ image encoder (Eq. 2), the Shapley contrastive alignment (Eqs. 4-7), the adaptiv
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -144,6 +145,17 @@ class ShapCAPreTrainedModel(PreTrainedModel):
                     f"{self.config.name_or_path!r}: pass processor=ShapCAProcessor(...)"
                 ) from error
         return self._cached_processor
+
+    def _predict_chunk(self, processor, chunk, words, contexts, images, device, dtype):
+        """Encode the inputs `chunk` (indices) and return the model's decoded predictions."""
+        encoded = processor(
+            words=[words[i] for i in chunk],
+            contexts=[contexts[i] for i in chunk],
+            images=[images[i] for i in chunk],
+            return_tensors="pt",
+        ).to(device)
+        with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
+            return self(**encoded).predictions
 
     @classmethod
     def from_text_vision_pretrained(
@@ -366,14 +378,6 @@ def _load_image(image, index: int):
     raise TypeError(f"image {index}: expected a PIL image, a path or None, got {type(image).__name__}")
 
 
-class _null_context:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 def combine_losses(config: ShapCAConfig, main_loss, semantic_loss, modality_loss):
     """Eq. 19: `L = alpha * L_semantic + beta * L_modality + L_main`."""
     loss = main_loss
@@ -488,15 +492,7 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
         device = next(self.parameters()).device
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
-            encoded = processor(
-                words=[words[i] for i in chunk],
-                contexts=[contexts[i] for i in chunk],
-                images=[images[i] for i in chunk],
-                return_tensors="pt",
-            ).to(device)
-            autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else _null_context()
-            with autocast:
-                predictions = self(**encoded).predictions
+            predictions = self._predict_chunk(processor, chunk, words, contexts, images, device, dtype)
             for i, tags in zip(chunk, processor.decode_tags(predictions, self.config.id2label)):
                 for first, last, label in bio_to_spans(tags):
                     begin, end = offsets[i][first][0], offsets[i][last - 1][1]
@@ -605,11 +601,7 @@ class ShapCAForWordPairExtraction(ShapCAPreTrainedModel):
 
         for first in range(0, len(todo), batch_size):
             chunk = todo[first:first + batch_size]
-            encoded = processor(words=[words[i] for i in chunk], contexts=[contexts[i] for i in chunk],
-                                images=[images[i] for i in chunk], return_tensors="pt").to(device)
-            autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else _null_context()
-            with autocast:
-                grids = self(**encoded).predictions.cpu()
+            grids = self._predict_chunk(processor, chunk, words, contexts, images, device, dtype).cpu()
             for row, i in enumerate(chunk):
                 grid = grids[row]
                 if self.config.word_pair_scheme == "mre":

@@ -6,7 +6,6 @@ import sys
 import textwrap
 
 import push_to_hub
-from tests.conftest import ROOT
 
 
 def test_training_writes_card_with_real_numbers_and_plot(trained_model_dir):

@@ -4,12 +4,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
-import transformers
 from PIL import Image
 
 from datasets_scripts import generate_contexts as gc
-from tests.conftest import MINILM_PATH
 
 
 @pytest.fixture
