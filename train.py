@@ -44,19 +44,26 @@ class ModelArguments:
     )
     image_size: int = field(default=224, metadata={"help": "Image side for the image processor."})
     head_learning_rate: float = field(default=3e-4, metadata={"help": "LR of everything but the two encoders."})
-    alpha: float = 0.2
-    beta: float = 0.4
-    tau: float = 0.1
-    alignment: str = "shapley"
-    context_in_alignment: bool = True
-    fusion: str = "adaptive"
-    projection_dim: int = 256
-    fusion_dim: int = 256
-    fusion_heads: int = 4
-    hidden_dim: int = 256
-    dropout: float = 0.1
-    gather_alignment_features: bool = False
+    # Shap-CA config fields; None keeps ShapCAConfig's default (one source of truth).
+    alpha: float | None = None
+    beta: float | None = None
+    tau: float | None = None
+    alignment: str | None = None
+    context_in_alignment: bool | None = None
+    fusion: str | None = None
+    projection_dim: int | None = None
+    fusion_dim: int | None = None
+    fusion_heads: int | None = None
+    hidden_dim: int | None = None
+    dropout: float | None = None
+    gather_alignment_features: bool | None = None
     max_length: int = 256
+
+
+CONFIG_FIELDS = (
+    "alpha", "beta", "tau", "alignment", "context_in_alignment", "fusion", "projection_dim", "fusion_dim",
+    "fusion_heads", "hidden_dim", "dropout", "gather_alignment_features",
+)
 
 
 @dataclass
@@ -106,10 +113,7 @@ def build_model_and_processor(model_args: ModelArguments, data_args: DataArgumen
         image_processor = transformers.ConvNextImageProcessorPil(size={"shortest_edge": model_args.image_size})
     config_kwargs = dict(
         **label_config(data_args.dataset, features),
-        **{k: getattr(model_args, k) for k in (
-            "alpha", "beta", "tau", "alignment", "context_in_alignment", "fusion", "projection_dim",
-            "fusion_dim", "fusion_heads", "hidden_dim", "dropout", "gather_alignment_features",
-        )},
+        **{k: getattr(model_args, k) for k in CONFIG_FIELDS if getattr(model_args, k) is not None},
     )
     model_class = get_task(data_args.dataset).model_class
     model = model_class.from_text_vision_pretrained(text_path, vision, **config_kwargs)
@@ -181,7 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
             **{k: getattr(training_args, k) for k in ("learning_rate", "per_device_train_batch_size", "num_train_epochs",
                                                       "warmup_steps", "weight_decay", "seed")},
             "lr_scheduler_type": str(training_args.lr_scheduler_type),
-            **{k: getattr(model_args, k) for k in ("head_learning_rate", "alpha", "beta", "tau")},
+            "head_learning_rate": model_args.head_learning_rate,
+            **{k: getattr(model.config, k) for k in ("alpha", "beta", "tau")},
             "early_stopping_patience": data_args.early_stopping_patience,
         },
         "limits": " ".join(

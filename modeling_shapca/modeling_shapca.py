@@ -317,8 +317,8 @@ class ShapCAModel(ShapCAPreTrainedModel):
 
 
 @dataclass
-class ShapCAWordPairOutput(ModelOutput):
-    """Output of `ShapCAForWordPairExtraction`.
+class ShapCAWordPairOutput(ShapCATokenClassifierOutput):
+    """Output of `ShapCAForWordPairExtraction` (same fields as the token-classification output).
 
     Args:
         loss: `alpha * semantic_loss + beta * modality_loss + main_loss` (Eq. 19).
@@ -328,13 +328,6 @@ class ShapCAWordPairOutput(ModelOutput):
         main_loss: the word-pair cross-entropy (Eq. 18).
         semantic_loss, modality_loss: the alignment losses (Eqs. 6-7).
     """
-
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    predictions: torch.LongTensor | None = None
-    main_loss: torch.FloatTensor | None = None
-    semantic_loss: torch.FloatTensor | None = None
-    modality_loss: torch.FloatTensor | None = None
 
 
 def _per_input(values, n: int, single: bool, name: str) -> list:

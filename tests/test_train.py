@@ -18,6 +18,7 @@ def test_yaml_and_overrides():
         [str(train.ROOT / "configs" / "twitter2015-minilm.yaml"), "--num_train_epochs", "3", "--alpha", "0.5"]
     )
     assert training_args.num_train_epochs == 3 and model_args.alpha == 0.5
+    assert model_args.tau is None  # not in the YAML: ShapCAConfig's default applies
     assert training_args.learning_rate == 5e-5 and model_args.head_learning_rate == 3e-4
     assert json.loads(model_args.vision_config)["model_type"] == "resnet"
     assert train.resolve_path(model_args.text_model).endswith("model")
