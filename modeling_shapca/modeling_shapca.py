@@ -23,7 +23,7 @@ from .crf import bio_constraints, viterbi_decode
 from .fusion import AdaptiveFusion
 from .inference import bio_to_spans, join_with_offsets, normalize_inputs, tokenize_with_offsets
 from .processing_shapca import ShapCAProcessor
-from .word_pair import WordPairContrastiveLayer, decode_mjere, grid_predictions, word_pair_loss
+from .word_pair import WordPairContrastiveLayer, decode_mjere, decode_mre, grid_predictions, word_pair_loss
 
 IGNORE_INDEX = -100
 
@@ -602,7 +602,7 @@ class ShapCAForWordPairExtraction(ShapCAPreTrainedModel):
                     for head, tail in pairs[i] or []:
                         if not (0 <= head[0] < head[1] <= len(words[i]) and 0 <= tail[0] < tail[1] <= len(words[i])):
                             raise ValueError(f"input {i}: pair {head, tail} is outside its {len(words[i])} words")
-                        label = groups["relation"][int(grid[0, head[0], tail[0]])]
+                        label = groups["relation"][decode_mre(grid, head, tail)]
                         out.append({"head": span(i, *head), "tail": span(i, *tail), "label": label})
                     results[i] = out
                 else:
