@@ -7,7 +7,10 @@ Times, on the same synthetic batch and the same backbone weights:
       vision encoder + a linear head, forward + backward (train) and forward (inference),
   (d) the alignment losses alone (context->text, text->context, context->image,
       image->context), forward + backward.
-Reports samples/s and the ratios the performance targets are stated in.
+Reports samples/s and the ratios the performance targets are stated in, plus what each
+part asks of the device (`benchmarks/dispatch.py`): kernel-launching operators per call (on
+a GPU a small head is bound by launch overhead, so this is the device-independent measure of
+the head's fixed cost) and host syncs (operators the CPU must wait for; the head must add none).
 
     python -m benchmarks.bench_model --setting minilm [--device cuda] [--bf16] [--compile]
     python -m benchmarks.bench_model --setting quick        # CI-size
@@ -25,7 +28,7 @@ import torch
 from torch import nn
 
 from modeling_shapca import ShapCAConfig, ShapCAForTokenClassification
-from modeling_shapca.alignment import alignment_loss
+from .dispatch import count_dispatch
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 RESNET_152 = dict(model_type="resnet", embedding_size=64, hidden_sizes=[256, 512, 1024, 2048], depths=[3, 8, 36, 3],
@@ -145,12 +148,11 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
             return backbone_fn(**backbone_inputs)
 
     features = [torch.randn(setting["batch"], config.projection_dim, device=device, requires_grad=True) for _ in range(3)]
-    has_context = torch.ones(setting["batch"], dtype=torch.bool, device=device)
+    present = torch.ones(setting["batch"], dtype=torch.bool, device=device)
 
-    def alignment_only():
-        x_t, x_c, x_v = features
-        loss = alignment_loss(x_t, x_c, has_context, config.tau) + alignment_loss(x_v, x_c, has_context, config.tau)
-        loss.backward()
+    def alignment_only():  # the model's own call: both losses, all four directions
+        semantic, modality = model.shapca._alignment_losses(*features, present, present)
+        (semantic + modality).backward()
 
     model.train(), backbone.train()
     t_shapca_train = timeit(shapca_train, device, iterations, warmup)
@@ -159,6 +161,9 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
     model.eval(), backbone.eval()
     t_shapca_infer = timeit(shapca_infer, device, iterations, warmup)
     t_backbone_infer = timeit(backbone_infer, device, iterations, warmup)
+    counts = {name: count_dispatch(fn) for name, fn in (
+        ("shapca_train", shapca_train), ("backbone_train", backbone_train), ("alignment", alignment_only),
+        ("shapca_infer", shapca_infer), ("backbone_infer", backbone_infer))}
     b = setting["batch"]
     return {
         "setting": setting_name, "device": str(device), "bf16": bf16, "compile": compile_, "batch": b,
@@ -171,6 +176,14 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
         "shapca_infer_samples_per_s": round(b / t_shapca_infer, 2),
         "backbone_infer_samples_per_s": round(b / t_backbone_infer, 2),
         "inference_throughput_ratio": round(t_backbone_infer / t_shapca_infer, 3),
+        "head_train_kernels": counts["shapca_train"].kernels - counts["backbone_train"].kernels,
+        "head_infer_kernels": counts["shapca_infer"].kernels - counts["backbone_infer"].kernels,
+        "alignment_kernels": counts["alignment"].kernels,
+        "backbone_train_kernels": counts["backbone_train"].kernels,
+        "backbone_infer_kernels": counts["backbone_infer"].kernels,
+        "head_train_syncs": counts["shapca_train"].syncs - counts["backbone_train"].syncs,
+        "head_infer_syncs": counts["shapca_infer"].syncs - counts["backbone_infer"].syncs,
+        "backbone_syncs": counts["backbone_train"].syncs,
         "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads(),
     }
 

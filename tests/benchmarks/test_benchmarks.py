@@ -13,6 +13,10 @@ def test_bench_model_quick():
     for key in ("train_throughput_ratio", "inference_throughput_ratio", "alignment_fraction_of_train_step",
                 "shapca_train_samples_per_s", "backbone_train_samples_per_s"):
         assert math.isfinite(result[key]) and result[key] > 0
+    # what the head asks of the device on top of the backbones: kernels, and never a host sync
+    assert result["head_train_syncs"] == 0 and result["head_infer_syncs"] == 0
+    assert 0 < result["alignment_kernels"] < result["head_train_kernels"]
+    assert result["head_infer_kernels"] > 0
 
 
 def test_bench_shapley_fidelity_quick():
