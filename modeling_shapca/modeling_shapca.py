@@ -13,13 +13,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchcrf import CRF
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .alignment import alignment_loss
 from .configuration_shapca import ShapCAConfig
-from .crf import bio_constraints, viterbi_decode
+from .crf import LinearChainCRF, bio_constraints
 from .fusion import AdaptiveFusion
 from .inference import bio_to_spans, join_with_offsets, normalize_inputs, tokenize_with_offsets
 from .processing_shapca import ShapCAProcessor
@@ -131,6 +130,8 @@ class ShapCAPreTrainedModel(PreTrainedModel):
         if isinstance(module, ShapCAModel):
             with torch.no_grad():
                 module.no_image_region.normal_(mean=0.0, std=self.config.initializer_range)
+        elif isinstance(module, LinearChainCRF):
+            module.reset_parameters()
 
     def _processor(self, processor: ShapCAProcessor | None) -> ShapCAProcessor:
         if processor is not None:
@@ -239,8 +240,12 @@ class ShapCAModel(ShapCAPreTrainedModel):
             has_context, has_image = (_all_gather(m.to(torch.uint8)).bool() for m in (has_context, has_image))
         method, generator = cfg.alignment, self.shapley_generator()
         if cfg.context_in_alignment:
-            semantic = alignment_loss(x_t, x_c, has_context, cfg.tau, method, generator)
-            modality = alignment_loss(x_v, x_c, has_context & has_image, cfg.tau, method, generator)
+            # Both losses (all four directions) as one batch of games: a fixed, small number
+            # of kernels per step whatever the batch size.
+            first = torch.stack([x_t.float(), x_v.float()])
+            second = x_c.float().expand(2, -1, -1)
+            masks = torch.stack([has_context, has_context & has_image])
+            semantic, modality = alignment_loss(first, second, masks, cfg.tau, method, generator).unbind(0)
         else:  # ablation: align text and image directly
             semantic = zero
             modality = alignment_loss(x_v, x_t, has_image, cfg.tau, method, generator)
@@ -401,7 +406,7 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
             nn.Dropout(config.dropout),
             nn.Linear(config.hidden_dim, config.num_labels),
         )
-        self.crf = CRF(config.num_labels, batch_first=True)
+        self.crf = LinearChainCRF(config.num_labels)
         # IOB2 constraints are derived from the labels, not stored: buffers would not survive
         # `from_pretrained` (models are built on the meta device and only saved tensors loaded).
         self._constraints: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -416,15 +421,7 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
     def decode(self, emissions: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         """Constrained Viterbi decode of emissions `(batch, n, T)` -> tags `(batch, n)`."""
         allowed_start, allowed_transitions = self.bio_constraints(emissions.device)
-        return viterbi_decode(
-            emissions,
-            word_mask.bool(),
-            self.crf.start_transitions,
-            self.crf.end_transitions,
-            self.crf.transitions,
-            allowed_start,
-            allowed_transitions,
-        )
+        return self.crf.decode(emissions, word_mask, allowed_start, allowed_transitions)
 
     def _check_labels(self):
         missing = [i for i in range(self.crf.num_tags) if i not in self.config.id2label]
@@ -503,7 +500,7 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
         loss = main_loss = None
         if labels is not None:
             tags = labels.masked_fill(labels == IGNORE_INDEX, 0)
-            main_loss = -self.crf(emissions.float(), tags, mask=word_mask, reduction="mean")
+            main_loss = self.crf(emissions, tags, word_mask, reduction="mean")
             loss = combine_losses(self.config, main_loss, outputs.semantic_loss, outputs.modality_loss)
         predictions = None if self.training else self.decode(emissions, word_mask)
         return ShapCATokenClassifierOutput(
