@@ -27,41 +27,59 @@ def _prefix_utilities(
     """Eq. 4 utilities of every prefix coalition of every player ordering, for every anchor.
 
     Args:
-        sim: `(A, K)` similarities.
-        order: `(R, K)` player orderings (each row a permutation of `0..K-1`).
-        player_mask: `(K,)` bool, players that take part.
+        sim: `(G, A, K)` similarities of `G` independent games.
+        order: `(G, R, K)` player orderings per game (each row a permutation of `0..K-1`).
+        player_mask: `(G, K)` bool, players that take part.
 
     Returns:
-        `(A, R, K)`: entry `[j, r, m]` is `u_j({order[r, 0], ..., order[r, m]})`.
+        `(G, A, R, K)`: entry `[g, j, r, m]` is `u_j({order[g, r, 0], ..., order[g, r, m]})`
+        in game `g`.
 
     The softmax-weighted mean over a growing prefix is a ratio of two cumulative sums,
     evaluated stably as a difference of cumulative logsumexps. `log(sim + shift)` needs a
     positive argument, so the mean is taken of `sim + shift` (with `shift` making every
     entry >= 1) and `shift` is subtracted again.
     """
-    s = sim[:, order]  # (A, R, K)
+    games, anchors, k = sim.shape
+    rounds = order.shape[1]
+    s = sim.unsqueeze(2).expand(games, anchors, rounds, k).gather(-1, order.unsqueeze(1).expand(games, anchors, rounds, k))
     logits = s / tau
     shift = 1.0 - s.detach().min()
     if player_mask is not None:
-        logits = logits.masked_fill(~player_mask[order], _MASKED_LOGIT)
+        in_order = player_mask.gather(-1, order.flatten(1)).view(games, 1, rounds, k)
+        logits = logits.masked_fill(~in_order, _MASKED_LOGIT)
     log_den = torch.logcumsumexp(logits, dim=-1)
     log_num = torch.logcumsumexp(logits + torch.log(s + shift), dim=-1)
     utilities = torch.exp(log_num - log_den) - shift
     if player_mask is not None:
         # A prefix made only of masked players is the empty coalition: utility 0.
-        utilities = utilities * (player_mask[order].cumsum(-1) > 0)
+        utilities = utilities * (in_order.cumsum(-1) > 0)
     return utilities
 
 
-def _cyclic_orders(k: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """The player orderings Alg. 1 scans, as a `(rounds, k)` tensor.
+def _marginals_per_player(sim, orders, tau, player_mask=None) -> torch.Tensor:
+    """`(G, A, R, K)` marginal contribution of each player (in player order, not scan order)
+    in each scanned ordering."""
+    utilities = _prefix_utilities(sim, orders, tau, player_mask)
+    marginals = utilities - F.pad(utilities, (1, 0))[..., :-1]
+    # marginals[g, j, r, m] belongs to player orders[g, r, m]: undo each ordering.
+    inverse = torch.argsort(orders, dim=-1)
+    return marginals.gather(-1, inverse.unsqueeze(1).expand_as(marginals))
+
+
+def _cyclic_orders(
+    k: int, generator: torch.Generator | None, device: torch.device, games: int | None = None
+) -> torch.Tensor:
+    """The player orderings Alg. 1 scans: `(rounds, k)`, or `(games, rounds, k)` with one
+    independent random permutation per game.
 
     A random permutation `P` and the strides `k//2, k//4, ..., 1`: round `r` scans `P` rolled
     by the sum of the strides before it (k = 28: strides 14, 7, 3, 1, shifts 0, 14, 21, 24).
     `k = 1` has no positive stride; it gets one scan (the lone player receives `u(K)`).
+    Permutations are drawn on the CPU (`generator` is a CPU generator) and moved once.
     """
-    perm = torch.randperm(k, generator=generator, device="cpu" if generator is None else generator.device)
-    perm = perm.to(device)
+    keys = torch.rand(1 if games is None else games, k, generator=generator)
+    perm = keys.argsort(dim=-1).to(device)  # (games, k) uniform random permutations
     strides, stride = [], k // 2
     while stride > 0:
         strides.append(stride)
@@ -70,7 +88,9 @@ def _cyclic_orders(k: int, generator: torch.Generator | None, device: torch.devi
     shift_t = torch.tensor(shifts, device=device)
     positions = torch.arange(k, device=device)
     # torch.roll(P, s)[m] == P[(m - s) % k]
-    return perm[(positions[None, :] - shift_t[:, None]) % k]
+    index = (positions[None, :] - shift_t[:, None]) % k  # (rounds, k)
+    orders = perm[:, index]  # (games, rounds, k)
+    return orders[0] if games is None else orders
 
 
 def cyclic_shapley(
@@ -79,7 +99,8 @@ def cyclic_shapley(
     generator: torch.Generator | None = None,
     player_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Cyclic Shapley value approximation (Alg. 1), vectorised over anchors, players and rounds.
+    """Cyclic Shapley value approximation (Alg. 1), vectorised over games, anchors, players
+    and rounds.
 
     One random permutation `P` of the `k` players and a stride `s = k // 2`; while `s > 0`
     every player's marginal contribution to the coalition of the players before it in `P`
@@ -91,22 +112,22 @@ def cyclic_shapley(
     `phi[j].sum() == u_j(K)` holds exactly (up to floating-point rounding) for every draw.
 
     Args:
-        sim: `(A, K)` similarities, differentiable.
+        sim: `(A, K)` similarities, differentiable; or `(..., A, K)` for several independent
+            games at once (each draws its own permutation), e.g. the four alignment directions.
         tau: softmax temperature of Eq. 4.
-        generator: optional `torch.Generator` for the permutation.
-        player_mask: optional `(K,)` bool; masked players are null players (value 0).
+        generator: optional CPU `torch.Generator` for the permutations.
+        player_mask: optional `(K,)` (or `(..., K)`) bool; masked players are null players
+            (value 0).
 
     Returns:
-        `(A, K)` Shapley value estimates `phi[j, i]`.
+        `(..., A, K)` Shapley value estimates `phi[..., j, i]`.
     """
-    k = sim.shape[-1]
-    orders = _cyclic_orders(k, generator, sim.device)
-    utilities = _prefix_utilities(sim, orders, tau, player_mask)
-    marginals = utilities - F.pad(utilities, (1, 0))[..., :-1]
-    # marginals[j, r, m] belongs to player orders[r, m]: undo each ordering.
-    inverse = torch.argsort(orders, dim=-1)
-    per_round = marginals.gather(-1, inverse.unsqueeze(0).expand_as(marginals))
-    return per_round.mean(dim=1)
+    *lead, anchors, k = sim.shape
+    games = sim.reshape(-1, anchors, k)
+    mask = None if player_mask is None else player_mask.expand(*lead, k).reshape(-1, k)
+    orders = _cyclic_orders(k, generator, sim.device, games=games.shape[0])
+    phi = _marginals_per_player(games, orders, tau, mask).mean(dim=2)
+    return phi.view(*lead, anchors, k)
 
 
 def monte_carlo_shapley(
@@ -114,7 +135,8 @@ def monte_carlo_shapley(
     chunk: int = 256,
 ) -> torch.Tensor:
     """Plain permutation-sampling Shapley estimate (independent uniform permutations), the
-    reference that `cyclic_shapley` is measured against for large k. Same prefix machinery."""
+    reference that `cyclic_shapley` is measured against for large k. Same prefix machinery.
+    `sim` is `(A, K)`."""
     k = sim.shape[-1]
     total = torch.zeros_like(sim)
     done = 0
@@ -122,50 +144,53 @@ def monte_carlo_shapley(
         rounds = min(chunk, num_permutations - done)
         keys = torch.rand(rounds, k, generator=generator)
         orders = keys.argsort(dim=-1).to(sim.device)
-        utilities = _prefix_utilities(sim, orders, tau)
-        marginals = utilities - F.pad(utilities, (1, 0))[..., :-1]
-        inverse = torch.argsort(orders, dim=-1)
-        total += marginals.gather(-1, inverse.unsqueeze(0).expand_as(marginals)).sum(dim=1)
+        total += _marginals_per_player(sim[None], orders[None], tau)[0].sum(dim=1)
         done += rounds
     return total / num_permutations
 
 
 def coalition_utilities(sim: torch.Tensor, tau: float, coalitions: torch.Tensor) -> torch.Tensor:
-    """Eq. 4 for explicit coalitions: `coalitions` is `(C, K)` bool, result `(A, C)`; the
-    empty coalition has utility 0."""
-    logits = (sim / tau).unsqueeze(1).masked_fill(~coalitions.unsqueeze(0), _MASKED_LOGIT)
+    """Eq. 4 for explicit coalitions: `sim` `(..., A, K)`, `coalitions` `(C, K)` bool, result
+    `(..., A, C)`; the empty coalition has utility 0."""
+    logits = (sim / tau).unsqueeze(-2).masked_fill(~coalitions, _MASKED_LOGIT)
     weights = torch.softmax(logits, dim=-1)
-    utilities = (weights * sim.unsqueeze(1)).sum(-1)
+    utilities = (weights * sim.unsqueeze(-2)).sum(-1)
     return utilities * coalitions.any(-1)
 
 
 def exact_shapley(sim: torch.Tensor, tau: float) -> torch.Tensor:
     """Exact Shapley values (Eq. 3) of every player in every anchor's game, by enumerating
-    all `2^k` coalitions. For tests and fidelity benchmarks (k <= 16)."""
+    all `2^k` coalitions. For tests and fidelity benchmarks (k <= 16). `sim` is `(..., A, K)`."""
     k = sim.shape[-1]
     if k > 16:
         raise ValueError(f"exact_shapley enumerates 2^k coalitions; k={k} is too large (max 16)")
     index = torch.arange(2**k, device=sim.device)
     bits = torch.arange(k, device=sim.device)
     members = (index[:, None] >> bits[None, :]) & 1 == 1  # (2^k, k)
-    utilities = coalition_utilities(sim, tau, members)  # (A, 2^k)
+    utilities = coalition_utilities(sim, tau, members)  # (..., A, 2^k)
     size = members.sum(-1)  # |S|
     # weight of a coalition S (not containing i) in Eq. 3: |S|! (k-|S|-1)! / k!
     # (|S| = k only occurs for coalitions that contain i; clamp keeps their unused weight finite)
     log_w = torch.lgamma(size + 1.0) + torch.lgamma((k - size).clamp(min=1).to(sim.dtype)) - math.lgamma(k + 1)
     weight = torch.exp(log_w).to(sim.dtype)
     with_i = index[:, None] | (1 << bits)[None, :]  # (2^k, k): S ∪ {i}
-    gains = utilities[:, with_i] - utilities[:, :, None]  # (A, 2^k, k)
-    return (gains * (weight[:, None] * ~members)).sum(1)
+    gains = utilities[..., with_i] - utilities[..., None]  # (..., A, 2^k, k)
+    return (gains * (weight[:, None] * ~members)).sum(-2)
 
 
 def _directional_loss(phi: torch.Tensor, anchor_mask: torch.Tensor | None) -> torch.Tensor:
-    """Eq. 5 for one direction: `-(1/k) sum_j [phi_j(u_j) - sum_{i != j} phi_i(u_j)]`."""
-    own = phi.diagonal()
+    """Eq. 5 for one direction: `-(1/k) sum_j [phi_j(u_j) - sum_{i != j} phi_i(u_j)]`.
+    `phi` is `(..., k, k)`, `anchor_mask` `(..., k)`; the result is `(...)`."""
+    own = phi.diagonal(dim1=-2, dim2=-1)
     per_anchor = -(2.0 * own - phi.sum(-1))
     if anchor_mask is None:
-        return per_anchor.mean()
-    return (per_anchor * anchor_mask).sum() / anchor_mask.sum().clamp(min=1)
+        return per_anchor.mean(-1)
+    return (per_anchor * anchor_mask).sum(-1) / anchor_mask.sum(-1).clamp(min=1)
+
+
+def _mask_pairs(sim: torch.Tensor, pair_mask: torch.Tensor, fill: float) -> torch.Tensor:
+    """`sim` with every entry whose row or column pair is masked out set to `fill`."""
+    return sim.masked_fill(~(pair_mask.unsqueeze(-1) & pair_mask.unsqueeze(-2)), fill)
 
 
 def shapley_contrastive_loss(
@@ -182,33 +207,35 @@ def shapley_contrastive_loss(
     their mean (Eq. 6 / Eq. 7). `pair_mask` `(k,)` drops pairs (missing image or context) from
     both the anchors and the players. With no valid pair the loss is 0 (kept in the graph, and
     computed without a data-dependent branch, so no host-device sync).
+
+    Batched: `sim` `(..., k, k)` and `pair_mask` `(..., k)` give one loss per leading index;
+    all directions of all of them are played as one batch of games.
     """
     sim = sim.float()
     if pair_mask is not None:
         # Unused pairs must not leak NaN/inf into the masked arithmetic. (No early exit when no
         # pair is valid: that test would sync the host with the GPU; the result is then 0.)
-        sim = sim.masked_fill(~(pair_mask[:, None] & pair_mask[None, :]), 0.0)
+        sim = _mask_pairs(sim, pair_mask, 0.0)
+        pair_mask = pair_mask.unsqueeze(-2).expand(*sim.shape[:-2], 2, sim.shape[-1])
+    both = torch.stack([sim, sim.transpose(-1, -2)], dim=-3)  # (..., 2, k, k): rows, then columns as anchors
+    phi = cyclic_shapley(both, tau, generator=generator, player_mask=pair_mask)
     mask_f = None if pair_mask is None else pair_mask.to(sim.dtype)
-    phi_rows = cyclic_shapley(sim, tau, generator=generator, player_mask=pair_mask)
-    phi_cols = cyclic_shapley(sim.t(), tau, generator=generator, player_mask=pair_mask)
-    return 0.5 * (_directional_loss(phi_rows, mask_f) + _directional_loss(phi_cols, mask_f))
+    return _directional_loss(phi, mask_f).mean(-1)
 
 
 def info_nce_loss(sim: torch.Tensor, tau: float, pair_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Symmetric InfoNCE over the same similarity matrix: the ablation "w/o Shapley value"."""
-    sim = sim.float()
-    k = sim.shape[0]
-    targets = torch.arange(k, device=sim.device)
-    logits = sim / tau
+    """Symmetric InfoNCE over the same similarity matrix: the ablation "w/o Shapley value".
+    Batched like `shapley_contrastive_loss`."""
+    logits = sim.float() / tau
     if pair_mask is not None:
-        logits = logits.masked_fill(~(pair_mask[:, None] & pair_mask[None, :]), _MASKED_LOGIT)
-        weights = pair_mask.to(sim.dtype)
+        logits = _mask_pairs(logits, pair_mask, _MASKED_LOGIT)
+        weights = pair_mask.to(logits.dtype)
     else:
-        weights = torch.ones(k, device=sim.device, dtype=sim.dtype)
-    rows = F.cross_entropy(logits, targets, reduction="none")
-    cols = F.cross_entropy(logits.t(), targets, reduction="none")
+        weights = torch.ones(logits.shape[:-1], device=logits.device, dtype=logits.dtype)
+    rows = -torch.log_softmax(logits, dim=-1).diagonal(dim1=-2, dim2=-1)
+    cols = -torch.log_softmax(logits, dim=-2).diagonal(dim1=-2, dim2=-1)
     per_pair = 0.5 * (rows + cols) * weights
-    return per_pair.sum() / weights.sum().clamp(min=1)
+    return per_pair.sum(-1) / weights.sum(-1).clamp(min=1)
 
 
 def alignment_loss(
@@ -219,8 +246,9 @@ def alignment_loss(
     method: str = "shapley",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Cosine similarities of two batches of pooled features, then the chosen contrastive loss."""
-    sim = F.normalize(first.float(), dim=-1) @ F.normalize(second.float(), dim=-1).t()
+    """Cosine similarities of two batches of pooled features `(k, d)`, then the chosen
+    contrastive loss. Stacked inputs `(G, k, d)` with masks `(G, k)` give `G` losses at once."""
+    sim = F.normalize(first.float(), dim=-1) @ F.normalize(second.float(), dim=-1).transpose(-1, -2)
     if method == "shapley":
         return shapley_contrastive_loss(sim, tau, pair_mask=pair_mask, generator=generator)
     if method == "infonce":

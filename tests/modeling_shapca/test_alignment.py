@@ -154,3 +154,26 @@ def test_small_tau_is_stable():
     assert torch.isfinite(phi).all()
     assert torch.allclose(phi.sum(-1).double(), grand_utility(sim.double(), 1e-3), atol=1e-4)
     assert math.isfinite(shapley_contrastive_loss(sim, 1e-3).item())
+
+
+def test_batched_games_each_keep_efficiency_and_draw_their_own_permutation():
+    sims = torch.stack([random_sim(6, 6, seed=20), random_sim(6, 6, seed=20), random_sim(6, 6, seed=21)])
+    phi = cyclic_shapley(sims, 0.2, generator=torch.Generator().manual_seed(0))
+    assert phi.shape == (3, 6, 6)
+    for game in range(3):
+        assert torch.allclose(phi[game].sum(-1), grand_utility(sims[game], 0.2), atol=1e-10)
+    assert not torch.allclose(phi[0], phi[1])  # same game, independent permutations
+
+
+def test_batched_losses_equal_one_by_one(monkeypatch):
+    import modeling_shapca.alignment as alignment
+
+    first, second = torch.randn(2, 5, 8, dtype=torch.float64), torch.randn(2, 5, 8, dtype=torch.float64)
+    masks = torch.tensor([[True, True, False, True, True], [True] * 5])
+    batched = alignment.alignment_loss(first, second, masks, 0.1, "infonce")
+    one_by_one = torch.stack([alignment.alignment_loss(first[g], second[g], masks[g], 0.1, "infonce") for g in range(2)])
+    assert batched.shape == (2,) and torch.allclose(batched, one_by_one)
+    # The Shapley loss draws permutations; with exact values it is deterministic and must agree too.
+    monkeypatch.setattr(alignment, "cyclic_shapley", lambda s, tau, generator=None, player_mask=None: exact_shapley(s, tau))
+    unmasked = alignment.alignment_loss(first, second, None, 0.1)
+    assert torch.allclose(unmasked, torch.stack([alignment.alignment_loss(first[g], second[g], None, 0.1) for g in range(2)]))
