@@ -57,12 +57,15 @@ class ModelArguments:
     hidden_dim: int | None = None
     dropout: float | None = None
     gather_alignment_features: bool | None = None
+    image_region_grid: int | None = field(
+        default=None, metadata={"help": "Pool CNN maps to at most this grid of regions (config default 7; 0 keeps all)."}
+    )
     max_length: int = 256
 
 
 CONFIG_FIELDS = (
     "alpha", "beta", "tau", "alignment", "context_in_alignment", "fusion", "projection_dim", "fusion_dim",
-    "fusion_heads", "hidden_dim", "dropout", "gather_alignment_features",
+    "fusion_heads", "hidden_dim", "dropout", "gather_alignment_features", "image_region_grid",
 )
 
 
@@ -115,6 +118,8 @@ def build_model_and_processor(model_args: ModelArguments, data_args: DataArgumen
         **label_config(data_args.dataset, features),
         **{k: getattr(model_args, k) for k in CONFIG_FIELDS if getattr(model_args, k) is not None},
     )
+    if config_kwargs.get("image_region_grid") == 0:
+        config_kwargs["image_region_grid"] = None  # keep every position of the feature map
     model_class = get_task(data_args.dataset).model_class
     model = model_class.from_text_vision_pretrained(text_path, vision, **config_kwargs)
     tokenizer = transformers.AutoTokenizer.from_pretrained(text_path)

@@ -38,6 +38,12 @@ class ShapCAConfig(PretrainedConfig):
             the paper aligns 768-d text with 2048-d image features, so both are projected).
         fusion_dim, fusion_heads: width `D` and heads of the adaptive fusion (Eqs. 8-11).
         pos_embedding_dim, position_embedding_dim: `d1` of `M_s` and `M_p` (100 in the paper).
+        image_region_grid (`int` or `None`): a CNN feature map larger than
+            `image_region_grid x image_region_grid` is average-pooled to that grid before it
+            becomes the regions `H_v` of the fusion (default 7: the 7 x 7 map of ResNet-152 at
+            224 px, the paper's setting, is left as is; a shallow ResNet's 28 x 28 map would
+            otherwise give 784 regions and make the fusion cost 10x more). `None` keeps every
+            position. Token sequences (ViT/CLIP) are never pooled.
         hidden_dim: `d2`, width of MLP1 (Eq. 12) and of the pair features (Eq. 14).
         max_words: largest number of words per sentence (size of the position embedding).
         refinement_scale (`float`): lambda of Eq. 17.
@@ -72,6 +78,7 @@ class ShapCAConfig(PretrainedConfig):
     fusion_heads: int = 4
     pos_embedding_dim: int = 100
     position_embedding_dim: int = 100
+    image_region_grid: int | None = 7
     hidden_dim: int = 256
     max_words: int = 256
     refinement_scale: float = 1.0
@@ -105,6 +112,8 @@ class ShapCAConfig(PretrainedConfig):
             flat = [f"{group}:{label}" for group, labels in self.label_groups.items() for label in labels]
             self.id2label = dict(enumerate(flat))
             self.label2id = {label: i for i, label in enumerate(flat)}
+        if self.image_region_grid is not None and (not isinstance(self.image_region_grid, int) or self.image_region_grid < 1):
+            raise ValueError(f"ShapCAConfig.image_region_grid must be a positive int or None, got {self.image_region_grid!r}")
         if self.tau <= 0:
             raise ValueError(f"ShapCAConfig.tau must be > 0, got {self.tau}")
         if self.fusion_dim % self.fusion_heads:

@@ -12,6 +12,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
@@ -78,10 +79,13 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
-def vision_regions(outputs) -> tuple[torch.Tensor, torch.Tensor]:
+def vision_regions(outputs, grid: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`H_v` `(batch, regions, channels)` and pooled `x_v` `(batch, channels)` from any
-    transformers vision backbone output (CNN feature maps are flattened to a region grid)."""
+    transformers vision backbone output. CNN feature maps are flattened to a region grid,
+    after average pooling to at most `grid x grid` (see `ShapCAConfig.image_region_grid`)."""
     hidden = outputs.last_hidden_state
+    if hidden.dim() == 4 and grid is not None and max(hidden.shape[-2:]) > grid:
+        hidden = F.adaptive_avg_pool2d(hidden, (min(hidden.shape[-2], grid), min(hidden.shape[-1], grid)))
     regions = hidden.flatten(2).transpose(1, 2) if hidden.dim() == 4 else hidden
     pooled = getattr(outputs, "pooler_output", None)
     pooled = regions.mean(1) if pooled is None else pooled.flatten(1)
@@ -217,7 +221,7 @@ class ShapCAModel(ShapCAPreTrainedModel):
         if pixel_values is None:
             regions = self.no_image_region.expand(batch_size, 1, -1)
             return regions, torch.ones(batch_size, 1, dtype=torch.bool, device=device), None
-        regions, pooled = vision_regions(self.vision_model(pixel_values=pixel_values))
+        regions, pooled = vision_regions(self.vision_model(pixel_values=pixel_values), self.config.image_region_grid)
         if has_image is None:
             has_image = torch.ones(batch_size, dtype=torch.bool, device=device)
         first = torch.arange(regions.shape[1], device=device) == 0

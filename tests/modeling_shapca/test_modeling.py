@@ -196,3 +196,30 @@ def test_base_model_output(batch):
     out = model(**inputs, compute_alignment=False)
     assert out.word_features.shape == (3, 6, 16)
     assert out.semantic_loss is None and out.image_embeds.shape == (3, 16)
+
+
+def test_cnn_maps_are_pooled_to_the_region_grid():
+    from types import SimpleNamespace
+
+    from modeling_shapca.modeling_shapca import vision_regions
+
+    feature_map = torch.randn(2, 16, 28, 28)
+    pooled = torch.randn(2, 16, 1, 1)
+    out = SimpleNamespace(last_hidden_state=feature_map, pooler_output=pooled)
+    regions, x_v = vision_regions(out, grid=7)
+    assert regions.shape == (2, 49, 16)
+    assert torch.allclose(regions[0, 0], feature_map[0, :, :4, :4].mean((-1, -2)), atol=1e-6)  # 4 x 4 blocks
+    assert torch.equal(x_v, pooled.flatten(1))
+    assert vision_regions(out, grid=None)[0].shape == (2, 784, 16)
+    small = SimpleNamespace(last_hidden_state=torch.randn(2, 16, 7, 7), pooler_output=pooled)  # ResNet-152 at 224 px
+    assert torch.equal(vision_regions(small, grid=7)[0], small.last_hidden_state.flatten(2).transpose(1, 2))
+    tokens = SimpleNamespace(last_hidden_state=torch.randn(2, 50, 16), pooler_output=torch.randn(2, 16))  # ViT
+    assert vision_regions(tokens, grid=7)[0].shape == (2, 50, 16)
+
+
+@pytest.mark.parametrize("grid", [0, -1, "7", 2.5])
+def test_region_grid_must_be_positive_int(grid):
+    from tests.conftest import tiny_config
+
+    with pytest.raises(ValueError, match="image_region_grid"):
+        tiny_config(image_region_grid=grid)
