@@ -1,8 +1,9 @@
 """Cost of Shap-CA on top of its two encoders, measured in one process and one run.
 
-Times, on the same synthetic batch and the same backbone weights:
+Times, on the same synthetic batch and the same backbone weights, for the NER head (CRF) or
+the word-pair head (`--head mre|mjere`, n x n grid):
   (a) a Shap-CA train step (forward + backward, all losses),
-  (b) Shap-CA inference (eval forward including Viterbi decoding),
+  (b) Shap-CA inference (eval forward including Viterbi / grid decoding),
   (c) the two backbones alone doing the same work: text encoder over [text; context] +
       vision encoder + a linear head, forward + backward (train) and forward (inference),
   (d) the alignment losses alone (context->text, text->context, context->image,
@@ -10,9 +11,11 @@ Times, on the same synthetic batch and the same backbone weights:
 Reports samples/s and the ratios the performance targets are stated in, plus what each
 part asks of the device (`benchmarks/dispatch.py`): kernel-launching operators per call (on
 a GPU a small head is bound by launch overhead, so this is the device-independent measure of
-the head's fixed cost) and host syncs (operators the CPU must wait for; the head must add none).
+the head's fixed cost) and host syncs (operators the CPU must wait for; the head must add none),
+and the activation memory a train step saves for backward (`benchmarks/memory.py`).
 
     python -m benchmarks.bench_model --setting minilm [--device cuda] [--bf16] [--compile]
+    python -m benchmarks.bench_model --setting paper-128 --head mjere --words 64
     python -m benchmarks.bench_model --setting quick        # CI-size
 """
 
@@ -27,10 +30,17 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from modeling_shapca import ShapCAConfig, ShapCAForTokenClassification
+from modeling_shapca import ShapCAConfig, ShapCAForTokenClassification, ShapCAForWordPairExtraction
 from .dispatch import count_dispatch
+from .memory import saved_activation_bytes
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
+# Label groups of the word-pair heads at the sizes of MNRE (23 relations incl. None) and MJERE.
+RELATIONS = ["None"] + [f"relation_{i}" for i in range(22)]
+WORD_PAIR_GROUPS = {
+    "mre": {"relation": RELATIONS},
+    "mjere": {"entity": ["None", "per", "org", "loc", "misc"], "relation_start": RELATIONS[:22], "relation_end": RELATIONS[:22]},
+}
 RESNET_152 = dict(model_type="resnet", embedding_size=64, hidden_sizes=[256, 512, 1024, 2048], depths=[3, 8, 36, 3],
                   layer_type="bottleneck")
 SETTINGS = {
@@ -69,7 +79,10 @@ class BackboneOnly(nn.Module):
         return nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
 
 
-def synthetic_batch(setting: dict, vocab: int, device) -> dict:
+def synthetic_batch(setting: dict, vocab: int, device, group_sizes=None) -> dict:
+    """One batch with images and contexts for every example (so every loss is active); word
+    labels `(b, n)`, or grid labels `(b, groups, n, n)` when `group_sizes` is given (about
+    a quarter of the cells labelled)."""
     g = torch.Generator().manual_seed(0)
     b, seq, n = setting["batch"], setting["seq"], setting["words"]
     text_len = 2 * n  # two subwords per word
@@ -90,6 +103,10 @@ def synthetic_batch(setting: dict, vocab: int, device) -> dict:
         "has_image": torch.ones(b, dtype=torch.bool),
         "labels": torch.randint(0, len(LABELS), (b, n), generator=g),
     }
+    if group_sizes is not None:
+        del batch["labels"]
+        grids = torch.stack([torch.randint(0, size, (b, n, n), generator=g) for size in group_sizes], dim=1)
+        batch["pair_labels"] = grids.masked_fill(torch.rand(grids.shape, generator=g) > 0.25, -100)
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -106,17 +123,30 @@ def timeit(fn, device, iterations: int, warmup: int) -> float:
     return (time.perf_counter() - start) / iterations
 
 
+def build(setting: dict, head: str = "ner"):
+    """The Shap-CA model of a setting and head, default config otherwise (random weights)."""
+    kwargs = dict(text_config=setting["text"], vision_config=setting["vision"])
+    if head == "ner":
+        labels = dict(id2label=dict(enumerate(LABELS)), label2id={label: i for i, label in enumerate(LABELS)})
+        return ShapCAForTokenClassification(ShapCAConfig(**kwargs, **labels))
+    config = ShapCAConfig(**kwargs, task="word_pair", word_pair_scheme=head, label_groups=WORD_PAIR_GROUPS[head])
+    return ShapCAForWordPairExtraction(config)
+
+
 def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bool = False,
-        iterations: int = 3, warmup: int = 1) -> dict:
+        iterations: int = 3, warmup: int = 1, head: str = "ner", gradient_checkpointing: bool = False) -> dict:
     setting = SETTINGS[setting_name]
     device = torch.device(device)
     torch.manual_seed(0)
-    config = ShapCAConfig(text_config=setting["text"], vision_config=setting["vision"],
-                          id2label=dict(enumerate(LABELS)), label2id={label: i for i, label in enumerate(LABELS)})
-    model = ShapCAForTokenClassification(config).to(device)
+    model = build(setting, head).to(device)
+    config = model.config
+    if gradient_checkpointing:  # the encoders' layers and the word-pair grid recompute in backward
+        model.activation_checkpointing_enable()
     backbone = BackboneOnly(model.shapca.text_model, model.shapca.vision_model, config.text_hidden_size,
                             config.vision_hidden_size, len(LABELS)).to(device)
-    batch = synthetic_batch(setting, config.text_config.vocab_size, device)
+    batch = synthetic_batch(setting, config.text_config.vocab_size, device,
+                            None if head == "ner" else config.group_sizes)
+    word_labels = synthetic_batch(setting, config.text_config.vocab_size, device)["labels"]
     backbone_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "word_index")}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     shapca_fn, backbone_fn = model, backbone
@@ -131,11 +161,11 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
 
     def backbone_train():
         with autocast:
-            loss = backbone_fn(**backbone_inputs, labels=batch["labels"])
+            loss = backbone_fn(**backbone_inputs, labels=word_labels)
         loss.backward()
         backbone.zero_grad(set_to_none=True)
 
-    inference_batch = {k: v for k, v in batch.items() if k != "labels"}
+    inference_batch = {k: v for k, v in batch.items() if k not in ("labels", "pair_labels")}
 
     @torch.no_grad()
     def shapca_infer():
@@ -164,10 +194,14 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
     counts = {name: count_dispatch(fn) for name, fn in (
         ("shapca_train", shapca_train), ("backbone_train", backbone_train), ("alignment", alignment_only),
         ("shapca_infer", shapca_infer), ("backbone_infer", backbone_infer))}
+    model.train(), backbone.train()
+    with autocast:
+        shapca_bytes = saved_activation_bytes(lambda: model(**batch), model)
+        backbone_bytes = saved_activation_bytes(lambda: backbone(**backbone_inputs, labels=word_labels), backbone)
     b = setting["batch"]
     return {
-        "setting": setting_name, "device": str(device), "bf16": bf16, "compile": compile_, "batch": b,
-        "seq": setting["seq"], "params_million": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "setting": setting_name, "head": head, "device": str(device), "bf16": bf16, "compile": compile_, "batch": b,
+        "seq": setting["seq"], "words": setting["words"], "gradient_checkpointing": gradient_checkpointing, "params_million": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "shapca_train_samples_per_s": round(b / t_shapca_train, 2),
         "backbone_train_samples_per_s": round(b / t_backbone_train, 2),
         "train_throughput_ratio": round(t_backbone_train / t_shapca_train, 3),
@@ -184,6 +218,8 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
         "head_train_syncs": counts["shapca_train"].syncs - counts["backbone_train"].syncs,
         "head_infer_syncs": counts["shapca_infer"].syncs - counts["backbone_infer"].syncs,
         "backbone_syncs": counts["backbone_train"].syncs,
+        "head_activation_mb": round((shapca_bytes - backbone_bytes) / 2**20, 1),
+        "backbone_activation_mb": round(backbone_bytes / 2**20, 1),
         "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads(),
     }
 
@@ -191,15 +227,23 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="minilm")
+    parser.add_argument("--head", choices=["ner", "mre", "mjere"], default="ner")
     parser.add_argument("--batch", type=int, help="override the setting's batch size")
+    parser.add_argument("--words", type=int, help="override the setting's words per sentence (grows seq to fit)")
+    parser.add_argument("--gradient_checkpointing", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--iterations", type=int, default=3)
     args = parser.parse_args(argv)
+    setting = dict(SETTINGS[args.setting])
     if args.batch:
-        SETTINGS[args.setting] = dict(SETTINGS[args.setting], batch=args.batch)
-    result = run(args.setting, args.device, args.bf16, args.compile, args.iterations)
+        setting["batch"] = args.batch
+    if args.words:  # two subwords per word plus [CLS] [SEP] [SEP] and a context
+        setting.update(words=args.words, seq=max(setting["seq"], 2 * args.words + 3 + 16))
+    SETTINGS[args.setting] = setting
+    result = run(args.setting, args.device, args.bf16, args.compile, args.iterations, head=args.head,
+                 gradient_checkpointing=args.gradient_checkpointing)
     print(json.dumps(result))
     return result
 
