@@ -20,9 +20,12 @@ cell with its own softmax, and cells a group does not label are `-100`:
   word: 4 of 3,618 MJERE train samples, none in validation or test), the later triple wins
   the cell and the decoder recovers the other from its second cell (see `decode_mjere`).
 
-Memory: the pair features are `(batch, n, n, hidden_dim)` per channel, so they grow with the
-square of the sentence length; at `hidden_dim = 128` and batch 28 a 64-word batch needs about
-1.2 GB of activations for the three channels in fp32.
+Memory: the pair features are `(batch, n, n, hidden_dim)` per channel, so the activations a
+training step keeps for backward grow with the square of the sentence length. Three things keep
+them down: the GELU of Eq. 14 is recomputed in backward from the per-word projections
+(`broadcast_gelu`), MLP3 reads the three channels without their concatenation being built,
+and `model.gradient_checkpointing_enable()` (Trainer: `--gradient_checkpointing`) recomputes the
+whole grid in backward, keeping only its inputs. Figures in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -32,27 +35,48 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 IGNORE_INDEX = -100
 NONE_LABEL = "None"
 
 
+class _BroadcastGelu(torch.autograd.Function):
+    """`gelu(rows[:, :, None] + cols[:, None, :])` that saves only `rows` and `cols` `(b, n, d)`
+    for backward and recomputes the `(b, n, n, d)` pre-activation there."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows, cols)
+        return F.gelu(rows.unsqueeze(2) + cols.unsqueeze(1))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        rows, cols = ctx.saved_tensors
+        grad_pre = torch.ops.aten.gelu_backward(grad, rows.unsqueeze(2) + cols.unsqueeze(1))
+        return grad_pre.sum(2), grad_pre.sum(1)
+
+
+def broadcast_gelu(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """`GELU(rows_i + cols_j)` for every pair `(i, j)`: `(b, n, d)` x2 -> `(b, n, n, d)`."""
+    return _BroadcastGelu.apply(rows, cols)
+
+
 class PairFeatures(nn.Module):
-    """Eq. 14: `X_ij = act(W [M_i; M_j; M_i - M_j] + b)` without building the concatenation:
+    """Eq. 14: `X_ij = GELU(W [M_i; M_j; M_i - M_j] + b)` without building the concatenation:
     `W [a; b; a - b] = (W_a + W_c) a + (W_b - W_c) b`, so each word is projected once and the
     `n x n` grid is a broadcast sum."""
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
         self.linear = nn.Linear(3 * in_dim, out_dim)
-        self.act = nn.GELU()
 
     def forward(self, words: torch.Tensor) -> torch.Tensor:
         w_a, w_b, w_c = self.linear.weight.chunk(3, dim=1)
         rows = F.linear(words, w_a + w_c, self.linear.bias)  # term of M_i
         cols = F.linear(words, w_b - w_c)  # term of M_j
-        return self.act(rows.unsqueeze(2) + cols.unsqueeze(1))
+        return broadcast_gelu(rows, cols)
 
 
 class WordPairContrastiveLayer(nn.Module):
@@ -61,7 +85,12 @@ class WordPairContrastiveLayer(nn.Module):
     `log P^t = log_softmax(MLP2(X^t))`, `log P^tsp = log_softmax(MLP3([X^t; X^s; X^p]))`,
     `P_final = softmax(P^tsp + lambda * (log P^tsp - log P^t))`, each softmax taken within a
     label group. Returns `log P_final`, `(batch, n, n, sum(group sizes))`.
+
+    The first channel is the text channel `X^t`. With `gradient_checkpointing` set (by
+    `PreTrainedModel.gradient_checkpointing_enable`) the grid is recomputed in backward.
     """
+
+    gradient_checkpointing = False
 
     def __init__(self, channel_dims: dict[str, int], hidden_dim: int, group_sizes: Sequence[int],
                  refinement_scale: float = 1.0, dropout: float = 0.1):
@@ -73,15 +102,24 @@ class WordPairContrastiveLayer(nn.Module):
         self.text_head = nn.Linear(hidden_dim, total)  # MLP2
         self.joint_head = nn.Linear(hidden_dim * len(channel_dims), total)  # MLP3
         self.refinement_scale = refinement_scale
+        self._gradient_checkpointing_func = torch.utils.checkpoint.checkpoint
 
     def _group_log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.log_softmax(part, dim=-1) for part in logits.split(self.group_sizes, dim=-1)], dim=-1)
 
     def forward(self, channels: dict[str, torch.Tensor]) -> torch.Tensor:
-        pairs = {name: self.dropout(module(channels[name])) for name, module in self.channels.items()}
-        log_p_text = self._group_log_softmax(self.text_head(pairs["text"]).float())
-        joint = torch.cat([pairs[name] for name in self.channels], dim=-1)
-        log_p_joint = self._group_log_softmax(self.joint_head(joint).float())
+        words = [channels[name] for name in self.channels]
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return self._gradient_checkpointing_func(self._grid, *words)
+        return self._grid(*words)
+
+    def _grid(self, *words: torch.Tensor) -> torch.Tensor:
+        pairs = [self.dropout(module(x)) for module, x in zip(self.channels.values(), words)]
+        log_p_text = self._group_log_softmax(self.text_head(pairs[0]).float())
+        # MLP3 on [X^t; X^s; X^p], one weight slice per channel: no (b, n, n, 3d) concatenation.
+        weights = self.joint_head.weight.split([p.shape[-1] for p in pairs], dim=1)
+        joint = self.joint_head.bias + sum(F.linear(p, w) for p, w in zip(pairs, weights))
+        log_p_joint = self._group_log_softmax(joint.float())
         refined = log_p_joint.exp() + self.refinement_scale * (log_p_joint - log_p_text)  # Eq. 17
         return self._group_log_softmax(refined)
 

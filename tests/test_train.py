@@ -119,9 +119,11 @@ def test_two_process_run_matches_one_process(tmp_path_factory):
     # Shapley game of the reported eval loss)
 
 
-@pytest.mark.parametrize("dataset, metric", [("mnre", "metrics/mre_f1"), ("mjere", "metrics/mjere_f1")])
-def test_word_pair_end_to_end(tiny_text_model, tmp_path, dataset, metric):
-    args = base_args(tiny_text_model, tmp_path, "--num_train_epochs", "4", "--head_learning_rate", "1e-3")
+@pytest.mark.parametrize("dataset, metric, checkpointing", [("mnre", "metrics/mre_f1", "false"),
+                                                             ("mjere", "metrics/mjere_f1", "true")])
+def test_word_pair_end_to_end(tiny_text_model, tmp_path, dataset, metric, checkpointing):
+    args = base_args(tiny_text_model, tmp_path, "--num_train_epochs", "4", "--head_learning_rate", "1e-3",
+                     "--gradient_checkpointing", checkpointing)  # the grid recomputed in backward
     args[0] = str(train.ROOT / "configs" / f"{dataset}-minilm.yaml")
     results = train.main(args)
     assert results["metric"]["module"] == metric

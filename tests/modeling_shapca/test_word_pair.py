@@ -1,3 +1,4 @@
+import functools
 import json
 import os
 import subprocess
@@ -44,8 +45,41 @@ def test_pair_features_equal_linear_on_concatenation():
     layer = PairFeatures(6, 5)
     words = torch.randn(2, 4, 6)
     m_i, m_j = words.unsqueeze(2).expand(2, 4, 4, 6), words.unsqueeze(1).expand(2, 4, 4, 6)
-    explicit = layer.act(layer.linear(torch.cat([m_i, m_j, m_i - m_j], dim=-1)))
+    explicit = torch.nn.functional.gelu(layer.linear(torch.cat([m_i, m_j, m_i - m_j], dim=-1)))
     assert torch.allclose(layer(words), explicit, atol=1e-5)
+
+
+def test_broadcast_gelu_gradients_and_saved_memory():
+    from benchmarks.memory import saved_activation_bytes
+    from modeling_shapca.word_pair import broadcast_gelu
+
+    rows, cols = torch.randn(2, 5, 3, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)
+    torch.autograd.gradcheck(broadcast_gelu, (rows.requires_grad_(), cols.requires_grad_()))
+    rows, cols = torch.randn(4, 32, 16, requires_grad=True), torch.randn(4, 32, 16, requires_grad=True)
+    explicit = saved_activation_bytes(lambda: torch.nn.functional.gelu(rows.unsqueeze(2) + cols.unsqueeze(1)))
+    ours = saved_activation_bytes(lambda: broadcast_gelu(rows, cols))
+    assert explicit == 4 * 32 * 32 * 16 * 4  # the n x n pre-activation
+    assert ours == 2 * 4 * 32 * 16 * 4  # only the two per-word projections
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_with_less_memory():
+    from benchmarks.memory import saved_activation_bytes
+
+    torch.manual_seed(0)
+    layer = WordPairContrastiveLayer({"text": 6, "pos": 3, "position": 3}, 16, [3, 2], dropout=0.0)
+    channels = {"text": torch.randn(2, 12, 6), "pos": torch.randn(2, 12, 3), "position": torch.randn(2, 12, 3)}
+    channels = {k: v.requires_grad_() for k, v in channels.items()}
+    full_memory = saved_activation_bytes(lambda: layer(channels), layer)
+    layer(channels).sum().backward()
+    expected = [v.grad.clone() for v in channels.values()] + [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad(), [v.grad.zero_() for v in channels.values()]
+    layer.gradient_checkpointing = True
+    layer._gradient_checkpointing_func = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
+    checkpointed_memory = saved_activation_bytes(lambda: layer(channels), layer)
+    layer(channels).sum().backward()
+    got = [v.grad for v in channels.values()] + [p.grad for p in layer.parameters()]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, expected))
+    assert checkpointed_memory < full_memory / 10
 
 
 def test_layer_refinement_is_eq17_per_group():
