@@ -134,7 +134,8 @@ def build(setting: dict, head: str = "ner"):
 
 
 def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bool = False,
-        iterations: int = 3, warmup: int = 1, head: str = "ner", gradient_checkpointing: bool = False) -> dict:
+        iterations: int = 3, warmup: int = 1, head: str = "ner", gradient_checkpointing: bool = False,
+        inference_only: bool = False) -> dict:
     setting = SETTINGS[setting_name]
     device = torch.device(device)
     torch.manual_seed(0)
@@ -184,44 +185,50 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
         semantic, modality = model.shapca._alignment_losses(*features, present, present)
         (semantic + modality).backward()
 
-    model.train(), backbone.train()
-    t_shapca_train = timeit(shapca_train, device, iterations, warmup)
-    t_backbone_train = timeit(backbone_train, device, iterations, warmup)
-    t_alignment = timeit(alignment_only, device, max(iterations, 20), warmup)
+    b = setting["batch"]
+    result = {
+        "setting": setting_name, "head": head, "device": str(device), "bf16": bf16, "compile": compile_, "batch": b,
+        "seq": setting["seq"], "words": setting["words"], "gradient_checkpointing": gradient_checkpointing,
+        "params_million": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+    }
+    if not inference_only:
+        model.train(), backbone.train()
+        t_shapca_train = timeit(shapca_train, device, iterations, warmup)
+        t_backbone_train = timeit(backbone_train, device, iterations, warmup)
+        t_alignment = timeit(alignment_only, device, max(iterations, 20), warmup)
+        counts = {name: count_dispatch(fn) for name, fn in (
+            ("shapca", shapca_train), ("backbone", backbone_train), ("alignment", alignment_only))}
+        with autocast:
+            shapca_bytes = saved_activation_bytes(lambda: model(**batch), model)
+            backbone_bytes = saved_activation_bytes(lambda: backbone(**backbone_inputs, labels=word_labels), backbone)
+        result.update({
+            "shapca_train_samples_per_s": round(b / t_shapca_train, 2),
+            "backbone_train_samples_per_s": round(b / t_backbone_train, 2),
+            "train_throughput_ratio": round(t_backbone_train / t_shapca_train, 3),
+            "alignment_fraction_of_train_step": round(t_alignment / t_shapca_train, 4),
+            "alignment_ms": round(1000 * t_alignment, 3),
+            "head_train_kernels": counts["shapca"].kernels - counts["backbone"].kernels,
+            "backbone_train_kernels": counts["backbone"].kernels,
+            "alignment_kernels": counts["alignment"].kernels,
+            "head_train_syncs": counts["shapca"].syncs - counts["backbone"].syncs,
+            "backbone_syncs": counts["backbone"].syncs,
+            "head_activation_mb": round((shapca_bytes - backbone_bytes) / 2**20, 1),
+            "backbone_activation_mb": round(backbone_bytes / 2**20, 1),
+        })
     model.eval(), backbone.eval()
     t_shapca_infer = timeit(shapca_infer, device, iterations, warmup)
     t_backbone_infer = timeit(backbone_infer, device, iterations, warmup)
-    counts = {name: count_dispatch(fn) for name, fn in (
-        ("shapca_train", shapca_train), ("backbone_train", backbone_train), ("alignment", alignment_only),
-        ("shapca_infer", shapca_infer), ("backbone_infer", backbone_infer))}
-    model.train(), backbone.train()
-    with autocast:
-        shapca_bytes = saved_activation_bytes(lambda: model(**batch), model)
-        backbone_bytes = saved_activation_bytes(lambda: backbone(**backbone_inputs, labels=word_labels), backbone)
-    b = setting["batch"]
-    return {
-        "setting": setting_name, "head": head, "device": str(device), "bf16": bf16, "compile": compile_, "batch": b,
-        "seq": setting["seq"], "words": setting["words"], "gradient_checkpointing": gradient_checkpointing, "params_million": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
-        "shapca_train_samples_per_s": round(b / t_shapca_train, 2),
-        "backbone_train_samples_per_s": round(b / t_backbone_train, 2),
-        "train_throughput_ratio": round(t_backbone_train / t_shapca_train, 3),
-        "alignment_fraction_of_train_step": round(t_alignment / t_shapca_train, 4),
-        "alignment_ms": round(1000 * t_alignment, 3),
+    counts = {name: count_dispatch(fn) for name, fn in (("shapca", shapca_infer), ("backbone", backbone_infer))}
+    result.update({
         "shapca_infer_samples_per_s": round(b / t_shapca_infer, 2),
         "backbone_infer_samples_per_s": round(b / t_backbone_infer, 2),
         "inference_throughput_ratio": round(t_backbone_infer / t_shapca_infer, 3),
-        "head_train_kernels": counts["shapca_train"].kernels - counts["backbone_train"].kernels,
-        "head_infer_kernels": counts["shapca_infer"].kernels - counts["backbone_infer"].kernels,
-        "alignment_kernels": counts["alignment"].kernels,
-        "backbone_train_kernels": counts["backbone_train"].kernels,
-        "backbone_infer_kernels": counts["backbone_infer"].kernels,
-        "head_train_syncs": counts["shapca_train"].syncs - counts["backbone_train"].syncs,
-        "head_infer_syncs": counts["shapca_infer"].syncs - counts["backbone_infer"].syncs,
-        "backbone_syncs": counts["backbone_train"].syncs,
-        "head_activation_mb": round((shapca_bytes - backbone_bytes) / 2**20, 1),
-        "backbone_activation_mb": round(backbone_bytes / 2**20, 1),
+        "head_infer_kernels": counts["shapca"].kernels - counts["backbone"].kernels,
+        "backbone_infer_kernels": counts["backbone"].kernels,
+        "head_infer_syncs": counts["shapca"].syncs - counts["backbone"].syncs,
         "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads(),
-    }
+    })
+    return result
 
 
 def main(argv=None):
@@ -231,6 +238,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, help="override the setting's batch size")
     parser.add_argument("--words", type=int, help="override the setting's words per sentence (grows seq to fit)")
     parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--inference_only", action="store_true", help="skip the train-step measurements")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--compile", action="store_true")
@@ -243,7 +251,7 @@ def main(argv=None):
         setting.update(words=args.words, seq=max(setting["seq"], 2 * args.words + 3 + 16))
     SETTINGS[args.setting] = setting
     result = run(args.setting, args.device, args.bf16, args.compile, args.iterations, head=args.head,
-                 gradient_checkpointing=args.gradient_checkpointing)
+                 gradient_checkpointing=args.gradient_checkpointing, inference_only=args.inference_only)
     print(json.dumps(result))
     return result
 
