@@ -110,6 +110,22 @@ def synthetic_batch(setting: dict, vocab: int, device, group_sizes=None) -> dict
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def cuda_syncs(fn) -> int:
+    """Synchronising CUDA calls made by `fn()` (PyTorch's sync debug mode): catches what the
+    operator-level count cannot, e.g. a blocking copy of a CPU tensor to the GPU."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+            torch.cuda.synchronize()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def timeit(fn, device, iterations: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
@@ -211,6 +227,8 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
             "backbone_train_kernels": counts["backbone"].kernels,
             "alignment_kernels": counts["alignment"].kernels,
             "head_train_syncs": counts["shapca"].syncs - counts["backbone"].syncs,
+            **({"cuda_syncs_train_shapca": cuda_syncs(shapca_train), "cuda_syncs_train_backbone": cuda_syncs(backbone_train)}
+               if device.type == "cuda" else {}),
             "backbone_syncs": counts["backbone"].syncs,
             "head_activation_mb": round((shapca_bytes - backbone_bytes) / 2**20, 1),
             "backbone_activation_mb": round(backbone_bytes / 2**20, 1),

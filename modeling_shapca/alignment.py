@@ -67,6 +67,7 @@ def _marginals_per_player(sim, orders, tau, player_mask=None) -> torch.Tensor:
     return marginals.gather(-1, inverse.unsqueeze(1).expand_as(marginals))
 
 
+@torch.compiler.disable  # a seeded CPU generator cannot be traced; this small step runs eagerly
 def _cyclic_orders(
     k: int, generator: torch.Generator | None, device: torch.device, games: int | None = None
 ) -> torch.Tensor:
@@ -76,20 +77,24 @@ def _cyclic_orders(
     A random permutation `P` and the strides `k//2, k//4, ..., 1`: round `r` scans `P` rolled
     by the sum of the strides before it (k = 28: strides 14, 7, 3, 1, shifts 0, 14, 21, 24).
     `k = 1` has no positive stride; it gets one scan (the lone player receives `u(K)`).
-    Permutations are drawn on the CPU (`generator` is a CPU generator) and moved once.
+    The orderings are built on the CPU (`generator` is a CPU generator) and moved to `device`
+    in one copy, from pinned memory without blocking on a GPU: a plain `.to("cuda")` of a CPU
+    tensor waits for the device to finish its queued work (a host sync every step).
     """
     keys = torch.rand(1 if games is None else games, k, generator=generator)
-    perm = keys.argsort(dim=-1).to(device)  # (games, k) uniform random permutations
+    perm = keys.argsort(dim=-1)  # (games, k) uniform random permutations
     strides, stride = [], k // 2
     while stride > 0:
         strides.append(stride)
         stride //= 2
-    shifts = [0] + list(itertools.accumulate(strides))[:-1]
-    shift_t = torch.tensor(shifts, device=device)
-    positions = torch.arange(k, device=device)
+    shifts = torch.tensor([0] + list(itertools.accumulate(strides))[:-1])
     # torch.roll(P, s)[m] == P[(m - s) % k]
-    index = (positions[None, :] - shift_t[:, None]) % k  # (rounds, k)
+    index = (torch.arange(k)[None, :] - shifts[:, None]) % k  # (rounds, k)
     orders = perm[:, index]  # (games, rounds, k)
+    if device.type == "cuda":
+        orders = orders.pin_memory().to(device, non_blocking=True)
+    else:
+        orders = orders.to(device)
     return orders[0] if games is None else orders
 
 
