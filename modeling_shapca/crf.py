@@ -41,13 +41,14 @@ _FORBIDDEN = -1e4
 _LOG_ZERO = -1e4
 
 
-def bio_constraints(id2label: Mapping[int, str]) -> tuple[torch.Tensor, torch.Tensor]:
+def bio_constraints(id2label: Mapping[int, str], num_tags: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Allowed start tags `(T,)` and allowed transitions `(T, T)` (`[from, to]`) under IOB2.
 
-    Labels are `O`, `B-X` or `I-X`; any other label (another scheme) is left unconstrained.
+    Labels are `O`, `B-X` or `I-X`; any other label (another scheme, or an id missing from
+    `id2label`) is left unconstrained.
     """
-    num = len(id2label)
-    labels = [id2label[i] for i in range(num)]
+    num = len(id2label) if num_tags is None else num_tags
+    labels = [id2label.get(i, "") for i in range(num)]
 
     def parse(label: str) -> tuple[str, str | None]:
         if label.startswith(("B-", "I-")):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
+from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .alignment import alignment_loss
@@ -136,6 +137,10 @@ class ShapCAPreTrainedModel(PreTrainedModel):
                 module.no_image_region.normal_(mean=0.0, std=self.config.initializer_range)
         elif isinstance(module, LinearChainCRF):
             module.reset_parameters()
+        elif isinstance(module, ShapCAForTokenClassification):
+            allowed_start, allowed_transitions = bio_constraints(module.config.id2label, module.crf.num_tags)
+            init.copy_(module.allowed_start, allowed_start)
+            init.copy_(module.allowed_transitions, allowed_transitions)
 
     def _processor(self, processor: ShapCAProcessor | None) -> ShapCAProcessor:
         if processor is not None:
@@ -255,6 +260,7 @@ class ShapCAModel(ShapCAPreTrainedModel):
             modality = alignment_loss(x_v, x_t, has_image, cfg.tau, method, generator)
         return semantic, modality
 
+    @torch.compiler.disable
     def shapley_generator(self) -> torch.Generator:
         """CPU generator of Alg. 1's permutations, seeded from `torch.initial_seed()`.
 
@@ -411,21 +417,17 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
             nn.Linear(config.hidden_dim, config.num_labels),
         )
         self.crf = LinearChainCRF(config.num_labels)
-        # IOB2 constraints are derived from the labels, not stored: buffers would not survive
-        # `from_pretrained` (models are built on the meta device and only saved tensors loaded).
-        self._constraints: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        # IOB2 constraints, derived from the labels: non-persistent buffers (they move with the
+        # model and trace as tensors under torch.compile), refilled by `_init_weights` after
+        # `from_pretrained`, which builds the model on the meta device and loads saved tensors only.
+        allowed_start, allowed_transitions = bio_constraints(config.id2label, config.num_labels)
+        self.register_buffer("allowed_start", allowed_start, persistent=False)
+        self.register_buffer("allowed_transitions", allowed_transitions, persistent=False)
         self.post_init()
-
-    def bio_constraints(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if device not in self._constraints:
-            start, transitions = bio_constraints(self.config.id2label)
-            self._constraints[device] = (start.to(device), transitions.to(device))
-        return self._constraints[device]
 
     def decode(self, emissions: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         """Constrained Viterbi decode of emissions `(batch, n, T)` -> tags `(batch, n)`."""
-        allowed_start, allowed_transitions = self.bio_constraints(emissions.device)
-        return self.crf.decode(emissions, word_mask, allowed_start, allowed_transitions)
+        return self.crf.decode(emissions, word_mask, self.allowed_start, self.allowed_transitions)
 
     def _check_labels(self):
         missing = [i for i in range(self.crf.num_tags) if i not in self.config.id2label]

@@ -155,3 +155,10 @@ def test_device_work_grows_logarithmically_with_sentence_length():
     reference = CRF(9, batch_first=True)
     emissions, tags, mask = _random_case(9, 64, batch=4)
     assert count_dispatch(lambda: reference(emissions.requires_grad_(), tags, mask=mask).backward()).kernels > 4 * long[0]
+
+
+def test_constraints_of_unknown_ids_are_left_open():
+    start, trans = bio_constraints({0: "O", 1: "B-PER", 3: "I-PER"}, num_tags=4)
+    assert start.tolist() == [True, True, True, False]
+    assert trans[:, 2].all() and trans[2].all()  # id 2 has no label: unconstrained
+    assert not trans[0, 3] and trans[1, 3]

@@ -64,3 +64,25 @@ def test_dispatch_counter_sees_syncs_and_kernels():
     counter = count_dispatch(lambda: (x[x > 0].sum().item(), x.view(12), x.t()))
     assert counter.syncs == 2  # boolean-mask indexing and .item()
     assert counter.kernels == 4  # gt, index, sum, item: the two views launch nothing
+
+
+@pytest.mark.parametrize("task", ["ner", "mjere"])
+def test_inference_compiles_to_one_graph(task, processor):
+    """No graph break and no recompilation in inference (Viterbi / grid decoding included):
+    torch.compile(fullgraph=True) fails on a break. aot_eager traces like inductor without
+    generating code, which keeps the test fast on CPU."""
+    import torch._dynamo
+
+    model, batch = _model_and_batch(task, processor)
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "pair_labels")}
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        expected = model(**inputs)
+        for _ in range(2):  # the second call must reuse the graph
+            got = compiled(**inputs)
+    assert torch.equal(got.predictions, expected.predictions)
+    assert torch.allclose(got.logits, expected.logits, atol=1e-5)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
