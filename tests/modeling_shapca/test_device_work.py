@@ -86,3 +86,24 @@ def test_inference_compiles_to_one_graph(task, processor):
     assert torch.equal(got.predictions, expected.predictions)
     assert torch.allclose(got.logits, expected.logits, atol=1e-5)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.parametrize("task", ["ner", "mre", "mjere"])
+def test_bf16_autocast_train_and_inference(task, processor):
+    """GPU training runs under bf16 autocast: the losses (CRF, Shapley games, grid
+    log-softmaxes) are computed in fp32 inside, and decoding matches fp32 closely."""
+    model, batch = _model_and_batch(task, processor)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**batch)
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "pair_labels")}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        predictions = model(**inputs).predictions
+    with torch.no_grad():
+        reference = model(**inputs).predictions
+    assert predictions.shape == reference.shape
+    assert (predictions == reference).float().mean() > 0.8  # bf16 may flip near-ties only
