@@ -91,6 +91,7 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
         "context_in_alignment": config["context_in_alignment"],
         "fusion": config["fusion"],
         "tau": config["tau"],
+        "image_region_grid": config.get("image_region_grid"),
         "labels": [config["id2label"][str(i)] for i in range(len(config["id2label"]))],
         "metric_module": results.get("metric", {}).get("module", ""),
         **TASK_TEXT[TASK_OF_DATASET.get(dataset, "ner")],

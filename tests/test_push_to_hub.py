@@ -17,6 +17,7 @@ def test_training_writes_card_with_real_numbers_and_plot(trained_model_dir):
     row = re.search(r"\| test \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", card)
     assert float(row.group(3)) == round(results["test"]["test_f1"] * 100, 2)
     assert "trained without images" in card and "{{" not in card
+    assert "larger than 7 x 7 are average-pooled" in card  # the config's image_region_grid
 
 
 def test_dry_run_reloads_offline_with_remote_code(trained_model_dir, tmp_path):
