@@ -151,8 +151,9 @@ def build(setting: dict, head: str = "ner"):
 
 def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bool = False,
         iterations: int = 3, warmup: int = 1, head: str = "ner", gradient_checkpointing: bool = False,
-        inference_only: bool = False) -> dict:
-    setting = SETTINGS[setting_name]
+        inference_only: bool = False, overrides: dict | None = None) -> dict:
+    """Measure one setting (`SETTINGS[setting_name]` updated with `overrides`)."""
+    setting = dict(SETTINGS[setting_name], **(overrides or {}))
     device = torch.device(device)
     torch.manual_seed(0)
     model = build(setting, head).to(device)
@@ -262,14 +263,14 @@ def main(argv=None):
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--iterations", type=int, default=3)
     args = parser.parse_args(argv)
-    setting = dict(SETTINGS[args.setting])
+    overrides = {}
     if args.batch:
-        setting["batch"] = args.batch
+        overrides["batch"] = args.batch
     if args.words:  # two subwords per word plus [CLS] [SEP] [SEP] and a context
-        setting.update(words=args.words, seq=max(setting["seq"], 2 * args.words + 3 + 16))
-    SETTINGS[args.setting] = setting
+        overrides.update(words=args.words, seq=max(SETTINGS[args.setting]["seq"], 2 * args.words + 3 + 16))
     result = run(args.setting, args.device, args.bf16, args.compile, args.iterations, head=args.head,
-                 gradient_checkpointing=args.gradient_checkpointing, inference_only=args.inference_only)
+                 gradient_checkpointing=args.gradient_checkpointing, inference_only=args.inference_only,
+                 overrides=overrides)
     print(json.dumps(result))
     return result
 

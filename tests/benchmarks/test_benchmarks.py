@@ -2,14 +2,16 @@
 
 import math
 
+import pytest
 import torch
 
 from benchmarks import bench_model, bench_shapley_fidelity
 from modeling_shapca.alignment import info_nce_loss, shapley_contrastive_loss
 
 
-def test_bench_model_quick():
-    result = bench_model.main(["--setting", "quick", "--device", "cpu", "--iterations", "1"])
+@pytest.mark.parametrize("head", ["ner", "mjere"])
+def test_bench_model_quick(head):
+    result = bench_model.main(["--setting", "quick", "--device", "cpu", "--iterations", "1", "--head", head])
     for key in ("train_throughput_ratio", "inference_throughput_ratio", "alignment_fraction_of_train_step",
                 "shapca_train_samples_per_s", "backbone_train_samples_per_s"):
         assert math.isfinite(result[key]) and result[key] > 0
@@ -32,3 +34,12 @@ def test_all_masked_losses_are_zero_and_differentiable():
     for loss in (shapley_contrastive_loss(sim, 0.1, pair_mask=none), info_nce_loss(sim, 0.1, pair_mask=none)):
         assert loss.item() == 0.0
         loss.backward()
+
+
+def test_bench_model_inference_only_and_words():
+    result = bench_model.main(["--setting", "quick", "--iterations", "1", "--inference_only", "--words", "20",
+                               "--batch", "4", "--head", "mre"])
+    assert result["words"] == 20 and result["seq"] >= 2 * 20 + 3 and result["batch"] == 4
+    assert "train_throughput_ratio" not in result and result["inference_throughput_ratio"] > 0
+    assert result["head_infer_syncs"] == 0
+    assert bench_model.SETTINGS["quick"]["words"] == 10  # overrides do not leak into the table
