@@ -81,7 +81,7 @@ class BackboneOnly(nn.Module):
 
 def synthetic_batch(setting: dict, vocab: int, device, group_sizes=None) -> dict:
     """One batch with images and contexts for every example (so every loss is active); word
-    labels `(b, n)`, or grid labels `(b, groups, n, n)` when `group_sizes` is given (about
+    labels `(b, n)`, plus grid labels `(b, groups, n, n)` when `group_sizes` is given (about
     a quarter of the cells labelled)."""
     g = torch.Generator().manual_seed(0)
     b, seq, n = setting["batch"], setting["seq"], setting["words"]
@@ -104,7 +104,6 @@ def synthetic_batch(setting: dict, vocab: int, device, group_sizes=None) -> dict
         "labels": torch.randint(0, len(LABELS), (b, n), generator=g),
     }
     if group_sizes is not None:
-        del batch["labels"]
         grids = torch.stack([torch.randint(0, size, (b, n, n), generator=g) for size in group_sizes], dim=1)
         batch["pair_labels"] = grids.masked_fill(torch.rand(grids.shape, generator=g) > 0.25, -100)
     return {k: v.to(device) for k, v in batch.items()}
@@ -164,7 +163,9 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
                             config.vision_hidden_size, len(LABELS)).to(device)
     batch = synthetic_batch(setting, config.text_config.vocab_size, device,
                             None if head == "ner" else config.group_sizes)
-    word_labels = synthetic_batch(setting, config.text_config.vocab_size, device)["labels"]
+    word_labels = batch["labels"]  # the backbone-only model's targets
+    if head != "ner":
+        del batch["labels"]  # the grid head trains on pair_labels
     backbone_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "word_index")}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     shapca_fn, backbone_fn = model, backbone

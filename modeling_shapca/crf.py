@@ -96,9 +96,9 @@ def _max_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _tree_product(matrices: torch.Tensor, matmul: Callable, zero: float) -> torch.Tensor:
     """Ordered product of `(batch, m, T, T)` matrices along dim 1 by pairwise reduction:
     `ceil(log2 m)` batched products. `m` must be >= 1."""
+    identity = _identity(matrices.shape[-1], zero, matrices).expand(matrices.shape[0], 1, -1, -1)
     while matrices.shape[1] > 1:
-        if matrices.shape[1] % 2:
-            identity = _identity(matrices.shape[-1], zero, matrices).expand(matrices.shape[0], 1, -1, -1)
+        if matrices.shape[1] % 2:  # pad an odd count with the identity
             matrices = torch.cat([matrices, identity], dim=1)
         matrices = matmul(matrices[:, 0::2], matrices[:, 1::2])
     return matrices[:, 0]

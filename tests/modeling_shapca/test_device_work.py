@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from benchmarks.dispatch import count_dispatch
-from modeling_shapca import ShapCAForWordPairExtraction
+from modeling_shapca import ShapCAForTokenClassification, ShapCAForWordPairExtraction
 from modeling_shapca.word_pair import encode_mjere, encode_mre
 from tests.conftest import NER_LABELS, random_image, tiny_config
 
@@ -27,8 +27,6 @@ GROUPS = {
 def _model_and_batch(task, processor):
     torch.manual_seed(0)
     if task == "ner":
-        from modeling_shapca import ShapCAForTokenClassification
-
         tags = [["B-PER", "I-PER", "O", "O", "B-ORG"], ["B-PER", "O", "B-PER"], ["O"]]
         batch = processor(**INPUTS, word_labels=tags, label2id={label: i for i, label in enumerate(NER_LABELS)})
         return ShapCAForTokenClassification(tiny_config()), batch
