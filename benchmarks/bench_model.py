@@ -103,9 +103,10 @@ def synthetic_batch(setting: dict, vocab: int, device, group_sizes=None) -> dict
         "has_image": torch.ones(b, dtype=torch.bool),
         "labels": torch.randint(0, len(LABELS), (b, n), generator=g),
     }
-    if group_sizes is not None:
+    if group_sizes is not None:  # the grid head trains on grid labels; word labels for the backbone
         grids = torch.stack([torch.randint(0, size, (b, n, n), generator=g) for size in group_sizes], dim=1)
-        batch["pair_labels"] = grids.masked_fill(torch.rand(grids.shape, generator=g) > 0.25, -100)
+        batch["word_labels"] = batch["labels"]
+        batch["labels"] = grids.masked_fill(torch.rand(grids.shape, generator=g) > 0.25, -100)
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -144,7 +145,7 @@ def build(setting: dict, head: str = "ner"):
     if head == "ner":
         labels = dict(id2label=dict(enumerate(LABELS)), label2id={label: i for i, label in enumerate(LABELS)})
         return ShapCAForTokenClassification(ShapCAConfig(**kwargs, **labels))
-    config = ShapCAConfig(**kwargs, task="word_pair", word_pair_scheme=head, label_groups=WORD_PAIR_GROUPS[head])
+    config = ShapCAConfig(**kwargs, task=head, label_groups=WORD_PAIR_GROUPS[head])
     return ShapCAForWordPairExtraction(config)
 
 
@@ -163,9 +164,7 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
                             config.vision_hidden_size, len(LABELS)).to(device)
     batch = synthetic_batch(setting, config.text_config.vocab_size, device,
                             None if head == "ner" else config.group_sizes)
-    word_labels = batch["labels"]  # the backbone-only model's targets
-    if head != "ner":
-        del batch["labels"]  # the grid head trains on pair_labels
+    word_labels = batch.pop("word_labels", batch["labels"])  # the backbone-only model's targets
     backbone_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "word_index")}
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     shapca_fn, backbone_fn = model, backbone
@@ -184,7 +183,7 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
         loss.backward()
         backbone.zero_grad(set_to_none=True)
 
-    inference_batch = {k: v for k, v in batch.items() if k not in ("labels", "pair_labels")}
+    inference_batch = {k: v for k, v in batch.items() if k != "labels"}
 
     @torch.no_grad()
     def shapca_infer():

@@ -3,13 +3,17 @@
     python -m datasets_scripts.generate_contexts --image-dir images/twitter2015 \
         --model llava-hf/llava-1.5-7b-hf --output contexts/twitter2015.jsonl
 
-Each output line is `{"image_id", "context", "generator", "prompt"}` (plus `"error"` for an
-image that could not be read: it gets an empty context and is not retried). `image_id` is
-the file name; the builders join contexts on it (Twitter ids also match without `.jpg`).
+Each output line is `{"image_id", "context", "generator", "prompt", "max_new_tokens",
+"temperature"}` (plus `"error"` for an image that could not be read: it gets an empty context
+and is not retried). `image_id` is the file name; the builders join contexts on it (Twitter ids
+also match without `.jpg`). The generator is `modeling_shapca.context_generation`, the same one
+the processor uses at inference.
 
-Resumable: records are appended and flushed batch by batch; on restart the images already in
-the output are skipped, and a last line cut by an interruption is dropped and regenerated, so
-no image is lost or written twice. Sampling temperature 1.0 as in the paper; bf16 on GPU.
+Resumable and atomic: records go to `OUTPUT.partial`, appended and flushed batch by batch, and
+the file is renamed to OUTPUT when every image is done. On restart the images already in the
+partial file (or in a finished OUTPUT, when new images were added) are skipped, and a last line
+cut by an interruption is dropped and regenerated, so no image is lost or written twice and
+OUTPUT is never a half-written file. Sampling temperature 1.0 as in the paper; bf16 on GPU.
 """
 
 from __future__ import annotations
@@ -20,14 +24,16 @@ import logging
 import os
 from pathlib import Path
 
+import shutil
+
 import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-DEFAULT_PROMPT = (
-    "Describe this image in detail: the people, objects, places, text and events it shows, "
-    "and any names you can recognise."
+from modeling_shapca.context_generation import (
+    DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, DEFAULT_TEMPERATURE, ContextGenerator, ContextSettings,
 )
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 logger = logging.getLogger("shapca.generate_contexts")
 
@@ -58,28 +64,17 @@ def recover_output(path: Path) -> set[str]:
     return done
 
 
-def load_generator(model_name: str, device: str | None = None):
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    processor = AutoProcessor.from_pretrained(model_name)
-    processor.tokenizer.padding_side = "left"  # decoder-only batched generation
-    model = AutoModelForImageTextToText.from_pretrained(model_name, dtype=dtype).to(device).eval()
-    return processor, model
+def load_generator(model_name: str, device: str | None = None, trust_remote_code: bool = False,
+                   **settings) -> ContextGenerator:
+    """The shared context generator, loaded (settings: prompt, max_new_tokens, temperature)."""
+    generator = ContextGenerator(ContextSettings(model_name, **settings), device=device,
+                                 trust_remote_code=trust_remote_code)
+    generator.load()
+    return generator
 
 
-@torch.no_grad()
-def describe(processor, model, images: list[Image.Image], prompt: str, max_new_tokens: int, temperature: float) -> list[str]:
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-    text = processor.apply_chat_template(messages, add_generation_prompt=True)
-    inputs = processor(images=images, text=[text] * len(images), return_tensors="pt", padding=True).to(model.device)
-    if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, **sampling)
-    new_tokens = output[:, inputs["input_ids"].shape[1]:]
-    return [t.strip() for t in processor.batch_decode(new_tokens, skip_special_tokens=True)]
+def describe(generator: ContextGenerator, images: list[Image.Image]) -> list[str]:
+    return generator.describe(images)
 
 
 def _open(path: Path) -> tuple[Image.Image | None, str | None]:
@@ -92,41 +87,50 @@ def _open(path: Path) -> tuple[Image.Image | None, str | None]:
 
 def generate(
     image_dir, output, model_name: str, prompt: str = DEFAULT_PROMPT, batch_size: int = 8,
-    max_new_tokens: int = 256, temperature: float = 1.0, seed: int = 0, limit: int | None = None,
-    generator=None,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = DEFAULT_TEMPERATURE, seed: int = 0,
+    limit: int | None = None, generator: ContextGenerator | None = None, trust_remote_code: bool = False,
 ) -> dict:
     """Generate the missing contexts of `image_dir` into `output`; returns counts."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    settings = ContextSettings(model_name, prompt, max_new_tokens, temperature)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    done = recover_output(output)
+    partial = output.with_name(output.name + ".partial")
+    if not partial.exists() and output.exists():
+        shutil.copyfile(output, partial)  # new images join a finished file: it stays untouched until done
+    done = recover_output(partial)
     todo = [p for p in list_images(image_dir) if p.name not in done]
-    if limit is not None:
-        todo = todo[:limit]
+    limited = limit is not None and len(todo) > limit
+    todo = todo[:limit] if limit is not None else todo
     counts = {"already_done": len(done), "generated": 0, "unreadable": 0}
-    if not todo:
-        return counts
-    processor, model = generator or load_generator(model_name)
-    torch.manual_seed(seed)
-    with output.open("a", encoding="utf-8") as handle, tqdm(total=len(todo), desc="contexts", unit="img") as bar:
-        for start in range(0, len(todo), batch_size):
-            paths = todo[start:start + batch_size]
-            opened = [_open(p) for p in paths]
-            readable = [(p, img) for p, (img, err) in zip(paths, opened) if img is not None]
-            texts = iter(describe(processor, model, [img for _, img in readable], prompt, max_new_tokens, temperature)) if readable else iter(())
-            lines = []
-            for path, (image, error) in zip(paths, opened):
-                record = {"image_id": path.name, "context": next(texts) if image is not None else "",
-                          "generator": model_name, "prompt": prompt}
-                if error:
-                    record["error"] = error
-                    counts["unreadable"] += 1
-                else:
-                    counts["generated"] += 1
-                lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.write("".join(lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-            bar.update(len(paths))
+    if todo:
+        if generator is None:
+            generator = ContextGenerator(settings, trust_remote_code=trust_remote_code)
+        torch.manual_seed(seed)
+        with partial.open("a", encoding="utf-8") as handle, tqdm(total=len(todo), desc="contexts", unit="img") as bar:
+            for start in range(0, len(todo), batch_size):
+                paths = todo[start:start + batch_size]
+                opened = [_open(p) for p in paths]
+                readable = [img for img, err in opened if img is not None]
+                texts = iter(describe(generator, readable) if readable else ())
+                lines = []
+                for path, (image, error) in zip(paths, opened):
+                    record = {"image_id": path.name, "context": next(texts) if image is not None else "",
+                              "generator": settings.model, "prompt": settings.prompt,
+                              "max_new_tokens": settings.max_new_tokens, "temperature": settings.temperature}
+                    if error:
+                        record["error"] = error
+                        counts["unreadable"] += 1
+                    else:
+                        counts["generated"] += 1
+                    lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.write("".join(lines))
+                handle.flush()
+                os.fsync(handle.fileno())
+                bar.update(len(paths))
+    if partial.exists() and not limited:
+        os.replace(partial, output)  # complete: the finished file appears in one step
     return counts
 
 
@@ -137,14 +141,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--output", required=True)
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow the generator model's own code to run (off by default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="stop after this many new images")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     counts = generate(args.image_dir, args.output, args.model, args.prompt, args.batch_size,
-                      args.max_new_tokens, args.temperature, args.seed, args.limit)
+                      args.max_new_tokens, args.temperature, args.seed, args.limit,
+                      trust_remote_code=args.trust_remote_code)
     print(json.dumps(counts))
     return counts
 

@@ -1,8 +1,17 @@
-"""Image lookup for the builders: missing and corrupt files are counted and listed, never fatal."""
+"""Image lookup for the builders: missing, corrupt and out-of-folder images are counted and
+listed, never fatal and never read.
+
+An image id from a data file is a name inside the image folder the user gave: an absolute id,
+or one whose resolved path leaves the folder (`../x.png`, a symlink out), is reported as
+invalid and not opened. A found image is stored as its bytes under its file name only (what
+`datasets` itself uploads to the Hub), so no local path reaches a Parquet file or a card.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+import warnings
+from pathlib import Path, PurePath
 
 from PIL import Image, UnidentifiedImageError
 
@@ -10,41 +19,57 @@ from PIL import Image, UnidentifiedImageError
 class ImageResolver:
     """Finds `<image_dir>/<image_id><suffix>` and checks that it decodes.
 
-    Returns the file path (the `datasets.Image()` feature stores its bytes) or `None`; every
-    miss is recorded with its reason so the build report can list it.
+    Returns `{"bytes", "path": <file name>}` for the `datasets.Image()` feature, or `None`;
+    every miss is recorded with its reason so the build report can list it.
     """
 
     def __init__(self, image_dir: str | Path | None, suffix: str = ""):
-        self.image_dir = Path(image_dir) if image_dir else None
+        self.image_dir = Path(image_dir).resolve() if image_dir else None
         self.suffix = suffix
         self.found = 0
         self.missing: list[str] = []
         self.corrupt: list[str] = []
+        self.invalid: list[str] = []
 
-    def resolve(self, image_id: str, split: str = "") -> str | None:
-        if self.image_dir is None:
-            self.missing.append(f"{split}:{image_id}")
-            return None
+    def _inside(self, image_id: str) -> Path | None:
         name = image_id if image_id.endswith(self.suffix) else image_id + self.suffix
-        path = self.image_dir / name
+        pure = PurePath(name)
+        if not name or pure.is_absolute() or os.path.isabs(name) or ".." in pure.parts or "\0" in name:
+            return None
+        path = (self.image_dir / name).resolve()
+        return path if path.is_relative_to(self.image_dir) else None
+
+    def resolve(self, image_id: str, split: str = "") -> dict | None:
+        key = f"{split}:{image_id}"
+        if self.image_dir is None:
+            self.missing.append(key)
+            return None
+        path = self._inside(image_id)
+        if path is None:
+            self.invalid.append(key)
+            return None
         if not path.is_file():
-            self.missing.append(f"{split}:{image_id}")
+            self.missing.append(key)
             return None
         try:
-            with Image.open(path) as image:
-                image.convert("RGB").load()
-        except (UnidentifiedImageError, OSError, ValueError) as error:
-            self.corrupt.append(f"{split}:{image_id} ({type(error).__name__})")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    image.convert("RGB").load()
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombWarning,
+                Image.DecompressionBombError) as error:
+            self.corrupt.append(f"{key} ({type(error).__name__})")
             return None
         self.found += 1
-        return str(path)
+        return {"bytes": path.read_bytes(), "path": path.name}
 
     def report(self) -> dict:
         return {
-            "image_dir": str(self.image_dir) if self.image_dir else None,
             "found": self.found,
             "missing": len(self.missing),
             "corrupt": len(self.corrupt),
+            "invalid": len(self.invalid),
             "missing_ids": self.missing[:50],
             "corrupt_ids": self.corrupt,
+            "invalid_ids": self.invalid[:50],
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
+from tqdm.auto import tqdm
 
 from .images import ImageResolver
 from .readers import MnreInstance, read_mnre
@@ -118,6 +119,11 @@ def _mjere_row(sample: list[MnreInstance]) -> dict:
     }
 
 
+def build_mjere(raw_dir, image_dir=None, contexts=None, report=None) -> datasets.DatasetDict:
+    """MJERE: one sample per sentence group of MNRE (see `group_mjere`)."""
+    return build_mnre(raw_dir, image_dir, contexts, report, joint=True)
+
+
 def build_mnre(raw_dir, image_dir=None, contexts=None, report=None, joint: bool = False) -> datasets.DatasetDict:
     """MNRE (one sample per entity pair) or, with `joint=True`, MJERE (one per sentence group)."""
     raw_dir = Path(raw_dir)
@@ -133,7 +139,7 @@ def build_mnre(raw_dir, image_dir=None, contexts=None, report=None, joint: bool 
             raise ValueError(f"{raw_dir / filename}: unknown relation labels {unknown}")
         groups = group_mjere(instances) if joint else [[inst] for inst in instances]
         rows = {name: [] for name in features}
-        for group in groups:
+        for group in tqdm(groups, desc=f"{split}: samples and images", unit="sample", disable=image_dir is None):
             first = group[0]
             image = resolver.resolve(first.image_id, split)
             rows["id"].append(f"{split}-{first.line}")

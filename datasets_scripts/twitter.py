@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
+from tqdm.auto import tqdm
 
 from .images import ImageResolver
 from .readers import NER_LABELS, read_twitter_ner
@@ -46,7 +47,8 @@ def build_twitter_ner(
     for split, filename in SPLIT_FILES.items():
         sentences, read_report = read_twitter_ner(raw_dir / filename)
         rows = {name: [] for name in ner_features()}
-        for sentence in sentences:
+        for sentence in tqdm(sentences, desc=f"{split}: sentences and images", unit="sentence",
+                             disable=image_dir is None):
             image = resolver.resolve(sentence.image_id, split)
             rows["id"].append(f"{split}-{sentence.line}")
             rows["words"].append(sentence.words)

@@ -10,11 +10,10 @@ from __future__ import annotations
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-TASKS = ("ner", "word_pair")
+from .tasks import TASKS, check_label_groups
+
 ALIGNMENTS = ("shapley", "infonce", "none")
 FUSIONS = ("adaptive", "plain")
-WORD_PAIR_SCHEMES = ("mre", "mjere")
-WORD_PAIR_GROUPS = {"mre": ("relation",), "mjere": ("entity", "relation_start", "relation_end")}
 
 # Universal POS tags (spaCy's `token.pos_`), index 0 is padding.
 POS_TAGS = (
@@ -30,7 +29,9 @@ class ShapCAConfig(PretrainedConfig):
         text_config (`dict` or `PretrainedConfig`): config of the text encoder (Eq. 1), e.g. BERT.
         vision_config (`dict` or `PretrainedConfig`): config of the image encoder (Eq. 2),
             e.g. ResNet-152 or a CLIP vision tower.
-        task (`str`): `"ner"` (CRF head, MNER) or `"word_pair"` (word-pair grid head, MRE/MJERE).
+        task (`str`): `"ner"` (CRF head), `"mre"` or `"mjere"` (word-pair grid head); see
+            `tasks.py`, the task registry. Configs saved before the registry (`task="word_pair"`
+            with `word_pair_scheme`) load as the task their scheme names.
         id2label / label2id: label vocabulary of the head.
         alpha, beta (`float`): weights of the semantic and modality losses (Eq. 19).
         tau (`float`): softmax temperature of the Shapley utility (Eq. 4). Not given in the paper.
@@ -55,8 +56,6 @@ class ShapCAConfig(PretrainedConfig):
         dropout (`float`): dropout on the fused features and in the heads.
         gather_alignment_features (`bool`): under `torch.distributed`, build the Shapley game
             over the features of all ranks (one global coalition) instead of the local batch.
-        word_pair_scheme (`str`): grid layout of the word-pair head, `"mre"` (one relation cell
-            per sample) or `"mjere"` (entity boundary cells + two relation cells per triple).
         label_groups (`dict[str, list[str]]`): the word-pair head's label groups (each its own
             softmax), e.g. `{"relation": [...]}` for MRE. `id2label` lists them as `group:label`.
     """
@@ -87,28 +86,27 @@ class ShapCAConfig(PretrainedConfig):
     fusion: str = "adaptive"
     dropout: float = 0.1
     gather_alignment_features: bool = False
-    word_pair_scheme: str = "mre"
     label_groups: dict | None = None
     initializer_range: float = 0.02
     num_pos_tags: int = len(POS_TAGS)
 
     def __post_init__(self, **kwargs):
+        legacy_scheme = kwargs.pop("word_pair_scheme", None)
         super().__post_init__(**kwargs)
+        if self.task == "word_pair":  # configs saved before the task registry
+            self.task = legacy_scheme or getattr(self, "word_pair_scheme", None) or "mre"
+        if hasattr(self, "word_pair_scheme"):
+            del self.word_pair_scheme
         for name, value, allowed in (
-            ("task", self.task, TASKS),
+            ("task", self.task, tuple(TASKS)),
             ("alignment", self.alignment, ALIGNMENTS),
             ("fusion", self.fusion, FUSIONS),
         ):
             if value not in allowed:
                 raise ValueError(f"ShapCAConfig.{name} must be one of {allowed}, got {value!r}")
-        if self.word_pair_scheme not in WORD_PAIR_SCHEMES:
-            raise ValueError(f"ShapCAConfig.word_pair_scheme must be one of {WORD_PAIR_SCHEMES}, got {self.word_pair_scheme!r}")
-        if self.task == "word_pair":
-            expected = WORD_PAIR_GROUPS[self.word_pair_scheme]
-            if not self.label_groups or set(self.label_groups) != set(expected):
-                raise ValueError(f"a {self.word_pair_scheme!r} word-pair config needs label_groups {expected}")
+        if TASKS[self.task].is_word_pair:
             # canonical group order (config.json is written with sorted keys)
-            self.label_groups = {group: list(self.label_groups[group]) for group in expected}
+            self.label_groups = check_label_groups(self.task, self.label_groups)
             flat = [f"{group}:{label}" for group, labels in self.label_groups.items() for label in labels]
             self.id2label = dict(enumerate(flat))
             self.label2id = {label: i for i, label in enumerate(flat)}
@@ -120,6 +118,11 @@ class ShapCAConfig(PretrainedConfig):
             raise ValueError(
                 f"ShapCAConfig.fusion_dim ({self.fusion_dim}) must be divisible by fusion_heads ({self.fusion_heads})"
             )
+
+    @property
+    def is_word_pair(self) -> bool:
+        """Whether the task is solved by the word-pair grid head (MRE, MJERE)."""
+        return TASKS[self.task].is_word_pair
 
     @property
     def group_sizes(self) -> list[int]:

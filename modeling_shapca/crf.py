@@ -200,6 +200,34 @@ def viterbi_decode(
     return tags.masked_fill(~mask, pad_value)
 
 
+def crf_marginals(
+    emissions: torch.Tensor,
+    mask: torch.Tensor,
+    start_transitions: torch.Tensor,
+    end_transitions: torch.Tensor,
+    transitions: torch.Tensor,
+    allowed_start: torch.Tensor | None = None,
+    allowed_transitions: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Posterior marginals `p(y_t = k | x)` `(batch, n, T)` (0 on padding), under the same hard
+    constraints as the decoder, so the decoded path always has positive probability.
+
+    `d log Z / d emissions[t, k]` is exactly the marginal of tag `k` at `t` (forward-backward as
+    the gradient of the forward algorithm), so the log-depth partition function gives them in
+    one backward pass; this runs under `torch.enable_grad()` even inside `no_grad` inference.
+    """
+    start, trans = start_transitions.float().detach(), transitions.float().detach()
+    if allowed_start is not None:
+        start = start.masked_fill(~allowed_start, _FORBIDDEN)
+    if allowed_transitions is not None:
+        trans = trans.masked_fill(~allowed_transitions, _FORBIDDEN)
+    with torch.enable_grad():
+        scores = emissions.detach().float().requires_grad_(True)
+        log_z = crf_log_partition(scores, mask.bool(), start, end_transitions.float().detach(), trans)
+        (marginals,) = torch.autograd.grad(log_z.sum(), scores)
+    return marginals * mask.unsqueeze(-1).to(marginals.dtype)
+
+
 class LinearChainCRF(nn.Module):
     """CRF layer over word emissions: NLL for training, (constrained) Viterbi for decoding."""
 
@@ -242,8 +270,13 @@ class LinearChainCRF(nn.Module):
         return viterbi_decode(emissions, mask.bool(), self.start_transitions, self.end_transitions,
                               self.transitions, allowed_start, allowed_transitions, pad_value)
 
+    def marginals(self, emissions, mask, allowed_start=None, allowed_transitions=None) -> torch.Tensor:
+        """Per-word tag probabilities `(batch, n, T)` (see `crf_marginals`)."""
+        return crf_marginals(emissions, mask, self.start_transitions, self.end_transitions, self.transitions,
+                             allowed_start, allowed_transitions)
+
     def extra_repr(self) -> str:
         return f"num_tags={self.num_tags}"
 
 
-__all__ = ["LinearChainCRF", "bio_constraints", "crf_log_partition", "crf_path_score", "viterbi_decode"]
+__all__ = ["LinearChainCRF", "bio_constraints", "crf_log_partition", "crf_marginals", "crf_path_score", "viterbi_decode"]

@@ -1,14 +1,19 @@
-"""Inference helpers shared by the task heads: tweet tokenisation with character offsets,
-BIO tags -> entity spans, and input checking for `predict`."""
+"""Inference helpers of the pipeline: tweet tokenisation with character offsets, BIO tags ->
+entity spans, and the checks of what a caller passes (images, pairs, batches)."""
 
 from __future__ import annotations
 
-import re
+import warnings
 from typing import Sequence
 
+import regex
+
 # Tokens like the Twitter corpora's: URLs, @mentions, #hashtags, words (with inner ' or -),
-# numbers, and single punctuation marks.
-_TOKEN = re.compile(r"https?://\S+|[@#]?\w+(?:['’\-]\w+)*|[^\w\s]", re.UNICODE)
+# numbers, and single punctuation marks (or symbols, emoji sequences). A word character keeps
+# the combining marks that follow it (Devanagari vowel signs and viramas, Thai vowels and tone
+# marks, Arabic harakat, NFD accents), so no word is cut inside a grapheme cluster.
+_WORD = r"\w[\w\p{M}]*"
+_TOKEN = regex.compile(rf"https?://\S+|[@#]?{_WORD}(?:['’\-]{_WORD})*|(?![\w\s])\X")
 
 
 def tokenize_with_offsets(text: str) -> tuple[list[str], list[tuple[int, int]]]:
@@ -42,6 +47,54 @@ def bio_to_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
         if prefix in ("B", "I") and not continues:
             start, kind = i, label
     return spans
+
+
+def load_image(image, name: str):
+    """An RGB PIL image from a PIL image (any mode), a file path or a URL; `None` stays `None`.
+    Anything unreadable (missing, corrupt, too large) is a `ValueError` naming the input."""
+    if image is None:
+        return None
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        try:
+            return image.convert("RGB") if image.mode != "RGB" else image
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{name}: the image cannot be read: {error}") from error
+    if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+        from transformers.image_utils import load_image as hf_load_image
+
+        source = image.decode() if isinstance(image, bytes) else str(image)
+        try:
+            with warnings.catch_warnings():  # PIL warns before it refuses a huge image: refuse at once
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                return hf_load_image(source).convert("RGB")
+        except Exception as error:  # noqa: BLE001 - PIL, requests and transformers raise many kinds
+            raise ValueError(f"{name}: image {source[:200]!r} cannot be read: {type(error).__name__}: {error}") from error
+    raise TypeError(f"{name}: 'image' must be a PIL image, a path, a URL or None, got {type(image).__name__}")
+
+
+def check_pairs(pairs, n_words: int, name: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """MRE candidate pairs: a list of `[head, tail]`, each a word span `[start, end)` of ints
+    with `0 <= start < end <= n_words`."""
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, (list, tuple)):
+        raise TypeError(f"{name}: 'pairs' must be a list of [head, tail] word spans, got {type(pairs).__name__}")
+    checked = []
+    for p, pair in enumerate(pairs):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"{name}: pair {p} must be [head, tail] with two word spans [start, end), got {pair!r}")
+        spans = []
+        for role, span in zip(("head", "tail"), pair):
+            if (not isinstance(span, (list, tuple)) or len(span) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in span)):
+                raise ValueError(f"{name}: pair {p} {role} must be a word span [start, end) of two ints, got {span!r}")
+            start, end = span
+            if not 0 <= start < end <= n_words:
+                raise ValueError(f"{name}: pair {p} {role} span {list(span)} is not inside the {n_words} words "
+                                 "(spans are [start, end) word indices)")
+            spans.append((start, end))
+        checked.append(tuple(spans))
+    return checked
 
 
 def normalize_inputs(inputs, is_split_into_words: bool | None = None) -> tuple[list, bool]:

@@ -3,12 +3,14 @@
 `ShapCAModel` runs the text encoder once over `[CLS] text [SEP] context [SEP]` (Eq. 1), the
 image encoder (Eq. 2), the Shapley contrastive alignment (Eqs. 4-7), the adaptive fusion
 (Eqs. 8-11), and embeds part-of-speech tags and word positions (section 3.6).
-`ShapCAForTokenClassification` adds MLP1 and a CRF for MNER (Eqs. 12-13).
+`ShapCAForTokenClassification` adds MLP1 and a CRF for MNER (Eqs. 12-13);
+`ShapCAForWordPairExtraction` the word-pair contrastive layer for MRE and MJERE (Eqs. 14-18).
+Inference from raw text and images lives in `pipeline_shapca.py`; `predict` is a thin
+convenience over it.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -22,9 +24,8 @@ from .alignment import alignment_loss
 from .configuration_shapca import ShapCAConfig
 from .crf import LinearChainCRF, bio_constraints
 from .fusion import AdaptiveFusion
-from .inference import bio_to_spans, join_with_offsets, normalize_inputs, tokenize_with_offsets
-from .processing_shapca import ShapCAProcessor
-from .word_pair import WordPairContrastiveLayer, decode_mjere, decode_mre, grid_predictions, word_pair_loss
+from .tasks import get_task
+from .word_pair import WordPairContrastiveLayer, grid_predictions, word_pair_loss
 
 IGNORE_INDEX = -100
 
@@ -120,6 +121,9 @@ class ShapCAPreTrainedModel(PreTrainedModel):
     # the saved class, so `AutoModel.from_pretrained(dir, trust_remote_code=True)` returns it.
     _auto_class = "AutoModel"
     _extra_auto_map: dict[str, str] = {}
+    # Losses are means over the micro-batch (sentences, or labelled grid cells): the Trainer
+    # divides them by the accumulation steps itself instead of passing num_items_in_batch.
+    accepts_loss_kwargs = False
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         auto_map = {
@@ -128,7 +132,54 @@ class ShapCAPreTrainedModel(PreTrainedModel):
         }
         auto_map.update(self._extra_auto_map)
         self.config.auto_map = auto_map
+        if not isinstance(self, ShapCAModel):
+            # `pipeline(TASK, model=DIR, trust_remote_code=True)` finds the pipeline class here;
+            # pipeline_shapca.py travels with the modules (it is imported by `predict`).
+            spec = get_task(self.config.task)
+            self.config.custom_pipelines = {spec.pipeline_task: {
+                "impl": "pipeline_shapca.ShapCAPipeline", "pt": ["AutoModel"], "tf": [], "type": "multimodal"}}
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def predict(self, inputs, images=None, contexts=None, pairs=None, batch_size: int = 32, processor=None,
+                is_split_into_words: bool | None = None, dtype: torch.dtype | None = None,
+                trust_remote_code: bool | None = None):
+        """Predictions for one input or a batch: a thin convenience over `ShapCAPipeline`
+        (`pipeline_shapca.py`), returning exactly the pipeline's records.
+
+        Args:
+            inputs: a string, a list of words, or a list of strings / word lists. A flat list
+                of strings is one word list unless an item contains whitespace
+                (`is_split_into_words` forces the reading).
+            images, contexts, pairs: `None`, or one value per input (for a single input, the
+                value itself): images as PIL images, paths or URLs; contexts as strings; MRE
+                pairs as lists of `[head, tail]` word spans `[start, end)`.
+            processor: defaults to the processor saved next to the weights, loaded with the
+                consent the model was loaded with (`trust_remote_code` overrides it).
+            dtype: e.g. `torch.bfloat16` to run under autocast on a GPU.
+
+        Returns:
+            NER: per input, `[{"entity_group", "score", "word", "start", "end"}]`; MRE: per input,
+            `[{"head", "tail", "label", "score"}]`; MJERE: per input, `{"entities", "relations"}`.
+
+        Example:
+            >>> model = AutoModel.from_pretrained("path/or/hub-id", trust_remote_code=True)
+            >>> model.predict("Kevin Durant enters Oracle Arena")
+            [{'entity_group': 'PER', 'score': 0.97, 'word': 'Kevin Durant', 'start': 0, 'end': 12}, ...]
+        """
+        from .pipeline_shapca import ShapCAPipeline, load_processor, records_from_lists
+
+        if isinstance(self, ShapCAModel):
+            raise TypeError("ShapCAModel has no task head: predict with ShapCAForTokenClassification or "
+                            "ShapCAForWordPairExtraction")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        records, single = records_from_lists(inputs, images, contexts, pairs, is_split_into_words)
+        if getattr(self, "_cached_pipeline", None) is None or processor is not None:
+            processor = processor or load_processor(self, trust_remote_code)
+            self._cached_pipeline = ShapCAPipeline(model=self, processor=processor, device=self.device,
+                                                   task=get_task(self.config.task).pipeline_task)
+        outputs = self._cached_pipeline(records, batch_size=batch_size, autocast_dtype=dtype)
+        return outputs[0] if single else outputs
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -141,31 +192,6 @@ class ShapCAPreTrainedModel(PreTrainedModel):
             allowed_start, allowed_transitions = bio_constraints(module.config.id2label, module.crf.num_tags)
             init.copy_(module.allowed_start, allowed_start)
             init.copy_(module.allowed_transitions, allowed_transitions)
-
-    def _processor(self, processor: ShapCAProcessor | None) -> ShapCAProcessor:
-        if processor is not None:
-            return processor
-        if getattr(self, "_cached_processor", None) is None:
-            try:
-                # the processor sits next to the weights; its code is this (already trusted) code
-                self._cached_processor = ShapCAProcessor.from_pretrained(self.config.name_or_path, trust_remote_code=True)
-            except (OSError, ValueError) as error:
-                raise ValueError(
-                    "predict needs the processor saved with the model; none was found at "
-                    f"{self.config.name_or_path!r}: pass processor=ShapCAProcessor(...)"
-                ) from error
-        return self._cached_processor
-
-    def _predict_chunk(self, processor, chunk, words, contexts, images, device, dtype):
-        """Encode the inputs `chunk` (indices) and return the model's decoded predictions."""
-        encoded = processor(
-            words=[words[i] for i in chunk],
-            contexts=[contexts[i] for i in chunk],
-            images=[images[i] for i in chunk],
-            return_tensors="pt",
-        ).to(device)
-        with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
-            return self(**encoded).predictions
 
     @classmethod
     def from_text_vision_pretrained(
@@ -285,7 +311,6 @@ class ShapCAModel(ShapCAPreTrainedModel):
         pixel_values: torch.FloatTensor | None = None,
         has_image: torch.Tensor | None = None,
         compute_alignment: bool = True,
-        **kwargs,
     ) -> ShapCAModelOutput:
         """
         Args:
@@ -345,47 +370,6 @@ class ShapCAWordPairOutput(ShapCATokenClassifierOutput):
     """
 
 
-def _per_input(values, n: int, single: bool, name: str) -> list:
-    if values is None:
-        return [None] * n
-    if single and not isinstance(values, (list, tuple)):
-        values = [values]
-    if len(values) != n:
-        raise ValueError(f"got {len(values)} {name} for {n} inputs (use None for a missing one)")
-    return list(values)
-
-
-def _split_inputs(batch: list) -> tuple[list[str], list[list[str]], list[list[tuple[int, int]]]]:
-    """Texts, words and word character offsets of a batch of strings / word lists."""
-    texts, words, offsets = [], [], []
-    for item in batch:
-        if isinstance(item, str):
-            item_words, item_offsets = tokenize_with_offsets(item)
-            texts.append(item)
-        else:
-            text, item_offsets = join_with_offsets(item)
-            item_words = list(item)
-            texts.append(text)
-        words.append(item_words)
-        offsets.append(item_offsets)
-    return texts, words, offsets
-
-
-def _load_image(image, index: int):
-    """PIL images pass through; paths are opened; anything unreadable is an error."""
-    if image is None or hasattr(image, "convert"):
-        return image
-    if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(image) as opened:
-                return opened.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError) as error:
-            raise ValueError(f"image {index} ({image}) cannot be read: {error}") from error
-    raise TypeError(f"image {index}: expected a PIL image, a path or None, got {type(image).__name__}")
-
-
 def combine_losses(config: ShapCAConfig, main_loss, semantic_loss, modality_loss):
     """Eq. 19: `L = alpha * L_semantic + beta * L_modality + L_main`."""
     loss = main_loss
@@ -434,82 +418,45 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
         if missing:
             raise ValueError(f"config.id2label has no label for tag ids {missing} of the CRF ({self.crf.num_tags} tags)")
 
-    @torch.no_grad()
-    def predict(
+    def forward(
         self,
-        inputs,
-        images=None,
-        contexts=None,
-        batch_size: int = 32,
-        processor: ShapCAProcessor | None = None,
-        is_split_into_words: bool | None = None,
-        dtype: torch.dtype | None = None,
-    ):
-        """Entities of one text or a batch.
-
-        Args:
-            inputs: a string, a list of words, or a list of strings / word lists. Strings are
-                split like the Twitter corpora (URLs, @mentions, #hashtags, words, punctuation);
-                a flat list of strings is one word list unless an item contains whitespace
-                (`is_split_into_words` forces the reading).
-            images: `None`, or one image per input: a PIL image, a file path, or `None`.
-            contexts: `None`, or one context string per input (`None`/`""` for none). When an
-                input has an image but no context and the processor has a `context_generator`,
-                the context is generated; otherwise the model runs without context.
-            dtype: e.g. `torch.bfloat16` to run under autocast on a GPU.
-
-        Returns:
-            Per input, a list of `{"text", "label", "start", "end"}` with character offsets into
-            the input string (into `" ".join(words)` for word lists). An input without any word
-            (empty or blank string) gets `[]`. The output keeps the input order.
-
-        Example:
-            >>> model = AutoModel.from_pretrained("path/or/hub-id", trust_remote_code=True)
-            >>> model.predict("Kevin Durant enters Oracle Arena")
-            [{'text': 'Kevin Durant', 'label': 'PER', 'start': 0, 'end': 12}, ...]
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        word_index: torch.LongTensor,
+        word_mask: torch.Tensor,
+        text_mask: torch.Tensor,
+        context_mask: torch.Tensor,
+        pos_ids: torch.LongTensor,
+        token_type_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        has_image: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        compute_alignment: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ShapCATokenClassifierOutput | tuple:
         """
-        processor = self._processor(processor)
-        self._check_labels()
-        batch, single = normalize_inputs(inputs, is_split_into_words)
-        n = len(batch)
-        images = _per_input(images, n, single, "images")
-        contexts = [c or "" for c in _per_input(contexts, n, single, "contexts")]
-        texts, words, offsets = _split_inputs(batch)
-        images = [_load_image(image, i) for i, image in enumerate(images)]
-        if processor.context_generator:
-            need = [i for i in range(n) if images[i] is not None and not contexts[i] and words[i]]
-            if need:
-                for i, context in zip(need, processor.generate_contexts([images[i] for i in need])):
-                    contexts[i] = context
-        was_training = self.training
-        self.eval()
-        results: list[list[dict]] = [[] for _ in range(n)]
-        todo = [i for i in range(n) if words[i]]
-        device = next(self.parameters()).device
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            predictions = self._predict_chunk(processor, chunk, words, contexts, images, device, dtype)
-            for i, tags in zip(chunk, processor.decode_tags(predictions, self.config.id2label)):
-                for first, last, label in bio_to_spans(tags):
-                    begin, end = offsets[i][first][0], offsets[i][last - 1][1]
-                    results[i].append({"text": texts[i][begin:end], "label": label, "start": begin, "end": end})
-        self.train(was_training)
-        return results[0] if single else results
-
-    def forward(self, labels: torch.LongTensor | None = None, **inputs) -> ShapCATokenClassifierOutput:
-        """`labels`: `(batch, n_words)` tag ids, `-100` on padding. Other inputs: see `ShapCAModel`."""
-        inputs.setdefault("compute_alignment", labels is not None)
-        outputs = self.shapca(**inputs)
+        Args:
+            labels: `(batch, n_words)` tag ids, `-100` on padding. The loss is the mean over the
+                batch's sentences (Eq. 19), so the Trainer averages it over accumulation steps.
+            compute_alignment: compute the alignment losses (default: when `labels` are given).
+            return_dict: `False` returns the output's non-`None` fields as a tuple.
+            Other inputs: see `ShapCAModel.forward`.
+        """
+        outputs = self.shapca(
+            input_ids, attention_mask, word_index, word_mask, text_mask, context_mask, pos_ids,
+            token_type_ids=token_type_ids, pixel_values=pixel_values, has_image=has_image,
+            compute_alignment=labels is not None if compute_alignment is None else compute_alignment,
+        )
         features = torch.cat([outputs.word_features, outputs.pos_embeds, outputs.position_embeds], dim=-1)
         emissions = self.classifier(features)
-        word_mask = inputs["word_mask"].bool()
+        word_mask = word_mask.bool()
         loss = main_loss = None
         if labels is not None:
             tags = labels.masked_fill(labels == IGNORE_INDEX, 0)
             main_loss = self.crf(emissions, tags, word_mask, reduction="mean")
             loss = combine_losses(self.config, main_loss, outputs.semantic_loss, outputs.modality_loss)
         predictions = None if self.training else self.decode(emissions, word_mask)
-        return ShapCATokenClassifierOutput(
+        output = ShapCATokenClassifierOutput(
             loss=loss,
             logits=emissions,
             predictions=predictions,
@@ -517,18 +464,19 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
             semantic_loss=outputs.semantic_loss,
             modality_loss=outputs.modality_loss,
         )
+        return output if _return_dict(self.config, return_dict) else output.to_tuple()
 
 
 class ShapCAForWordPairExtraction(ShapCAPreTrainedModel):
     """Shap-CA for MRE and MJERE: the word-pair contrastive layer (Eqs. 14-18) over the grid of
     all word pairs, with the three channels `M_t` (fused text), `M_s` (POS) and `M_p` (positions).
-    The grid layout (`config.word_pair_scheme`) and its codecs live in `word_pair.py`.
+    The grid layout follows `config.task` (`mre` or `mjere`); its codecs live in `word_pair.py`.
     """
 
     def __init__(self, config: ShapCAConfig):
         super().__init__(config)
-        if config.task != "word_pair":
-            raise ValueError(f"ShapCAForWordPairExtraction needs config.task='word_pair', got {config.task!r}")
+        if not config.is_word_pair:
+            raise ValueError(f"ShapCAForWordPairExtraction solves the word-pair tasks (mre, mjere); config.task is {config.task!r}")
         self.shapca = ShapCAModel(config)
         self.pair_layer = WordPairContrastiveLayer(
             {"text": config.fusion_dim, "pos": config.pos_embedding_dim, "position": config.position_embedding_dim},
@@ -539,20 +487,42 @@ class ShapCAForWordPairExtraction(ShapCAPreTrainedModel):
         )
         self.post_init()
 
-    def forward(self, pair_labels: torch.LongTensor | None = None, **inputs) -> ShapCAWordPairOutput:
-        """`pair_labels`: `(batch, groups, n, n)` label ids, -100 on unlabelled cells."""
-        inputs.setdefault("compute_alignment", pair_labels is not None)
-        inputs.pop("labels", None)
-        outputs = self.shapca(**inputs)
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        word_index: torch.LongTensor,
+        word_mask: torch.Tensor,
+        text_mask: torch.Tensor,
+        context_mask: torch.Tensor,
+        pos_ids: torch.LongTensor,
+        token_type_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        has_image: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        compute_alignment: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ShapCAWordPairOutput | tuple:
+        """
+        Args:
+            labels: `(batch, groups, n, n)` grid label ids, -100 on unlabelled cells (the
+                processor's `pair_labels=` builds them from the task's codec).
+            compute_alignment, return_dict: as in `ShapCAForTokenClassification.forward`.
+        """
+        outputs = self.shapca(
+            input_ids, attention_mask, word_index, word_mask, text_mask, context_mask, pos_ids,
+            token_type_ids=token_type_ids, pixel_values=pixel_values, has_image=has_image,
+            compute_alignment=labels is not None if compute_alignment is None else compute_alignment,
+        )
         log_probs = self.pair_layer(
             {"text": outputs.word_features, "pos": outputs.pos_embeds, "position": outputs.position_embeds}
         )
         loss = main_loss = None
-        if pair_labels is not None:
-            main_loss = word_pair_loss(log_probs, pair_labels, self.config.group_sizes)
+        if labels is not None:
+            main_loss = word_pair_loss(log_probs, labels, self.config.group_sizes)
             loss = combine_losses(self.config, main_loss, outputs.semantic_loss, outputs.modality_loss)
-        predictions = None if self.training else grid_predictions(log_probs, self.config.group_sizes, inputs["word_mask"])
-        return ShapCAWordPairOutput(
+        predictions = None if self.training else grid_predictions(log_probs, self.config.group_sizes, word_mask)
+        output = ShapCAWordPairOutput(
             loss=loss,
             logits=log_probs,
             predictions=predictions,
@@ -560,67 +530,11 @@ class ShapCAForWordPairExtraction(ShapCAPreTrainedModel):
             semantic_loss=outputs.semantic_loss,
             modality_loss=outputs.modality_loss,
         )
+        return output if _return_dict(self.config, return_dict) else output.to_tuple()
 
-    @torch.no_grad()
-    def predict(self, inputs, pairs=None, images=None, contexts=None, batch_size: int = 32,
-                processor: ShapCAProcessor | None = None, is_split_into_words: bool | None = None,
-                dtype: torch.dtype | None = None):
-        """Relations (MRE) or entities and relations (MJERE) of one text or a batch.
 
-        MRE: `pairs` gives, per input, a list of `(head, tail)` word spans `[start, end)`; each
-        gets `{"head", "tail", "label"}` with the spans as `{"text", "start", "end"}` character
-        offsets. MJERE: returns `{"entities": [...], "relations": [{"head", "tail", "label"}]}`.
-        Inputs, images and contexts as in `ShapCAForTokenClassification.predict`.
-        """
-        processor = self._processor(processor)
-        batch, single = normalize_inputs(inputs, is_split_into_words)
-        n = len(batch)
-        if self.config.word_pair_scheme == "mre":
-            if pairs is None:
-                raise ValueError("MRE predict needs `pairs`: the (head, tail) word spans to classify")
-            pairs = [pairs] if single else _per_input(pairs, n, single, "pair lists")
-        images = [_load_image(image, i) for i, image in enumerate(_per_input(images, n, single, "images"))]
-        contexts = [c or "" for c in _per_input(contexts, n, single, "contexts")]
-        texts, words, offsets = _split_inputs(batch)
-        groups = self.config.label_groups
-        was_training = self.training
-        self.eval()
-        empty = [] if self.config.word_pair_scheme == "mre" else {"entities": [], "relations": []}
-        results = [empty if not words[i] else None for i in range(n)]
-        todo = [i for i in range(n) if words[i]]
-        device = next(self.parameters()).device
-
-        def span(i, start, end, label=None):
-            begin, stop = offsets[i][start][0], offsets[i][end - 1][1]
-            entry = {"text": texts[i][begin:stop], "start": begin, "end": stop}
-            return {**entry, "label": label} if label is not None else entry
-
-        for first in range(0, len(todo), batch_size):
-            chunk = todo[first:first + batch_size]
-            grids = self._predict_chunk(processor, chunk, words, contexts, images, device, dtype).cpu()
-            for row, i in enumerate(chunk):
-                grid = grids[row]
-                if self.config.word_pair_scheme == "mre":
-                    out = []
-                    for head, tail in pairs[i] or []:
-                        if not (0 <= head[0] < head[1] <= len(words[i]) and 0 <= tail[0] < tail[1] <= len(words[i])):
-                            raise ValueError(f"input {i}: pair {head, tail} is outside its {len(words[i])} words")
-                        label = groups["relation"][decode_mre(grid, head, tail)]
-                        out.append({"head": span(i, *head), "tail": span(i, *tail), "label": label})
-                    results[i] = out
-                else:
-                    entities, triples = decode_mjere(grid, len(words[i]))
-                    types, relations = groups["entity"], groups["relation_start"]
-                    results[i] = {
-                        "entities": [span(i, e["start"], e["end"], types[e["type"] + 1]) for e in entities],
-                        "relations": [
-                            {"head": span(i, t["head_start"], t["head_end"]), "tail": span(i, t["tail_start"], t["tail_end"]),
-                             "label": relations[t["relation"] + 1]}
-                            for t in triples
-                        ],
-                    }
-        self.train(was_training)
-        return results[0] if single else results
+def _return_dict(config, return_dict: bool | None) -> bool:
+    return getattr(config, "return_dict", True) if return_dict is None else return_dict
 
 
 __all__ = [

@@ -3,8 +3,9 @@
 Turns word lists (with optional contexts, images, POS tags and word labels) into the inputs
 of the Shap-CA models:
 
-* `[CLS] text [SEP] context [SEP]` subword ids (Eq. 1: one encoder pass over text and
-  context), with `text_mask` / `context_mask` marking each segment's subwords;
+* the tokenizer's own pair encoding of text and context (`[CLS] text [SEP] context [SEP]` for
+  BERT, `<s> text </s></s> context </s>` for RoBERTa; Eq. 1: one encoder pass over both), with
+  `text_mask` / `context_mask` marking each segment's subwords (from `sequence_ids()`);
 * `word_index`: the position of each word's first subword, the word's representative
   (the conlleval / BERT-NER convention: the other subwords carry no label);
 * `pos_ids`: universal POS tags (spaCy `en_core_web_sm`), `word_mask`, `labels`;
@@ -30,6 +31,7 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from .configuration_shapca import POS_TAGS
+from .context_generation import ContextGenerator, ContextSettings
 
 IGNORE_INDEX = -100
 _POS_TO_ID = {tag: i for i, tag in enumerate(POS_TAGS)}
@@ -73,6 +75,8 @@ class ShapCAProcessor(ProcessorMixin):
         max_words: int = 256,
         context_generator: str | None = None,
         context_prompt: str | None = None,
+        context_max_new_tokens: int | None = None,
+        context_temperature: float | None = None,
         **kwargs,
     ):
         self.pos_model = pos_model
@@ -80,32 +84,39 @@ class ShapCAProcessor(ProcessorMixin):
         self.max_words = max_words
         self.context_generator = context_generator
         self.context_prompt = context_prompt
+        self.context_max_new_tokens = context_max_new_tokens
+        self.context_temperature = context_temperature
         self._nlp = None
         self._generator = None
         super().__init__(image_processor, tokenizer)
 
     # ------------------------------------------------------------------ contexts
-    def generate_contexts(self, images, max_new_tokens: int = 128) -> list[str]:
-        """Describe images with the configured image-text-to-text model (`context_generator`,
-        LLaVA-1.5 in the paper; sampling at temperature 1.0 like the dataset contexts)."""
+    def context_settings(self) -> ContextSettings | None:
+        """The settings the training contexts were written with (None: no generator)."""
         if not self.context_generator:
-            raise ValueError("no context_generator is configured on this processor")
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+            return None
+        given = {"prompt": self.context_prompt, "max_new_tokens": self.context_max_new_tokens,
+                 "temperature": self.context_temperature}
+        return ContextSettings(self.context_generator, **{k: v for k, v in given.items() if v is not None})
 
+    def set_context_settings(self, settings: ContextSettings | None) -> None:
+        """Record how the training contexts were written (saved with the processor)."""
+        self._generator = None
+        if settings is None:
+            self.context_generator = self.context_prompt = self.context_max_new_tokens = self.context_temperature = None
+            return
+        self.context_generator, self.context_prompt = settings.model, settings.prompt
+        self.context_max_new_tokens, self.context_temperature = settings.max_new_tokens, settings.temperature
+
+    def generate_contexts(self, images, trust_remote_code: bool = False) -> list[str]:
+        """Describe images with the configured context generator (the same module and settings
+        as `datasets_scripts.generate_contexts`, so contexts match the training ones)."""
+        settings = self.context_settings()
+        if settings is None:
+            raise ValueError("no context_generator is configured on this processor")
         if self._generator is None:
-            processor = AutoProcessor.from_pretrained(self.context_generator)
-            processor.tokenizer.padding_side = "left"
-            model = AutoModelForImageTextToText.from_pretrained(self.context_generator).eval()
-            self._generator = (processor, model)
-        processor, model = self._generator
-        prompt = self.context_prompt or "Describe this image in detail."
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        text = processor.apply_chat_template(messages, add_generation_prompt=True)
-        inputs = processor(images=list(images), text=[text] * len(images), return_tensors="pt", padding=True)
-        with torch.no_grad():
-            output = model.generate(**inputs.to(model.device), do_sample=True, temperature=1.0, max_new_tokens=max_new_tokens)
-        return [t.strip() for t in processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)]
+            self._generator = ContextGenerator(settings, trust_remote_code=trust_remote_code)
+        return self._generator.describe(images)
 
     # ------------------------------------------------------------------ POS tags
     def tag_pos(self, words: Sequence[Sequence[str]]) -> list[list[str]]:
@@ -149,48 +160,69 @@ class ShapCAProcessor(ProcessorMixin):
             checked.append(list(sentence))
         return checked
 
-    def _word_subwords(self, words: list[list[str]]) -> list[list[list[int]]]:
-        """Subword ids of every word; a word with none becomes the unknown token."""
-        encoded = self.tokenizer(words, is_split_into_words=True, add_special_tokens=False)
-        unk = [self.tokenizer.unk_token_id]
-        result = []
+    def _no_subword_words(self, words: list[list[str]], encoded) -> list[list[str]]:
+        """The words with the unknown token in place of any word that yields no subword."""
+        fixed = []
         for i, sentence in enumerate(words):
-            pieces: list[list[int]] = [[] for _ in sentence]
-            for token_id, word_id in zip(encoded["input_ids"][i], encoded.word_ids(i)):
-                pieces[word_id].append(token_id)
-            result.append([p if p else list(unk) for p in pieces])
-        return result
+            seen = {w for w, s in zip(encoded.word_ids(i), encoded.sequence_ids(i)) if w is not None and s == 0}
+            if len(seen) == len(sentence):
+                fixed.append(sentence)
+            else:
+                fixed.append([w if j in seen else self.tokenizer.unk_token for j, w in enumerate(sentence)])
+        return fixed
+
+    def _tokenize(self, words: list[list[str]], contexts: list[list[str]] | None):
+        """The tokenizer's own (pair) encoding of pre-split words (and context words)."""
+        kwargs = dict(is_split_into_words=True, add_special_tokens=True)
+        if contexts is None:
+            return self.tokenizer(words, truncation=False, **kwargs)
+        return self.tokenizer(words, contexts, truncation="only_second", max_length=self.max_length, **kwargs)
+
+    def _encode_group(self, words: list[list[str]], contexts: list[list[str]] | None) -> list[dict]:
+        encoded = self._tokenize(words, contexts)
+        fixed = self._no_subword_words(words, encoded)
+        if fixed != words:  # a word without subwords: encode it as the unknown token
+            encoded = self._tokenize(fixed, contexts)
+        rows = []
+        for i in range(len(words)):
+            word_ids, sequence_ids = encoded.word_ids(i), encoded.sequence_ids(i)
+            ids = encoded["input_ids"][i]
+            text_mask = [int(s == 0 and w is not None) for w, s in zip(word_ids, sequence_ids)]
+            context_mask = [int(s == 1 and w is not None) for w, s in zip(word_ids, sequence_ids)]
+            word_index = [0] * len(words[i])
+            for position in range(len(ids) - 1, -1, -1):  # first subword of each word
+                if text_mask[position]:
+                    word_index[word_ids[position]] = position
+            row = {"input_ids": ids, "text_mask": text_mask, "context_mask": context_mask, "word_index": word_index}
+            if "token_type_ids" in encoded:
+                row["token_type_ids"] = encoded["token_type_ids"][i]
+            rows.append(row)
+        return rows
 
     def _encode_text(self, words: list[list[str]], contexts: list[str]) -> dict[str, list]:
-        tok = self.tokenizer
-        cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
-        sep_id = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
-        subwords = self._word_subwords(words)
-        nonempty = [i for i, c in enumerate(contexts) if c]
-        context_ids = [[] for _ in contexts]
-        if nonempty:
-            encoded = tok([contexts[i] for i in nonempty], add_special_tokens=False)["input_ids"]
-            for i, ids in zip(nonempty, encoded):
-                context_ids[i] = ids
-        rows = {k: [] for k in ("input_ids", "token_type_ids", "text_mask", "context_mask", "word_index")}
-        for i, pieces in enumerate(subwords):
-            text_ids = [t for p in pieces for t in p]
-            if len(text_ids) + 2 > self.max_length:
+        """`text [+ context]` through the tokenizer's own template (`[CLS] t [SEP] c [SEP]` for
+        BERT, `<s> t </s></s> c </s>` for RoBERTa, ...); the context is truncated first."""
+        single = self._tokenize(words, None)
+        for i in range(len(words)):
+            if len(single["input_ids"][i]) > self.max_length:
                 raise ValueError(
-                    f"example {i}: the text alone has {len(text_ids)} subwords, which with [CLS]/[SEP] "
-                    f"exceeds max_length={self.max_length}; split the sentence or raise max_length"
+                    f"example {i}: the text alone is {len(single['input_ids'][i])} subwords with special tokens, "
+                    f"more than max_length={self.max_length}; split the sentence or raise max_length"
                 )
-            budget = self.max_length - len(text_ids) - 3  # [CLS] t [SEP] c [SEP]
-            ctx = context_ids[i][: max(budget, 0)]
-            ids = [cls_id, *text_ids, sep_id] + ([*ctx, sep_id] if ctx else [])
-            n_text = len(text_ids)
-            rows["input_ids"].append(ids)
-            rows["token_type_ids"].append([0] * (n_text + 2) + [1] * (len(ids) - n_text - 2))
-            rows["text_mask"].append([0] + [1] * n_text + [0] * (len(ids) - n_text - 1))
-            rows["context_mask"].append([0] * (n_text + 2) + [1] * len(ctx) + [0] * (len(ids) - n_text - 2 - len(ctx)))
-            starts = np.cumsum([0] + [len(p) for p in pieces[:-1]]) + 1
-            rows["word_index"].append(starts.tolist())
-        return rows
+        # A context needs room for itself and the pair's extra special tokens.
+        room = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=True)
+        context_words = [c.split() for c in contexts]
+        paired = [i for i in range(len(words))
+                  if context_words[i] and len(single["input_ids"][i]) - self.tokenizer.num_special_tokens_to_add() < room]
+        alone = [i for i in range(len(words)) if i not in set(paired)]
+        rows: list[dict | None] = [None] * len(words)
+        for group, ctx in ((alone, None), (paired, [context_words[i] for i in paired])):
+            if group:
+                for i, row in zip(group, self._encode_group([words[i] for i in group], ctx)):
+                    rows[i] = row
+        keys = ("input_ids", "text_mask", "context_mask", "word_index") + (
+            ("token_type_ids",) if "token_type_ids" in rows[0] else ())
+        return {key: [row.get(key, [0] * len(row["input_ids"])) for row in rows] for key in keys}
 
     # ------------------------------------------------------------------ images
     def _encode_images(self, images, batch_size: int):
@@ -278,7 +310,7 @@ class ShapCAProcessor(ProcessorMixin):
             "word_mask": pad([[1] * len(w) for w in words], n_words, 0),
             "pos_ids": pad([self.pos_to_ids(p) for p in pos_tags], n_words, 0),
         }
-        if "token_type_ids" in self.tokenizer.model_input_names:
+        if "token_type_ids" in self.tokenizer.model_input_names and "token_type_ids" in rows:
             data["token_type_ids"] = pad(rows["token_type_ids"], seq_len, 0)
         pixel_values, has_image = self._encode_images(images, batch_size)
         data["has_image"] = has_image
@@ -287,7 +319,9 @@ class ShapCAProcessor(ProcessorMixin):
         if word_labels is not None:
             data["labels"] = pad(self._encode_labels(words, word_labels, label2id), n_words, IGNORE_INDEX)
         if pair_labels is not None:
-            data["pair_labels"] = self._pad_grids(words, pair_labels, n_words)
+            if word_labels is not None:
+                raise ValueError("give word_labels (NER) or pair_labels (word-pair grids), not both")
+            data["labels"] = self._pad_grids(words, pair_labels, n_words)
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     @staticmethod

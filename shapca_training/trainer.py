@@ -73,6 +73,6 @@ class ShapCATrainer(Trainer):
         loss = outputs.loss.detach() if outputs.loss is not None else None
         if prediction_loss_only:
             return loss, None, None
-        if "pair_labels" in inputs:
-            return loss, self._pad_grid(outputs.predictions), self._pad_grid(inputs["pair_labels"])
+        if self.model.config.is_word_pair:
+            return loss, self._pad_grid(outputs.predictions), self._pad_grid(inputs["labels"])
         return loss, outputs.predictions, inputs.get("labels")

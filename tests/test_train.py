@@ -132,7 +132,7 @@ def test_word_pair_end_to_end(tiny_text_model, tmp_path, dataset, metric, checkp
     assert 0.0 <= results["test"]["test_f1"] <= 1.0
     model = transformers.AutoModel.from_pretrained(tmp_path, trust_remote_code=True)
     assert type(model).__name__ == "ShapCAForWordPairExtraction"
-    assert model.config.word_pair_scheme == ("mre" if dataset == "mnre" else "mjere")
+    assert model.config.task == ("mre" if dataset == "mnre" else "mjere")
     card = (tmp_path / "README.md").read_text()
     assert metric in card and "word-pair contrastive layer" in card
 

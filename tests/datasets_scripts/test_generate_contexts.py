@@ -32,7 +32,9 @@ def test_generates_one_record_per_image(tiny_llava, image_dir, tmp_path):
     records = read(out)
     assert [r["image_id"] for r in records] == [f"{100 + i}.jpg" for i in range(6)]
     assert counts == {"already_done": 0, "generated": 5, "unreadable": 1}
-    assert all(r["prompt"] == "what is it?" and r["generator"] == tiny_llava for r in records)
+    assert all(r["prompt"] == "what is it?" and r["generator"] == tiny_llava and r["max_new_tokens"] == 5
+               for r in records)
+    assert not (tmp_path / "ctx.jsonl.partial").exists()
     assert all(r["context"] for r in records[:5])
     assert records[5]["context"] == "" and "error" in records[5]
 
@@ -51,15 +53,46 @@ def test_resume_after_interruption_neither_loses_nor_duplicates(tiny_llava, imag
     monkeypatch.setattr(gc, "describe", interrupted)
     with pytest.raises(KeyboardInterrupt):
         gc.generate(image_dir, out, tiny_llava, batch_size=2, max_new_tokens=4, generator=generator)
-    assert [r["image_id"] for r in read(out)] == ["100.jpg", "101.jpg"]
-    with out.open("a") as handle:  # and a record cut in the middle of its write
+    partial = tmp_path / "ctx.jsonl.partial"
+    assert not out.exists()  # never a half-written output
+    assert [r["image_id"] for r in read(partial)] == ["100.jpg", "101.jpg"]
+    with partial.open("a") as handle:  # and a record cut in the middle of its write
         handle.write('{"image_id": "102.jpg", "cont')
     monkeypatch.setattr(gc, "describe", real_describe)
     counts = gc.generate(image_dir, out, tiny_llava, batch_size=2, max_new_tokens=4, generator=generator)
     ids = [r["image_id"] for r in read(out)]
     assert ids == [f"{100 + i}.jpg" for i in range(6)]
     assert counts["already_done"] == 2 and counts["generated"] + counts["unreadable"] == 4
+    assert not partial.exists()
     assert gc.generate(image_dir, out, tiny_llava, generator=generator)["generated"] == 0
+    # a new image joins a finished file: the finished file is untouched until the run completes
+    before = out.read_text()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image_dir / "200.jpg")
+    monkeypatch.setattr(gc, "describe", interrupted)
+    calls["n"] = 1
+    with pytest.raises(KeyboardInterrupt):
+        gc.generate(image_dir, out, tiny_llava, batch_size=2, max_new_tokens=4, generator=generator)
+    assert out.read_text() == before
+    monkeypatch.setattr(gc, "describe", real_describe)
+    assert gc.generate(image_dir, out, tiny_llava, generator=generator)["generated"] == 1
+    assert [r["image_id"] for r in read(out)][-1] == "200.jpg"
+
+
+def test_one_generator_for_builder_and_inference(tiny_llava, processor):
+    """The processor describes images with the module and settings the builder used."""
+    from modeling_shapca.context_generation import ContextSettings
+
+    settings = ContextSettings(tiny_llava, prompt="what is it?", max_new_tokens=3, temperature=0.0)
+    processor.set_context_settings(settings)
+    try:
+        assert processor.context_settings() == settings
+        image = Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8))
+        direct = gc.load_generator(tiny_llava, prompt="what is it?", max_new_tokens=3, temperature=0.0)
+        assert processor.generate_contexts([image]) == direct.describe([image])
+    finally:
+        processor.set_context_settings(None)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        ContextSettings(tiny_llava, max_new_tokens=0)
 
 
 def test_contexts_join_twitter_ids(tmp_path):

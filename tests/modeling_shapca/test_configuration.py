@@ -43,7 +43,7 @@ def test_from_text_vision_pretrained_reads_local_backbone():
 
 def test_word_pair_config_round_trip_keeps_group_order(tmp_path):
     groups = {"entity": ["None", "per"], "relation_start": ["None", "peer"], "relation_end": ["None", "peer"]}
-    config = tiny_config(task="word_pair", word_pair_scheme="mjere", label_groups=groups)
+    config = tiny_config(task="mjere", label_groups=groups)
     assert config.id2label[2] == "relation_start:None" and config.group_sizes == [2, 2, 2]
     config.save_pretrained(tmp_path)  # written with sorted keys
     loaded = ShapCAConfig.from_pretrained(tmp_path)

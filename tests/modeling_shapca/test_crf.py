@@ -162,3 +162,37 @@ def test_constraints_of_unknown_ids_are_left_open():
     assert start.tolist() == [True, True, True, False]
     assert trans[:, 2].all() and trans[2].all()  # id 2 has no label: unconstrained
     assert not trans[0, 3] and trans[1, 3]
+
+
+def test_marginals_equal_brute_force_under_constraints():
+    """CRF posterior marginals (the pipeline's NER scores) against enumerating every allowed
+    tag sequence of short sentences."""
+    import itertools
+
+    from modeling_shapca.crf import LinearChainCRF, bio_constraints
+
+    labels = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+    allowed_start, allowed = bio_constraints(labels)
+    torch.manual_seed(0)
+    crf = LinearChainCRF(5)
+    emissions = torch.randn(2, 4, 5)
+    mask = torch.tensor([[True] * 4, [True, True, True, False]])
+    marginals = crf.marginals(emissions, mask, allowed_start, allowed)
+    for b in range(2):
+        n = int(mask[b].sum())
+        expected = torch.zeros(n, 5, dtype=torch.float64)
+        total = 0.0
+        for tags in itertools.product(range(5), repeat=n):
+            if not allowed_start[tags[0]] or not all(allowed[a, c] for a, c in zip(tags, tags[1:])):
+                continue
+            score = (crf.start_transitions[tags[0]] + crf.end_transitions[tags[-1]]
+                     + sum(emissions[b, t, tags[t]] for t in range(n))
+                     + sum(crf.transitions[a, c] for a, c in zip(tags, tags[1:]))).double().exp()
+            total += score
+            for t, tag in enumerate(tags):
+                expected[t, tag] += score
+        assert torch.allclose(marginals[b, :n].double(), expected / total, atol=1e-5)
+        assert torch.all(marginals[b, n:] == 0)
+        assert torch.allclose(marginals[b, :n].sum(-1), torch.ones(n), atol=1e-5)
+    with torch.no_grad():  # works inside inference code too
+        assert torch.equal(crf.marginals(emissions, mask, allowed_start, allowed), marginals)

@@ -34,7 +34,7 @@ def _model_and_batch(task, processor):
         grids = [encode_mre(5, (0, 2), (4, 5), 1), encode_mre(3, (0, 1), (2, 3), 0), encode_mre(1, (0, 1), (0, 1), 0)]
     else:
         grids = [encode_mjere(5, [{"start": 0, "end": 2, "type": 0}], []), encode_mjere(3, [], []), encode_mjere(1, [], [])]
-    model = ShapCAForWordPairExtraction(tiny_config(task="word_pair", word_pair_scheme=task, label_groups=GROUPS[task]))
+    model = ShapCAForWordPairExtraction(tiny_config(task=task, label_groups=GROUPS[task]))
     return model, processor(**INPUTS, pair_labels=grids)
 
 

@@ -44,16 +44,21 @@ def test_predict_offsets_order_and_empty_inputs(model, monkeypatch):
     force_tags(model, monkeypatch, lambda j: {0: "B-PER", 1: "I-PER"}.get(j, "O"))
     text = "  Kevin   Durant scores"
     single = model.predict(text)
-    assert single == [{"text": "Kevin   Durant", "label": "PER", "start": 2, "end": 16}]
+    assert [{k: v for k, v in e.items() if k != "score"} for e in single] == [
+        {"entity_group": "PER", "word": "Kevin   Durant", "start": 2, "end": 16}]
+    assert single[0]["score"] == pytest.approx(1.0, abs=1e-3)  # emissions of 10 vs 0: near-certain tags
     batch = model.predict(["", "Taylor Swift sings", ["Barack", "Obama", "speaks"], "   "], batch_size=2)
-    assert batch[0] == [] and batch[3] == []
-    assert batch[1] == [{"text": "Taylor Swift", "label": "PER", "start": 0, "end": 12}]
-    assert batch[2] == [{"text": "Barack Obama", "label": "PER", "start": 0, "end": 12}]
+    assert batch[0] == [] and batch[3] == [] and batch[0] is not batch[3]
+    assert [(e["entity_group"], e["word"], e["start"], e["end"]) for e in batch[1]] == [("PER", "Taylor Swift", 0, 12)]
+    assert [(e["entity_group"], e["word"], e["start"], e["end"]) for e in batch[2]] == [("PER", "Barack Obama", 0, 12)]
 
 
 def test_predict_is_batch_invariant(model):
     texts = ["Kevin Durant scores in Oakland", "Go #Bears", "Paris floods again today after the storm"]
-    assert model.predict(texts, batch_size=1) == model.predict(texts, batch_size=3)
+    one, three = model.predict(texts, batch_size=1), model.predict(texts, batch_size=3)
+    strip = [[{k: v for k, v in e.items() if k != "score"} for e in row] for row in one]
+    assert strip == [[{k: v for k, v in e.items() if k != "score"} for e in row] for row in three]
+    assert [e["score"] for row in one for e in row] == pytest.approx([e["score"] for row in three for e in row], abs=1e-5)
 
 
 def test_predict_with_images(model, tmp_path):
@@ -63,9 +68,9 @@ def test_predict_with_images(model, tmp_path):
     assert len(out) == 2
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"nope")
-    with pytest.raises(ValueError, match="image 1 .* cannot be read"):
+    with pytest.raises(ValueError, match="input 1: image .* cannot be read"):
         model.predict(["a", "b"], images=[None, str(broken)], is_split_into_words=False)
-    with pytest.raises(TypeError, match="image 0"):
+    with pytest.raises(TypeError, match="input 0: 'image'"):
         model.predict(["a"], images=[123], is_split_into_words=False)
     with pytest.raises(ValueError, match="2 images for 1 inputs"):
         model.predict("a b", images=[None, None])
@@ -91,13 +96,15 @@ def test_unknown_label_ids_in_config(trained_model_dir):
 
 def test_predict_generates_missing_contexts(model, trained_model_dir, tiny_llava, monkeypatch):
     processor = ShapCAProcessor.from_pretrained(trained_model_dir, trust_remote_code=True)
-    processor.context_generator = tiny_llava
+    from modeling_shapca.context_generation import ContextSettings
+
+    processor.set_context_settings(ContextSettings(tiny_llava, max_new_tokens=4))
     calls = []
     real = processor.generate_contexts
 
     def spy(images, **kwargs):
         calls.append(len(images))
-        return real(images, max_new_tokens=4)
+        return real(images, **kwargs)
 
     monkeypatch.setattr(processor, "generate_contexts", spy)
     out = model.predict(["Kevin Durant", "Paris", "Oakland"], images=[random_image(0), None, random_image(1)],

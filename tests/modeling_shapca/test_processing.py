@@ -39,7 +39,7 @@ def test_context_is_truncated_first(processor):
 
 
 def test_over_long_text_is_an_error(processor):
-    with pytest.raises(ValueError, match="example 1: the text alone has"):
+    with pytest.raises(ValueError, match="example 1: the text alone is"):
         processor(words=[["ok"], ["supercalifragilistic"] * 40], pos_tags=[["X"], ["X"] * 40])
     with pytest.raises(ValueError, match="more than max_words"):
         processor(words=[["a"] * 65])
@@ -97,3 +97,41 @@ def test_save_and_load(processor, tmp_path):
 def test_decode_tags(processor):
     preds = torch.tensor([[0, 1, 2], [1, -100, -100]])
     assert processor.decode_tags(preds, {0: "O", 1: "B-PER", 2: "I-PER"}) == [["O", "B-PER", "I-PER"], ["B-PER"]]
+
+
+@pytest.fixture(scope="module")
+def roberta_style_tokenizer(tokenizer, tmp_path_factory):
+    """MiniLM's vocabulary with RoBERTa's pair template: `<s> A </s></s> B </s>` (here with
+    [CLS]/[SEP] as <s>/</s>), no token type ids."""
+    from tokenizers import processors
+
+    tok = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    cls, sep = tok.cls_token, tok.sep_token
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} {sep} $B {sep}",
+        special_tokens=[(cls, tok.cls_token_id), (sep, tok.sep_token_id)])
+    tok.model_input_names = ["input_ids", "attention_mask"]
+    return tok
+
+
+def test_pair_encoding_follows_the_tokenizer_template(roberta_style_tokenizer):
+    import transformers
+
+    tok = roberta_style_tokenizer
+    processor = ShapCAProcessor(transformers.ConvNextImageProcessorPil(size={"shortest_edge": 32}), tok,
+                                max_length=64, max_words=64)
+    words = ["Kevin", "Durant", "scores"]
+    batch = processor(words=[words, ["Paris"]], contexts=["a basketball player", ""], pos_tags=[["X"] * 3, ["X"]])
+    ids = batch["input_ids"][0].tolist()
+    n_text = int(batch["text_mask"][0].sum())
+    n_context = int(batch["context_mask"][0].sum())
+    # <s> text </s> </s> context </s>
+    assert ids[0] == tok.cls_token_id and ids[n_text + 1] == ids[n_text + 2] == tok.sep_token_id
+    assert ids[n_text + 3 + n_context] == tok.sep_token_id
+    assert batch["context_mask"][0, n_text + 3:n_text + 3 + n_context].all()
+    assert "token_type_ids" not in batch
+    assert tok.decode(ids[n_text + 3:n_text + 3 + n_context]) == "a basketball player"
+    # the second example has no context: a single sequence
+    assert int(batch["attention_mask"][1].sum()) == 3 and not batch["context_mask"][1].any()
+    for j, word in enumerate(words):
+        assert ids[batch["word_index"][0, j]] == tok(word, add_special_tokens=False)["input_ids"][0]

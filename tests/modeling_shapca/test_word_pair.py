@@ -190,7 +190,7 @@ def test_entities_alone_always_round_trip(layout):
 def make_wp_model(scheme="mjere"):
     torch.manual_seed(0)
     groups = MJERE_GROUPS if scheme == "mjere" else MRE_GROUPS
-    return ShapCAForWordPairExtraction(tiny_config(task="word_pair", word_pair_scheme=scheme, label_groups=groups))
+    return ShapCAForWordPairExtraction(tiny_config(task=scheme, label_groups=groups))
 
 
 def wp_batch(processor):
@@ -209,7 +209,7 @@ def wp_batch(processor):
 def test_word_pair_model_trains_and_is_batch_invariant(processor):
     model = make_wp_model()
     batch = wp_batch(processor)
-    assert batch["pair_labels"].shape == (3, 3, 5, 5)
+    assert batch["labels"].shape == (3, 3, 5, 5)
     model.train()
     out = model(**batch)
     assert torch.isfinite(out.loss) and out.semantic_loss is not None
@@ -230,7 +230,10 @@ def batch_words(i):
 
 def test_word_pair_config_requires_groups():
     with pytest.raises(ValueError, match="needs label_groups"):
-        tiny_config(task="word_pair", word_pair_scheme="mjere", label_groups={"relation": ["None"]})
+        tiny_config(task="mjere", label_groups={"relation": ["None"]})
+    # configs saved before the task registry name the task through word_pair_scheme
+    legacy = tiny_config(task="word_pair", word_pair_scheme="mre", label_groups=MRE_GROUPS)
+    assert legacy.task == "mre" and legacy.is_word_pair and not hasattr(legacy, "word_pair_scheme")
 
 
 def test_word_pair_remote_code_round_trip(processor, tmp_path):
@@ -241,7 +244,8 @@ def test_word_pair_remote_code_round_trip(processor, tmp_path):
     assert config["auto_map"]["AutoModel"] == "modeling_shapca.ShapCAForWordPairExtraction"
     with torch.no_grad():
         expected = model.predict("Kevin Durant joins the Warriors", pairs=[((0, 2), (4, 5))], processor=processor)
-    assert expected[0]["head"] == {"text": "Kevin Durant", "start": 0, "end": 12}
+    assert expected[0]["head"] == {"word": "Kevin Durant", "start": 0, "end": 12}
+    assert 0.0 <= expected[0]["score"] <= 1.0
     assert expected[0]["label"] in MRE_GROUPS["relation"]
     script = textwrap.dedent(f"""
         import importlib.abc, json, sys
@@ -270,6 +274,6 @@ def test_mjere_predict_output_shape(processor):
     assert out[1] == {"entities": [], "relations": []}
     assert set(out[0]) == {"entities", "relations"}
     for entity in out[0]["entities"]:
-        assert "Kevin Durant joins the Warriors"[entity["start"]:entity["end"]] == entity["text"]
-    with pytest.raises(ValueError, match="outside its 2 words"):
+        assert "Kevin Durant joins the Warriors"[entity["start"]:entity["end"]] == entity["word"]
+    with pytest.raises(ValueError, match="not inside the 2 words"):
         make_wp_model("mre").eval().predict("Kevin Durant", pairs=[((0, 1), (1, 3))], processor=processor)
