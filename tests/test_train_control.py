@@ -1,0 +1,181 @@
+"""Training you can trust: losses under gradient accumulation, resume by default, an honest
+CLI (every config field a flag, no abbreviations, --optim honoured), errors before heavy work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+import train
+from modeling_shapca import ShapCAConfig
+from shapca_training import arguments
+from shapca_training.trainer import ShapCATrainer
+from tests.conftest import base_args
+
+
+def run(tiny_text_model, out, *extra, config="twitter2015"):
+    args = base_args(tiny_text_model, out, *extra)
+    args[0] = str(train.ROOT / "configs" / f"{config}-minilm.yaml")
+    return train.main(args)
+
+
+@pytest.fixture(scope="module")
+def no_dropout_text_model(tmp_path_factory):
+    import transformers
+
+    from tests.conftest import MINILM_PATH, tiny_text_config
+
+    path = tmp_path_factory.mktemp("bert_no_dropout")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(**{k: v for k, v in tiny_text_config().items() if k != "model_type"},
+                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    transformers.BertModel(config).save_pretrained(path)
+    transformers.AutoTokenizer.from_pretrained(MINILM_PATH).save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("config", ["twitter2015", "mnre"])
+def test_one_step_at_batch_8_equals_two_accumulated_steps_at_batch_4(no_dropout_text_model, tmp_path, config):
+    tiny_text_model = no_dropout_text_model
+    common = ("--max_steps", "1", "--dropout", "0", "--eval_strategy", "no", "--save_strategy", "no",
+              "--load_best_model_at_end", "false", "--do_train", "true", "--max_grad_norm", "1e9")
+    full = run(tiny_text_model, tmp_path / "full", *common, "--per_device_train_batch_size", "8", config=config)
+    accumulated = run(tiny_text_model, tmp_path / "acc", *common, "--per_device_train_batch_size", "4",
+                      "--gradient_accumulation_steps", "2", config=config)
+    a = [e for e in full["log_history"] if "loss" in e][0]
+    b = [e for e in accumulated["log_history"] if "loss" in e][0]
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    assert b["main_loss"] == pytest.approx(a["main_loss"], rel=1e-4)
+    assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)  # the same gradient, not GA times it
+
+
+class Interrupt(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 4:
+            raise KeyboardInterrupt  # killed mid-epoch, after the checkpoint of step 4
+
+
+def test_rerunning_a_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_text_model, tmp_path,
+                                                                                  monkeypatch):
+    common = ("--num_train_epochs", "2", "--per_device_train_batch_size", "4", "--save_strategy", "steps",
+              "--save_steps", "2", "--eval_strategy", "epoch", "--dropout", "0", "--load_best_model_at_end", "false")
+    straight = run(tiny_text_model, tmp_path / "straight", *common)
+    original_init = ShapCATrainer.__init__
+
+    def init_with_interrupt(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.add_callback(Interrupt())
+
+    monkeypatch.setattr(ShapCATrainer, "__init__", init_with_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_text_model, tmp_path / "killed", *common)
+    assert (tmp_path / "killed" / "checkpoint-4").exists()
+    monkeypatch.setattr(ShapCATrainer, "__init__", original_init)
+    resumed = run(tiny_text_model, tmp_path / "killed", *common)  # the same command again
+    steps = [e["step"] for e in resumed["log_history"] if "loss" in e]
+    assert steps == list(range(1, 13))  # 24 samples / 4 x 2 epochs: history kept, nothing repeated
+    assert resumed["test"]["test_f1"] == pytest.approx(straight["test"]["test_f1"], abs=1e-6)
+    assert resumed["test"]["test_loss"] == pytest.approx(straight["test"]["test_loss"], rel=1e-4)
+    # --start_over true trains from scratch
+    again = run(tiny_text_model, tmp_path / "killed", *common, "--max_steps", "1", "--start_over", "true")
+    assert [e["step"] for e in again["log_history"] if "loss" in e] == [1]
+
+
+def test_every_config_field_is_a_flag_and_yaml_key(tmp_path):
+    fields = {f.name for f in __import__("dataclasses").fields(arguments.ShapCAArguments)}
+    settable = set(ShapCAConfig.__annotations__) - arguments.NOT_FLAGS
+    assert fields == settable and {"refinement_scale", "max_words", "pos_embedding_dim"} <= fields
+    config = tmp_path / "c.yaml"
+    config.write_text("refinement_scale: 0.5\nmax_words: 80\nalignment: infonce\n")
+    _, shapca, _, _ = train.parse_arguments([str(config), "--fusion", "plain"])
+    assert (shapca.refinement_scale, shapca.max_words, shapca.alignment, shapca.fusion) == (0.5, 80, "infonce", "plain")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--learning_rat", "1e-3"], "unknown argument"),
+    (["--alpha", "0.1", "--not_a_flag", "1"], "unknown argument"),
+    (["--alignment", "shapely"], "invalid choice"),
+])
+def test_unknown_abbreviated_and_invalid_flags_are_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as error:
+        train.parse_arguments(argv)
+    assert message in str(error.value) + capsys.readouterr().err
+
+
+def test_help_starts_with_the_usage_and_explains_the_switches():
+    done = subprocess.run([sys.executable, "train.py", "--help"], cwd=train.ROOT, capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout.startswith("usage: train.py CONFIG.yaml [--flag value ...]")
+    assert "{shapley,infonce,none}" in done.stdout and "Eq. 17" in done.stdout and "Eq. 19" in done.stdout
+    assert "{adaptive,plain}" in done.stdout
+
+
+def test_optim_is_honoured_with_two_learning_rates(tiny_text_model, tmp_path):
+    results = run(tiny_text_model, tmp_path, "--max_steps", "1", "--optim", "sgd", "--eval_strategy", "no",
+                  "--save_strategy", "no", "--load_best_model_at_end", "false", "--do_train", "true")
+    assert results["hyperparameters"]["optim"] == "sgd"
+
+    class Probe(TrainerCallback):
+        def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+            Probe.seen = (type(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer).__name__,
+                          sorted({g["lr"] for g in (optimizer.optimizer if hasattr(optimizer, "optimizer")
+                                                     else optimizer).param_groups}))
+
+    import transformers
+
+    from modeling_shapca import ShapCAForTokenClassification
+    from tests.conftest import tiny_config
+
+    model = ShapCAForTokenClassification(tiny_config())
+    trainer = ShapCATrainer(model=model, args=transformers.TrainingArguments(str(tmp_path / "x"), optim="sgd",
+                                                                             learning_rate=1e-3, report_to="none"),
+                            head_learning_rate=0.01)
+    optimizer = trainer.create_optimizer()
+    assert type(optimizer).__name__ == "SGD" and sorted({g["lr"] for g in optimizer.param_groups}) == [1e-3, 0.01]
+    trainer = ShapCATrainer(model=model, args=transformers.TrainingArguments(
+        str(tmp_path / "y"), optim="galore_adamw", optim_target_modules=["classifier"], report_to="none"))
+    with pytest.raises((ValueError, ImportError), match="parameter groups|galore"):
+        trainer.create_optimizer()
+
+
+def test_errors_before_any_heavy_work(tiny_text_model, tmp_path):
+    from datasets_scripts import build
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        (raw / name).write_text("IMGID:1\nKevin\tB-PER\n\nIMGID:2\nParis\tB-LOC\n", encoding="utf-8")
+    build.main(["twitter2015", "--raw-dir", str(raw), "--output-dir", str(tmp_path / "built")])
+    with pytest.raises(ValueError, match="lacks the columns \\['head', 'tail', 'relation'\\]"):
+        run(tiny_text_model, tmp_path / "a", "--dataset_path", str(tmp_path / "built"), "--dataset", "mnre")
+    with pytest.raises(SystemExit, match="is not a checkpoint folder"):
+        run(tiny_text_model, tmp_path / "b", "--resume_from_checkpoint", str(tmp_path / "nope"))
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(SystemExit, match="metric_for_best_model 'f2' is not computed for 'ner'"):
+        run(tiny_text_model, tmp_path / "c", "--metric_for_best_model", "f2")
+    with pytest.raises(SystemExit, match="needs --model_name_or_path"):
+        run(tiny_text_model, tmp_path / "d", "--do_eval", "true")
+
+
+def test_evaluate_only_a_trained_model_and_save_metrics(trained_model_dir, tiny_text_model, tmp_path):
+    results = run(tiny_text_model, tmp_path / "eval", "--do_predict", "true", "--model_name_or_path",
+                  str(trained_model_dir))
+    assert results["validation"] == {} and set(results["test"]) >= {"test_f1", "test_precision"}
+    saved = json.loads((tmp_path / "eval" / "test_results.json").read_text())
+    assert saved["test_f1"] == results["test"]["test_f1"]
+    trained = json.loads((trained_model_dir / "results.json").read_text())
+    assert results["test"]["test_f1"] == pytest.approx(trained["test"]["test_f1"], abs=1e-9)
+    for name in ("train_results.json", "validation_results.json", "test_results.json", "all_results.json"):
+        assert (trained_model_dir / name).exists(), name
+    assert torch.__version__
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (train.ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_parses(config):
+    _, _, data, training = train.parse_arguments([str(train.ROOT / "configs" / config)])
+    assert config.startswith(data.dataset) and training.output_dir
