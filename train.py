@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
         args=training_args,
         train_dataset=dataset["train"],
         eval_dataset=dataset["validation"],
-        data_collator=ShapCACollator(processor, task.name),
+        data_collator=ShapCACollator(processor, task.name, **(
+            {"relation_cells": data_args.mjere_relation_cells} if task.name == "mjere" else {})),
         compute_metrics=compute_metrics,
         callbacks=callbacks,
         head_learning_rate=model_args.head_learning_rate,

@@ -66,7 +66,7 @@ class TaskSpec:
     input_fields: tuple[str, ...]  # record keys of the pipeline / CLI beyond text|words, image, context
     output_key: str  # key under which the CLI writes the predictions
     usage: str  # pipeline call shown in the card and the README
-    encode_row: Callable[[Mapping], list] | None = None  # dataset row -> label grid (word pairs)
+    encode_row: Callable[..., list] | None = None  # dataset row (+ codec options) -> label grid (word pairs)
     per_type_metrics: tuple[str, ...] = field(default=())
 
     @property
@@ -79,8 +79,8 @@ def _mre_grid(row: Mapping) -> list:
                       (row["tail"]["start"], row["tail"]["end"]), row["relation"])
 
 
-def _mjere_grid(row: Mapping) -> list:
-    return encode_mjere(len(row["words"]), row["entities"], row["triples"])
+def _mjere_grid(row: Mapping, relation_cells: str = "all") -> list:
+    return encode_mjere(len(row["words"]), row["entities"], row["triples"], relation_cells)
 
 
 TASKS: dict[str, TaskSpec] = {

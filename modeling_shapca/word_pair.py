@@ -157,12 +157,30 @@ def decode_mre(grid, head: Sequence[int], tail: Sequence[int]) -> int:
     return int(grid[0][head[0]][tail[0]])
 
 
-def encode_mjere(n: int, entities: Sequence[dict], triples: Sequence[dict]) -> list[list[list[int]]]:
+RELATION_CELLS = ("all", "entity_pairs")
+
+
+def encode_mjere(n: int, entities: Sequence[dict], triples: Sequence[dict],
+                 relation_cells: str = "all") -> list[list[list[int]]]:
     """Three groups (entity, relation_start, relation_end); ids are 0 = None, types / relations
-    shifted by one (`entity["type"]` and `triple["relation"]` are 0-based ids without None)."""
+    shifted by one (`entity["type"]` and `triple["relation"]` are 0-based ids without None).
+
+    `relation_cells` chooses which cells of the two relation groups are trained: `"all"`
+    (every cell, nearly all `None`), or `"entity_pairs"` (only the cells the decoder reads:
+    those between the first words of two gold entities in `relation_start`, between their last
+    words in `relation_end`; the rest is -100). Decoding is the same either way.
+    """
+    if relation_cells not in RELATION_CELLS:
+        raise ValueError(f"relation_cells must be one of {RELATION_CELLS}, got {relation_cells!r}")
     entity = [[0 if i <= j else IGNORE_INDEX for j in range(n)] for i in range(n)]
-    start = [[0] * n for _ in range(n)]
-    end = [[0] * n for _ in range(n)]
+    if relation_cells == "all":
+        start = [[0] * n for _ in range(n)]
+        end = [[0] * n for _ in range(n)]
+    else:
+        firsts = {e["start"] for e in entities}
+        lasts = {e["end"] - 1 for e in entities}
+        start = [[0 if i in firsts and j in firsts else IGNORE_INDEX for j in range(n)] for i in range(n)]
+        end = [[0 if i in lasts and j in lasts else IGNORE_INDEX for j in range(n)] for i in range(n)]
     for e in entities:
         entity[e["start"]][e["end"] - 1] = e["type"] + 1
     for t in triples:

@@ -114,6 +114,10 @@ class DataArguments:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     early_stopping_patience: int = 7
+    mjere_relation_cells: str = field(default="all", metadata={
+        "help": "MJERE: train the relation groups on every grid cell (all) or only on the cells between gold "
+                "entities' first / last words, the cells the decoder reads (entity_pairs).",
+        "choices": ["all", "entity_pairs"]})
     start_over: bool = field(default=False, metadata={
         "help": "Delete the checkpoints in output_dir and train from scratch (default: resume from the last one)."})
 

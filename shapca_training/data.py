@@ -33,12 +33,12 @@ def load_task_dataset(dataset: str, dataset_path=None, raw_dir=None, image_dir=N
 class ShapCACollator:
     """Runs the processor on dataset rows, with word labels (NER) or the task's grid labels."""
 
-    def __init__(self, processor: ShapCAProcessor, task: str):
-        self.processor, self.spec = processor, get_task(task)
+    def __init__(self, processor: ShapCAProcessor, task: str, **codec_options):
+        self.processor, self.spec, self.codec_options = processor, get_task(task), codec_options
 
     def labels(self, rows: list[dict]) -> dict:
         if self.spec.is_word_pair:
-            return {"pair_labels": [self.spec.encode_row(row) for row in rows]}
+            return {"pair_labels": [self.spec.encode_row(row, **self.codec_options) for row in rows]}
         return {"word_labels": [row["tags"] for row in rows]}
 
     def __call__(self, rows: list[dict]) -> dict:

@@ -137,12 +137,26 @@ def _keys(entities, triples):
             sorted((t["head_start"], t["head_end"], t["tail_start"], t["tail_end"], t["relation"]) for t in triples))
 
 
-def test_mjere_codec_on_every_shipped_sample(mjere):
+@pytest.mark.parametrize("cells", ["all", "entity_pairs"])
+def test_mjere_codec_on_every_shipped_sample(mjere, cells):
     for split, data in mjere.items():
         for row in data:
             n = len(row["words"])
-            decoded = decode_mjere(np.array(encode_mjere(n, row["entities"], row["triples"])), n)
+            grid = np.array(encode_mjere(n, row["entities"], row["triples"], relation_cells=cells))
+            decoded = decode_mjere(np.where(grid < 0, 0, grid), n)  # untrained cells read as None
             assert _keys(*decoded) == _keys(row["entities"], row["triples"]), (split, row["id"])
+
+
+def test_entity_pair_cells_train_only_what_the_decoder_reads():
+    entities = [{"start": 0, "end": 2, "type": 0}, {"start": 4, "end": 5, "type": 1}]
+    triples = [{"head_start": 0, "head_end": 2, "tail_start": 4, "tail_end": 5, "relation": 1}]
+    _, start, end = encode_mjere(5, entities, triples, relation_cells="entity_pairs")
+    labelled = {(i, j) for i in range(5) for j in range(5) if start[i][j] != -100}
+    assert labelled == {(0, 0), (0, 4), (4, 0), (4, 4)} and start[0][4] == 2
+    assert {(i, j) for i in range(5) for j in range(5) if end[i][j] != -100} == {(1, 1), (1, 4), (4, 1), (4, 4)}
+    assert end[1][4] == 2
+    with pytest.raises(ValueError, match="relation_cells"):
+        encode_mjere(5, entities, triples, relation_cells="some")
 
 
 @st.composite
