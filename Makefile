@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo app test clean
 
 # torch is pinned in the same pip command as the rest so pip never resolves a CUDA build.
 $(STAMP): setup.py requirements/constraints.txt
@@ -22,8 +22,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) train.py configs/twitter2015-minilm.yaml
 
+# The Gradio app on the model `make demo` trained (http://127.0.0.1:7860).
+app: $(STAMP)
+	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PY) demo/app.py --model outputs/twitter2015-minilm
+
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PY) -m pytest -q tests
 
 clean:
 	rm -rf $(VENV)

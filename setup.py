@@ -34,7 +34,12 @@ setup(
         "safetensors",
         "jinja2",
         "matplotlib",
+        "regex",
     ],
     # pytorch-crf: the reference the CRF tests compare against (the model has its own CRF).
-    extras_require={"dev": ["pytest", "hypothesis", "pytorch-crf>=0.7.2"]},
+    extras_require={
+        "dev": ["pytest", "hypothesis", "pytorch-crf>=0.7.2", "gradio>=6", "gradio_client", "selenium>=4.20"],
+        # the Gradio app (demo/app.py); the browser test drives Debian's chromium with selenium
+        "demo": ["gradio>=6"],
+    },
 )
