@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 from contextlib import nullcontext
 
@@ -52,6 +53,11 @@ SETTINGS = {
                              num_attention_heads=12, intermediate_size=1536),
                    vision=dict(model_type="resnet", embedding_size=32, hidden_sizes=[64, 128], depths=[1, 1]),
                    batch=16, seq=64, words=20, image=224),
+    # the CPU proxy of the launch-bound regime: compute is nothing, dispatch is everything
+    "tiny": dict(text=dict(model_type="bert", vocab_size=1000, hidden_size=16, num_hidden_layers=1,
+                           num_attention_heads=2, intermediate_size=32),
+                 vision=dict(model_type="resnet", embedding_size=8, hidden_sizes=[8, 8], depths=[1, 1]),
+                 batch=2, seq=16, words=5, image=32),
     "quick": dict(text=dict(model_type="bert", vocab_size=1000, hidden_size=32, num_hidden_layers=2,
                             num_attention_heads=2, intermediate_size=64),
                   vision=dict(model_type="resnet", embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]),
@@ -94,10 +100,10 @@ def synthetic_batch(setting: dict, vocab: int, device, group_sizes=None) -> dict
         "input_ids": input_ids,
         "attention_mask": torch.ones(b, seq, dtype=torch.long),
         "token_type_ids": (positions > text_len + 1).long().expand(b, seq).contiguous(),
-        "text_mask": text_mask.long(),
-        "context_mask": context_mask.long(),
+        "text_mask": text_mask.contiguous(),  # bool, as the processor returns them
+        "context_mask": context_mask.contiguous(),
         "word_index": (1 + 2 * torch.arange(n)).expand(b, n).contiguous(),
-        "word_mask": torch.ones(b, n, dtype=torch.long),
+        "word_mask": torch.ones(b, n, dtype=torch.bool),
         "pos_ids": torch.randint(1, 18, (b, n), generator=g),
         "pixel_values": torch.randn(b, 3, setting["image"], setting["image"], generator=g),
         "has_image": torch.ones(b, dtype=torch.bool),
@@ -126,17 +132,77 @@ def cuda_syncs(fn) -> int:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-def timeit(fn, device, iterations: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iterations):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / iterations
+class Timer:
+    """Seconds of `calls` consecutive calls: CUDA events on a GPU (device time of the whole
+    queue, one sync at the end), `perf_counter` on the CPU."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, fn, calls: int) -> float:
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(calls):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1000 / calls
+        begin = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - begin) / calls
+
+
+def warm_up(fn, timer: Timer, minimum: int = 5, maximum: int = 50, tolerance: float = 0.05) -> int:
+    """At least `minimum` calls, then until the last three call times agree within `tolerance`
+    of their median (cuDNN / cuBLAS heuristics, caches and allocator settled)."""
+    times = [timer(fn, 1) for _ in range(minimum)]
+    while len(times) < maximum:
+        last = sorted(times[-3:])
+        if last[-1] - last[0] <= tolerance * last[1]:
+            break
+        times.append(timer(fn, 1))
+    return len(times)
+
+
+def paired(fn_a, fn_b, device, repeats: int = 7, calls: int = 3) -> dict:
+    """Time `fn_a` (Shap-CA) and `fn_b` (backbone only) in alternating repeats (A B, B A, ...),
+    each repeat `calls` calls. Returns each one's median seconds per call and the ratio
+    `b / a` as median, min and max over the paired repeats."""
+    timer = Timer(torch.device(device))
+    warm = warm_up(fn_a, timer) + warm_up(fn_b, timer)
+    a_times, b_times = [], []
+    for r in range(repeats):
+        order = ((fn_a, a_times), (fn_b, b_times)) if r % 2 == 0 else ((fn_b, b_times), (fn_a, a_times))
+        for fn, out in order:
+            out.append(timer(fn, calls))
+    ratios = sorted(b / a for a, b in zip(a_times, b_times))
+    return {"a": statistics.median(a_times), "b": statistics.median(b_times), "ratio": statistics.median(ratios),
+            "ratio_min": ratios[0], "ratio_max": ratios[-1], "repeats": repeats, "warmup_calls": warm}
+
+
+def single(fn, device, repeats: int = 7, calls: int = 3) -> float:
+    timer = Timer(torch.device(device))
+    warm_up(fn, timer)
+    return statistics.median(timer(fn, calls) for _ in range(repeats))
+
+
+def gpu_info() -> dict:
+    """The GPU's name and clocks (nvidia-smi where present)."""
+    if not torch.cuda.is_available():
+        return {}
+    info = {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda}
+    try:
+        import subprocess
+
+        query = "clocks.sm,clocks.max.sm,clocks.mem,power.draw,temperature.gpu"
+        line = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=10).stdout.strip().splitlines()[0]
+        info["clocks"] = dict(zip(query.split(","), [v.strip() for v in line.split(",")]))
+    except (OSError, IndexError, ValueError, subprocess.SubprocessError):
+        pass
+    return info
 
 
 def build(setting: dict, head: str = "ner"):
@@ -150,7 +216,7 @@ def build(setting: dict, head: str = "ner"):
 
 
 def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bool = False,
-        iterations: int = 3, warmup: int = 1, head: str = "ner", gradient_checkpointing: bool = False,
+        iterations: int = 3, repeats: int = 7, head: str = "ner", gradient_checkpointing: bool = False,
         inference_only: bool = False, overrides: dict | None = None) -> dict:
     """Measure one setting (`SETTINGS[setting_name]` updated with `overrides`)."""
     setting = dict(SETTINGS[setting_name], **(overrides or {}))
@@ -208,11 +274,12 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
         "seq": setting["seq"], "words": setting["words"], "gradient_checkpointing": gradient_checkpointing,
         "params_million": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
     }
+    result.update(gpu_info())
     if not inference_only:
         model.train(), backbone.train()
-        t_shapca_train = timeit(shapca_train, device, iterations, warmup)
-        t_backbone_train = timeit(backbone_train, device, iterations, warmup)
-        t_alignment = timeit(alignment_only, device, max(iterations, 20), warmup)
+        train_times = paired(shapca_train, backbone_train, device, repeats, iterations)
+        t_shapca_train, t_backbone_train = train_times["a"], train_times["b"]
+        t_alignment = single(alignment_only, device, repeats, max(iterations, 20))
         counts = {name: count_dispatch(fn) for name, fn in (
             ("shapca", shapca_train), ("backbone", backbone_train), ("alignment", alignment_only))}
         with autocast:
@@ -221,7 +288,9 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
         result.update({
             "shapca_train_samples_per_s": round(b / t_shapca_train, 2),
             "backbone_train_samples_per_s": round(b / t_backbone_train, 2),
-            "train_throughput_ratio": round(t_backbone_train / t_shapca_train, 3),
+            "train_throughput_ratio": round(train_times["ratio"], 3),
+            "train_ratio_spread": [round(train_times["ratio_min"], 3), round(train_times["ratio_max"], 3)],
+            "head_train_ms": round(1000 * (t_shapca_train - t_backbone_train), 3),
             "alignment_fraction_of_train_step": round(t_alignment / t_shapca_train, 4),
             "alignment_ms": round(1000 * t_alignment, 3),
             "head_train_kernels": counts["shapca"].kernels - counts["backbone"].kernels,
@@ -235,13 +304,16 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
             "backbone_activation_mb": round(backbone_bytes / 2**20, 1),
         })
     model.eval(), backbone.eval()
-    t_shapca_infer = timeit(shapca_infer, device, iterations, warmup)
-    t_backbone_infer = timeit(backbone_infer, device, iterations, warmup)
+    infer_times = paired(shapca_infer, backbone_infer, device, repeats, iterations)
+    t_shapca_infer, t_backbone_infer = infer_times["a"], infer_times["b"]
     counts = {name: count_dispatch(fn) for name, fn in (("shapca", shapca_infer), ("backbone", backbone_infer))}
     result.update({
         "shapca_infer_samples_per_s": round(b / t_shapca_infer, 2),
         "backbone_infer_samples_per_s": round(b / t_backbone_infer, 2),
-        "inference_throughput_ratio": round(t_backbone_infer / t_shapca_infer, 3),
+        "inference_throughput_ratio": round(infer_times["ratio"], 3),
+        "inference_ratio_spread": [round(infer_times["ratio_min"], 3), round(infer_times["ratio_max"], 3)],
+        "head_infer_ms": round(1000 * (t_shapca_infer - t_backbone_infer), 3),
+        "repeats": repeats,
         "head_infer_kernels": counts["shapca"].kernels - counts["backbone"].kernels,
         "backbone_infer_kernels": counts["backbone"].kernels,
         "head_infer_syncs": counts["shapca"].syncs - counts["backbone"].syncs,
@@ -261,14 +333,15 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=3, help="calls per timed repeat")
+    parser.add_argument("--repeats", type=int, default=7, help="alternating Shap-CA / backbone repeats (median, spread)")
     args = parser.parse_args(argv)
     overrides = {}
     if args.batch:
         overrides["batch"] = args.batch
     if args.words:  # two subwords per word plus [CLS] [SEP] [SEP] and a context
         overrides.update(words=args.words, seq=max(SETTINGS[args.setting]["seq"], 2 * args.words + 3 + 16))
-    result = run(args.setting, args.device, args.bf16, args.compile, args.iterations, head=args.head,
+    result = run(args.setting, args.device, args.bf16, args.compile, args.iterations, args.repeats, head=args.head,
                  gradient_checkpointing=args.gradient_checkpointing, inference_only=args.inference_only,
                  overrides=overrides)
     print(json.dumps(result))

@@ -9,6 +9,7 @@ utility of the empty coalition is 0. `phi[j, i]` is player `i`'s Shapley value i
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -67,34 +68,42 @@ def _marginals_per_player(sim, orders, tau, player_mask=None) -> torch.Tensor:
     return marginals.gather(-1, inverse.unsqueeze(1).expand_as(marginals))
 
 
-@torch.compiler.disable  # a seeded CPU generator cannot be traced; this small step runs eagerly
-def _cyclic_orders(
-    k: int, generator: torch.Generator | None, device: torch.device, games: int | None = None
-) -> torch.Tensor:
-    """The player orderings Alg. 1 scans: `(rounds, k)`, or `(games, rounds, k)` with one
-    independent random permutation per game.
+@functools.lru_cache(maxsize=64)
+def _roll_index(k: int, device: torch.device) -> torch.Tensor:
+    """`(rounds, k)` gather index of Alg. 1's rolled scans, built once per `k` and device.
 
-    A random permutation `P` and the strides `k//2, k//4, ..., 1`: round `r` scans `P` rolled
-    by the sum of the strides before it (k = 28: strides 14, 7, 3, 1, shifts 0, 14, 21, 24).
-    `k = 1` has no positive stride; it gets one scan (the lone player receives `u(K)`).
-    The orderings are built on the CPU (`generator` is a CPU generator) and moved to `device`
-    in one copy, from pinned memory without blocking on a GPU: a plain `.to("cuda")` of a CPU
-    tensor waits for the device to finish its queued work (a host sync every step).
+    Strides `k//2, k//4, ..., 1`: round `r` scans `P` rolled by the sum of the strides before
+    it (k = 28: strides 14, 7, 3, 1, shifts 0, 14, 21, 24). `k = 1` gets one scan.
     """
-    keys = torch.rand(1 if games is None else games, k, generator=generator)
-    perm = keys.argsort(dim=-1)  # (games, k) uniform random permutations
     strides, stride = [], k // 2
     while stride > 0:
         strides.append(stride)
         stride //= 2
     shifts = torch.tensor([0] + list(itertools.accumulate(strides))[:-1])
     # torch.roll(P, s)[m] == P[(m - s) % k]
-    index = (torch.arange(k)[None, :] - shifts[:, None]) % k  # (rounds, k)
-    orders = perm[:, index]  # (games, rounds, k)
-    if device.type == "cuda":
-        orders = orders.pin_memory().to(device, non_blocking=True)
+    return ((torch.arange(k)[None, :] - shifts[:, None]) % k).to(device)
+
+
+@torch.compiler.disable  # generator draws are not traced; this small step runs eagerly
+def _cyclic_orders(
+    k: int, generator: torch.Generator | None, device: torch.device, games: int | None = None
+) -> torch.Tensor:
+    """The player orderings Alg. 1 scans: `(rounds, k)`, or `(games, rounds, k)` with one
+    independent random permutation per game: a random permutation `P` per game, scanned at
+    the rolls of `_roll_index`.
+
+    The permutations are drawn on `device` (with `generator` when it lives there): no host
+    round trip per step. A CPU generator with a GPU device draws on the CPU and copies once,
+    from pinned memory without blocking.
+    """
+    device = torch.device(device)
+    rows = 1 if games is None else games
+    if generator is None or generator.device == device:
+        perm = torch.rand(rows, k, generator=generator, device=device).argsort(dim=-1)
     else:
-        orders = orders.to(device)
+        perm = torch.rand(rows, k, generator=generator).argsort(dim=-1)
+        perm = perm.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else perm.to(device)
+    orders = perm[:, _roll_index(k, device)]  # (games, rounds, k)
     return orders[0] if games is None else orders
 
 
@@ -120,7 +129,7 @@ def cyclic_shapley(
         sim: `(A, K)` similarities, differentiable; or `(..., A, K)` for several independent
             games at once (each draws its own permutation), e.g. the four alignment directions.
         tau: softmax temperature of Eq. 4.
-        generator: optional CPU `torch.Generator` for the permutations.
+        generator: optional `torch.Generator` for the permutations (best on `sim`'s device).
         player_mask: optional `(K,)` (or `(..., K)`) bool; masked players are null players
             (value 0).
 

@@ -67,7 +67,7 @@ class AdaptiveFusion(nn.Module):
         """Eqs. 9-10: `g = tanh(Linear([X; B]))`, `X' = g * X + (1 - g) * B`."""
         b = bridge.unsqueeze(1).expand_as(features)
         g = torch.tanh(gate(torch.cat([features, b], dim=-1)))
-        return g * features + (1 - g) * b
+        return torch.lerp(b, features, g)  # g * X + (1 - g) * B in one kernel
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape

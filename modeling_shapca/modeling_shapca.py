@@ -76,9 +76,14 @@ class ShapCATokenClassifierOutput(ModelOutput):
 
 def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of `states` `(batch, L, d)` over positions where `mask` `(batch, L)` is True
-    (zero vector where no position is)."""
-    weights = mask.to(states.dtype).unsqueeze(-1)
-    return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+    (zero vector where no position is); `mask` may also be `(batch, S, L)` for `S` segments
+    at once, giving `(batch, S, d)` (one batched matrix product)."""
+    weights = mask.to(states.dtype)
+    squeeze = weights.dim() == 2
+    if squeeze:
+        weights = weights.unsqueeze(1)
+    means = torch.bmm(weights, states) / weights.sum(-1, keepdim=True).clamp(min=1)
+    return means.squeeze(1) if squeeze else means
 
 
 def vision_regions(outputs, grid: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -273,7 +278,7 @@ class ShapCAModel(ShapCAPreTrainedModel):
         if cfg.gather_alignment_features and torch.distributed.is_available() and torch.distributed.is_initialized():
             x_t, x_c, x_v = (_all_gather_with_grad(x) for x in (x_t, x_c, x_v))
             has_context, has_image = (_all_gather(m.to(torch.uint8)).bool() for m in (has_context, has_image))
-        method, generator = cfg.alignment, self.shapley_generator()
+        method, generator = cfg.alignment, self.shapley_generator(x_t.device)
         if cfg.context_in_alignment:
             # Both losses (all four directions) as one batch of games: a fixed, small number
             # of kernels per step whatever the batch size.
@@ -287,16 +292,21 @@ class ShapCAModel(ShapCAPreTrainedModel):
         return semantic, modality
 
     @torch.compiler.disable
-    def shapley_generator(self) -> torch.Generator:
-        """CPU generator of Alg. 1's permutations, seeded from `torch.initial_seed()`.
+    def shapley_generator(self, device: torch.device | None = None) -> torch.Generator:
+        """Generator of Alg. 1's permutations on the device of the features, seeded from
+        `torch.initial_seed()`: the permutations are drawn where they are used, with no host
+        round trip per step.
 
         It is separate from the global RNG so that every rank of a distributed run draws the
         same permutations (dropout consumes the global RNG differently on each rank), which
         keeps the gathered global game identical everywhere.
         """
-        if getattr(self, "_shapley_generator", None) is None:
-            self._shapley_generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
-        return self._shapley_generator
+        device = torch.device("cpu") if device is None else torch.device(device)
+        generator = getattr(self, "_shapley_generator", None)
+        if generator is None or generator.device != device:
+            generator = torch.Generator(device=device).manual_seed(torch.initial_seed() % 2**63)
+            self._shapley_generator = generator
+        return generator
 
     def forward(
         self,
@@ -334,20 +344,21 @@ class ShapCAModel(ShapCAPreTrainedModel):
             has_image = has_image.bool()
         regions, region_mask, pooled_image = self._encode_image(pixel_values, has_image, batch, input_ids.device)
 
-        x_t = self.text_projection(masked_mean(states, text_mask))
-        x_c = self.text_projection(masked_mean(states, context_mask))
-        x_v = None if pooled_image is None else self.vision_projection(pooled_image)
-        semantic = modality = None
-        if compute_alignment:
+        semantic = modality = x_t = x_c = x_v = None
+        if compute_alignment:  # the pooled features serve the alignment only (not computed at inference)
+            # x_t and x_c: one batched masked mean and one projection for both segments
+            x_t, x_c = self.text_projection(masked_mean(states, torch.stack([text_mask, context_mask], 1))).unbind(1)
+            x_v = None if pooled_image is None else self.vision_projection(pooled_image)
             has_context = context_mask.any(dim=1)
             semantic, modality = self._alignment_losses(x_t, x_c, x_v, has_context, has_image)
 
         fused = self.fusion(word_states, states, context_mask, regions, region_mask)
-        positions = torch.arange(word_index.shape[1], device=input_ids.device).expand_as(word_index)
+        # M_p: word j's position embedding is row j of the table (a view: no lookup kernel)
+        position_embeds = self.position_embeddings.weight[: word_index.shape[1]].unsqueeze(0).expand(batch, -1, -1)
         return ShapCAModelOutput(
             word_features=fused,
             pos_embeds=self.pos_embeddings(pos_ids),
-            position_embeds=self.position_embeddings(positions),
+            position_embeds=position_embeds,
             semantic_loss=semantic,
             modality_loss=modality,
             text_embeds=x_t,

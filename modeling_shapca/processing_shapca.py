@@ -335,7 +335,11 @@ class ShapCAProcessor(ProcessorMixin):
             if word_labels is not None:
                 raise ValueError("give word_labels (NER) or pair_labels (word-pair grids), not both")
             data["labels"] = self._pad_grids(words, pair_labels, n_words)
-        return BatchFeature(data=data, tensor_type=return_tensors)
+        batch = BatchFeature(data=data, tensor_type=return_tensors)
+        if return_tensors == "pt":  # masks as bool tensors: the model uses them without a cast
+            for key in ("text_mask", "context_mask", "word_mask"):
+                batch[key] = batch[key].bool()
+        return batch
 
     @staticmethod
     def _pad_grids(words, grids, n_words: int) -> np.ndarray:

@@ -43,3 +43,63 @@ def test_bench_model_inference_only_and_words():
     assert "train_throughput_ratio" not in result and result["inference_throughput_ratio"] > 0
     assert result["head_infer_syncs"] == 0
     assert bench_model.SETTINGS["quick"]["words"] == 10  # overrides do not leak into the table
+
+
+# Kernel-launching operators the head adds to the backbones at the `tiny` setting (CPU proxy
+# of the launch-bound GPU regime), recorded in docs/benchmarks.md. A change that adds kernels
+# fails here: lower the numbers when you remove some.
+KERNEL_BUDGET = {
+    "ner": {"head_train_kernels": 368, "head_infer_kernels": 73, "alignment_kernels": 160},
+    "mre": {"head_train_kernels": 406, "head_infer_kernels": 83, "alignment_kernels": 160},
+    "mjere": {"head_train_kernels": 446, "head_infer_kernels": 91, "alignment_kernels": 160},
+}
+
+
+@pytest.mark.parametrize("head", sorted(KERNEL_BUDGET))
+def test_head_kernel_count_does_not_grow(head):
+    result = bench_model.main(["--setting", "tiny", "--device", "cpu", "--iterations", "1", "--repeats", "1",
+                               "--head", head])
+    for key, budget in KERNEL_BUDGET[head].items():
+        assert result[key] <= budget, f"{head} {key}: {result[key]} kernels > {budget}"
+    assert result["head_train_syncs"] == 0 and result["head_infer_syncs"] == 0
+    assert len(result["train_ratio_spread"]) == 2 and result["repeats"] == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the CPU operator-level test above holds)")
+@pytest.mark.parametrize("head", ["ner", "mjere"])
+def test_no_cuda_sync_added_in_a_train_step_or_inference(head):
+    """PyTorch's sync debug mode counts the synchronising CUDA calls of a Shap-CA train step
+    and inference call; they equal those of the backbones alone (transformers' BERT checks its
+    attention mask once per forward), so the head adds none."""
+    setting = bench_model.SETTINGS["quick"]
+    device = torch.device("cuda")
+    model = bench_model.build(setting, head).to(device)
+    config = model.config
+    backbone = bench_model.BackboneOnly(model.shapca.text_model, model.shapca.vision_model, config.text_hidden_size,
+                                        config.vision_hidden_size, len(bench_model.LABELS)).to(device)
+    batch = bench_model.synthetic_batch(setting, config.text_config.vocab_size, device,
+                                        None if head == "ner" else config.group_sizes)
+    word_labels = batch.pop("word_labels", batch["labels"])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    backbone_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "word_index")}
+
+    def shapca_step():
+        model(**batch).loss.backward()
+
+    def backbone_step():
+        backbone(**backbone_inputs, labels=word_labels).backward()
+
+    @torch.no_grad()
+    def shapca_infer():
+        model(**inputs)
+
+    @torch.no_grad()
+    def backbone_infer():
+        backbone(**backbone_inputs)
+
+    model.train(), backbone.train()
+    shapca_step(), backbone_step()  # warm-up: allocator, generators, cached indices
+    assert bench_model.cuda_syncs(shapca_step) == bench_model.cuda_syncs(backbone_step)
+    model.eval(), backbone.eval()
+    shapca_infer(), backbone_infer()
+    assert bench_model.cuda_syncs(shapca_infer) == bench_model.cuda_syncs(backbone_infer)

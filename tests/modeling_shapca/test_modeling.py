@@ -195,7 +195,9 @@ def test_base_model_output(batch):
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     out = model(**inputs, compute_alignment=False)
     assert out.word_features.shape == (3, 6, 16)
-    assert out.semantic_loss is None and out.image_embeds.shape == (3, 16)
+    assert out.semantic_loss is None and out.image_embeds is None  # pooled features serve the alignment only
+    trained = model(**inputs, compute_alignment=True)
+    assert trained.image_embeds.shape == (3, 16) and trained.text_embeds.shape == (3, 16)
 
 
 def test_cnn_maps_are_pooled_to_the_region_grid():
