@@ -104,6 +104,7 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
         "hyperparameters": {k: results.get("hyperparameters", {}).get(k) for k in HYPERPARAMETERS
                             if k in results.get("hyperparameters", {})},
         "limits": results.get("limits", ""),
+        "confusions": results.get("test_confusions", {}),
     }
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return environment.from_string(TEMPLATE.read_text()).render(**context)

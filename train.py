@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.remove_callback(EarlyStoppingCallback)  # it watches eval_* only; the final evaluations are named
     validation = trainer.evaluate(dataset["validation"], metric_key_prefix="validation") if training_args.do_eval else {}
     test = trainer.evaluate(dataset["test"], metric_key_prefix="test") if training_args.do_predict else {}
+    confusions = getattr(compute_metrics, "details", {}).get("confusions", {}) if test else {}
     for split, metrics in (("validation", validation), ("test", test)):
         if metrics:
             trainer.save_metrics(split, metrics)
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
         "metric": metric_info,
         "validation": validation,
         "test": test,
+        "test_confusions": confusions,  # the most frequent errors on test, "gold -> predicted": count
         "best_checkpoint": Path(best).name if best else None,  # inside output_dir; no local path
         "log_history": trainer.state.log_history,
     }

@@ -5,11 +5,52 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from collections import Counter
+
 import evaluate
 import numpy as np
 
+from modeling_shapca.inference import bio_to_spans
 from modeling_shapca.tasks import get_task
 from modeling_shapca.word_pair import decode_mjere
+
+MISSED, SPURIOUS = "(missed)", "(none)"
+TOP_CONFUSIONS = 10
+
+
+def span_confusions(gold: list[set], predicted: list[set]) -> dict[str, int]:
+    """Errors between gold and predicted `(start, end, type)` spans per sentence, as
+    `"gold -> predicted"` counts: a type confused on the right span, a gold span missed
+    (`PER -> (missed)`), a predicted span that matches no gold span (`(none) -> ORG`)."""
+    counts: Counter = Counter()
+    for gold_spans, pred_spans in zip(gold, predicted):
+        pred_by_span = {(s, e): t for s, e, t in pred_spans}
+        gold_by_span = {(s, e): t for s, e, t in gold_spans}
+        for span, kind in gold_by_span.items():
+            guess = pred_by_span.get(span, MISSED)
+            if guess != kind:
+                counts[f"{kind} -> {guess}"] += 1
+        for span, kind in pred_by_span.items():
+            if span not in gold_by_span:
+                counts[f"{SPURIOUS} -> {kind}"] += 1
+    return dict(counts.most_common(TOP_CONFUSIONS))
+
+
+def per_type_f1(gold: list[set], predicted: list[set], key=lambda item: item[-1]) -> dict[str, float]:
+    """Exact-match F1 per type (the item's last field) over sentences of item sets."""
+    correct, pred_n, gold_n = Counter(), Counter(), Counter()
+    for gold_items, pred_items in zip(gold, predicted):
+        for item in pred_items:
+            pred_n[key(item)] += 1
+            correct[key(item)] += item in gold_items
+        for item in gold_items:
+            gold_n[key(item)] += 1
+    scores = {}
+    for kind in sorted(set(gold_n) | set(pred_n)):
+        p = correct[kind] / pred_n[kind] if pred_n[kind] else 0.0
+        r = correct[kind] / gold_n[kind] if gold_n[kind] else 0.0
+        scores[kind] = 2 * p * r / (p + r) if p + r else 0.0
+    return scores
 
 ROOT = Path(__file__).resolve().parents[1]
 IGNORE_INDEX = -100
@@ -24,7 +65,10 @@ def _mner_metrics(metric, id2label):
             preds.append([id2label[int(t)] for t in pred_row[keep]])
         result = metric.compute(predictions=preds, references=refs, mode="conlleval")
         flat = {"precision": result["precision"], "recall": result["recall"], "f1": result["f1"]}
-        flat.update({f"f1_{k}": result[k]["f1"] for k in ("PER", "LOC", "ORG", "MISC") if k in result})
+        types = sorted({label.partition("-")[2] for label in id2label.values() if "-" in label})
+        flat.update({f"f1_{k}": result[k]["f1"] if k in result else 0.0 for k in types})
+        compute.details = {"confusions": span_confusions([set(bio_to_spans(r)) for r in refs],
+                                                         [set(bio_to_spans(p)) for p in preds])}
         return flat
 
     return compute
@@ -39,10 +83,16 @@ def _mre_metrics(metric, groups):
         pred = [names[int(v)] for v in predictions[:, 0][cells]]
         result = metric.compute(predictions=pred, references=gold, none_label="None", labels=names)
         flat = {k: result[k] for k in ("precision", "recall", "f1", "accuracy")}
-        flat.update({f"f1_{label}": result[label]["f1"] for label in names if label in result})
+        flat.update({f"f1_{label}": result[label]["f1"] if label in result else 0.0
+                     for label in names if label != "None"})
+        confusions = Counter(f"{g} -> {p}" for g, p in zip(gold, pred) if g != p)
+        compute.details = {"confusions": dict(confusions.most_common(TOP_CONFUSIONS))}
         return flat
 
     return compute
+
+
+_PAIR = ("head_start", "head_end", "tail_start", "tail_end")
 
 
 def _mjere_sets(grid: np.ndarray, n: int, types, relations) -> dict:
@@ -64,9 +114,21 @@ def _mjere_metrics(metric, groups):
             preds.append(_mjere_sets(pred, n, types, relations))
             refs.append(_mjere_sets(gold, n, types, relations))
         result = metric.compute(predictions=preds, references=refs)
-        return {"precision": result["triple_precision"], "recall": result["triple_recall"], "f1": result["triple_f1"],
+        flat = {"precision": result["triple_precision"], "recall": result["triple_recall"], "f1": result["triple_f1"],
                 "entity_f1": result["entity_f1"], "pair_f1": result["pair_f1"],
                 "mjere_j": result["mjere_j"], "mjere_e": result["mjere_e"]}
+        gold_entities = [{(e["start"], e["end"], e["type"]) for e in r["entities"]} for r in refs]
+        pred_entities = [{(e["start"], e["end"], e["type"]) for e in p["entities"]} for p in preds]
+        gold_triples = [{(*(t[k] for k in _PAIR), t["relation"]) for t in r["triples"]} for r in refs]
+        pred_triples = [{(*(t[k] for k in _PAIR), t["relation"]) for t in p["triples"]} for p in preds]
+        flat.update({f"f1_{kind}": value for kind, value in per_type_f1(gold_entities, pred_entities).items()})
+        flat.update({f"f1_{kind}": value for kind, value in per_type_f1(gold_triples, pred_triples).items()})
+        # relations confused on the right entity pair: the pair (4 ints) as the "span"
+        pair = [{((t[0], t[1]), (t[2], t[3]), t[4]) for t in rows} for rows in gold_triples]
+        pair_pred = [{((t[0], t[1]), (t[2], t[3]), t[4]) for t in rows} for rows in pred_triples]
+        compute.details = {"confusions": {**span_confusions(gold_entities, pred_entities),
+                                          **{f"relation {k}": v for k, v in span_confusions(pair, pair_pred).items()}}}
+        return flat
 
     return compute
 
@@ -90,6 +152,8 @@ def make_compute_metrics(task: str, config) -> tuple:
         compute, args = _mjere_metrics(metric, config.label_groups), {"f1": "triple_f1 (MJERE_j)"}
 
     def compute_metrics(eval_pred):
-        return compute(eval_pred.predictions, eval_pred.label_ids)
+        scores = compute(eval_pred.predictions, eval_pred.label_ids)
+        compute_metrics.details = getattr(compute, "details", {})  # the last evaluation's confusions
+        return scores
 
     return compute_metrics, {"module": f"metrics/{spec.metric}", "name": spec.metric_name, **args}

@@ -115,3 +115,13 @@ def test_add_batch_in_chunks_equals_one_call(mjere, mner):
     mjere.add_batch(predictions=[gold], references=[gold])
     mjere.add_batch(predictions=[miss], references=[gold])
     assert mjere.compute() == one
+
+
+def test_confusions_and_per_type_f1():
+    from shapca_training.scoring import per_type_f1, span_confusions
+
+    gold = [{(0, 2, "PER"), (3, 4, "LOC")}, {(0, 1, "ORG")}]
+    pred = [{(0, 2, "ORG"), (5, 6, "MISC")}, {(0, 1, "ORG")}]
+    assert span_confusions(gold, pred) == {"PER -> ORG": 1, "LOC -> (missed)": 1, "(none) -> MISC": 1}
+    scores = per_type_f1(gold, pred)
+    assert scores == {"LOC": 0.0, "MISC": 0.0, "ORG": 2 * 0.5 * 1.0 / 1.5, "PER": 0.0}
