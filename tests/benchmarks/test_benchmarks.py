@@ -103,3 +103,20 @@ def test_no_cuda_sync_added_in_a_train_step_or_inference(head):
     model.eval(), backbone.eval()
     shapca_infer(), backbone_infer()
     assert bench_model.cuda_syncs(shapca_infer) == bench_model.cuda_syncs(backbone_infer)
+
+
+def test_run_seeds_table_skips_existing_runs(tmp_path, monkeypatch):
+    import json as _json
+
+    from benchmarks import run_seeds
+
+    for seed, f1 in ((42, 0.70), (43, 0.72)):
+        folder = run_seeds.run_dir(tmp_path, "twitter2015", seed)
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(_json.dumps({"test": {"test_f1": f1}}))
+    calls = []
+    monkeypatch.setattr(run_seeds.subprocess, "run", lambda command, **kwargs: calls.append(command))
+    text = run_seeds.main(["--datasets", "twitter2015", "--runs-dir", str(tmp_path)])
+    assert len(calls) == 1 and "--seed" in calls[0] and calls[0][calls[0].index("--seed") + 1] == "44"
+    assert "| twitter2015 | test F1 | 70.00 | 72.00 | – | 71.00 ± 1.41 (2) |" in text
+    assert (tmp_path / "seeds.md").read_text() == text
