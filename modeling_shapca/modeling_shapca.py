@@ -147,7 +147,7 @@ class ShapCAPreTrainedModel(PreTrainedModel):
 
     def predict(self, inputs, images=None, contexts=None, pairs=None, batch_size: int = 32, processor=None,
                 is_split_into_words: bool | None = None, dtype: torch.dtype | None = None,
-                trust_remote_code: bool | None = None):
+                trust_remote_code: bool | None = None, show_progress: bool | None = None):
         """Predictions for one input or a batch: a thin convenience over `ShapCAPipeline`
         (`pipeline_shapca.py`), returning exactly the pipeline's records.
 
@@ -161,6 +161,7 @@ class ShapCAPreTrainedModel(PreTrainedModel):
             processor: defaults to the processor saved next to the weights, loaded with the
                 consent the model was loaded with (`trust_remote_code` overrides it).
             dtype: e.g. `torch.bfloat16` to run under autocast on a GPU.
+            show_progress: a progress bar (default: for more than 256 inputs).
 
         Returns:
             NER: per input, `[{"entity_group", "score", "word", "start", "end"}]`; MRE: per input,
@@ -183,7 +184,17 @@ class ShapCAPreTrainedModel(PreTrainedModel):
             processor = processor or load_processor(self, trust_remote_code)
             self._cached_pipeline = ShapCAPipeline(model=self, processor=processor, device=self.device,
                                                    task=get_task(self.config.task).pipeline_task)
-        outputs = self._cached_pipeline(records, batch_size=batch_size, autocast_dtype=dtype)
+        chunk = batch_size * 8
+        if show_progress is None:
+            show_progress = len(records) > 256
+        outputs = []
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(records), desc="predict", unit="input", disable=not show_progress) as bar:
+            for start in range(0, len(records), chunk):  # the pipeline batches within each chunk
+                outputs += self._cached_pipeline(records[start:start + chunk], batch_size=batch_size,
+                                                 autocast_dtype=dtype)
+                bar.update(min(chunk, len(records) - start))
         return outputs[0] if single else outputs
 
     def _init_weights(self, module):
