@@ -147,7 +147,8 @@ class ShapCAPreTrainedModel(PreTrainedModel):
 
     def predict(self, inputs, images=None, contexts=None, pairs=None, batch_size: int = 32, processor=None,
                 is_split_into_words: bool | None = None, dtype: torch.dtype | None = None,
-                trust_remote_code: bool | None = None, show_progress: bool | None = None):
+                trust_remote_code: bool | None = None, show_progress: bool | None = None,
+                compile: bool | str = False):
         """Predictions for one input or a batch: a thin convenience over `ShapCAPipeline`
         (`pipeline_shapca.py`), returning exactly the pipeline's records.
 
@@ -162,6 +163,10 @@ class ShapCAPreTrainedModel(PreTrainedModel):
                 consent the model was loaded with (`trust_remote_code` overrides it).
             dtype: e.g. `torch.bfloat16` to run under autocast on a GPU.
             show_progress: a progress bar (default: for more than 256 inputs).
+            compile: run a captured model (`torch.compile`, CUDA graphs on a GPU) on inputs padded
+                to shape buckets: fewer kernel launches per call once compiled, at a one-time
+                compile cost per shape (see docs/benchmarks.md); a string names another
+                `torch.compile` backend (e.g. "aot_eager").
 
         Returns:
             NER: per input, `[{"entity_group", "score", "word", "start", "end"}]`; MRE: per input,
@@ -193,7 +198,7 @@ class ShapCAPreTrainedModel(PreTrainedModel):
         with tqdm(total=len(records), desc="predict", unit="input", disable=not show_progress) as bar:
             for start in range(0, len(records), chunk):  # the pipeline batches within each chunk
                 outputs += self._cached_pipeline(records[start:start + chunk], batch_size=batch_size,
-                                                 autocast_dtype=dtype)
+                                                 autocast_dtype=dtype, compile=compile)
                 bar.update(min(chunk, len(records) - start))
         return outputs[0] if single else outputs
 

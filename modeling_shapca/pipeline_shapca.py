@@ -123,7 +123,7 @@ class ShapCAPipeline(Pipeline):
 
     # ------------------------------------------------------------------ parameters
     def _sanitize_parameters(self, image=None, context=None, pairs=None, generate_contexts=None,
-                             autocast_dtype=None, **kwargs):
+                             autocast_dtype=None, compile=None, **kwargs):
         if kwargs:
             raise TypeError(f"unexpected argument(s) {sorted(kwargs)} for the Shap-CA pipeline")
         preprocess = {k: v for k, v in (("image", image), ("context", context), ("pairs", pairs)) if v is not None}
@@ -132,6 +132,8 @@ class ShapCAPipeline(Pipeline):
             forward["generate_contexts"] = bool(generate_contexts)
         if autocast_dtype is not None:
             forward["autocast_dtype"] = autocast_dtype
+        if compile is not None:
+            forward["compile"] = compile if isinstance(compile, str) else bool(compile)
         return preprocess, forward, {}
 
     def __call__(self, inputs, *args, batch_size=None, **kwargs):
@@ -166,7 +168,25 @@ class ShapCAPipeline(Pipeline):
     def _collate(self, records: list[dict]) -> dict:
         return {"records": records}
 
-    def _forward(self, model_inputs: dict, generate_contexts: bool = True, autocast_dtype=None) -> dict:
+    # Shape buckets of the captured path: subwords and words padded up to these multiples.
+    BUCKETS = {"pad_to_multiple_of": 32, "words_pad_to_multiple_of": 8}
+
+    def compiled_model(self, backend: str | bool = True):
+        """The model under `torch.compile` (inductor with CUDA graphs on a GPU: mode
+        "reduce-overhead"; a backend name such as "aot_eager" instead), built on first use;
+        inputs are padded to shape buckets so it meets few shapes."""
+        compiled = getattr(self, "_compiled", {})
+        if backend not in compiled:
+            if isinstance(backend, str):
+                compiled[backend] = torch.compile(self.model, backend=backend, dynamic=False)
+            else:
+                mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+                compiled[backend] = torch.compile(self.model, mode=mode, dynamic=False)
+            self._compiled = compiled
+        return compiled[backend]
+
+    def _forward(self, model_inputs: dict, generate_contexts: bool = True, autocast_dtype=None,
+                 compile: bool | str = False) -> dict:
         records = model_inputs["records"]
         todo = [i for i, r in enumerate(records) if r["words"]]
         if generate_contexts and self.processor.context_generator:
@@ -178,10 +198,11 @@ class ShapCAPipeline(Pipeline):
                     records[i]["context"] = context
         out: dict[str, Any] = {}
         if todo:
-            encoded = self._encode([records[i] for i in todo])
+            encoded = self._encode([records[i] for i in todo], **(self.BUCKETS if compile else {}))
             context = torch.autocast(self.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
             with eval_mode(self.model), context:
-                outputs = self.model(**encoded.to(self.device))
+                model = self.compiled_model(compile) if compile else self.model
+                outputs = model(**encoded.to(self.device))
             n = encoded["word_mask"].shape[1]
             if self.spec.is_word_pair:
                 probs = outputs.logits.float().exp()
@@ -199,10 +220,10 @@ class ShapCAPipeline(Pipeline):
         out["records"] = [{k: r[k] for k in ("text", "words", "offsets", "pairs")} for r in records]
         return out
 
-    def _encode(self, records: list[dict]):
+    def _encode(self, records: list[dict], **padding):
         """The processor on a batch; an error is re-raised naming the input it comes from."""
         kwargs = dict(words=[r["words"] for r in records], contexts=[r["context"] for r in records],
-                      images=[r["image"] for r in records], return_tensors="pt")
+                      images=[r["image"] for r in records], return_tensors="pt", **padding)
         try:
             return self.processor(**kwargs)
         except (ValueError, TypeError):

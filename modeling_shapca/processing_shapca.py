@@ -48,6 +48,11 @@ def _load_spacy(name: str):
     return spacy.load(name, exclude=["parser", "lemmatizer", "ner"])
 
 
+def _round_up(length: int, multiple: int | None) -> int:
+    """`length` padded up to a multiple (fixed shape buckets for captured inference)."""
+    return length if not multiple else -(-length // multiple) * multiple
+
+
 class PosTagger:
     """Universal POS tags of pre-split sentences with a spaCy pipeline (loaded on first use)."""
 
@@ -287,9 +292,14 @@ class ShapCAProcessor(ProcessorMixin):
         label2id: Mapping[str, int] | None = None,
         pair_labels=None,
         return_tensors: str | None = "pt",
+        pad_to_multiple_of: int | None = None,
+        words_pad_to_multiple_of: int | None = None,
         **kwargs,
     ) -> BatchFeature:
-        """Encode a batch; see the module docstring for the fields and the error rules."""
+        """Encode a batch; see the module docstring for the fields and the error rules.
+
+        `pad_to_multiple_of` / `words_pad_to_multiple_of` pad the subword and word dimensions up
+        to multiples (shape buckets, so that a compiled model meets few shapes)."""
         if words is None:
             raise ValueError("ShapCAProcessor needs `words` (a list of word lists)")
         words = self._check_words(words)
@@ -307,8 +317,8 @@ class ShapCAProcessor(ProcessorMixin):
         if len(pos_tags) != batch_size or any(len(p) != len(w) for p, w in zip(pos_tags, words)):
             raise ValueError("`pos_tags` must give one tag per word of every example")
 
-        seq_len = max(len(ids) for ids in rows["input_ids"])
-        n_words = max(len(w) for w in words)
+        seq_len = _round_up(max(len(ids) for ids in rows["input_ids"]), pad_to_multiple_of)
+        n_words = _round_up(max(len(w) for w in words), words_pad_to_multiple_of)
         pad_id = self.tokenizer.pad_token_id or 0
 
         def pad(values, length, value):

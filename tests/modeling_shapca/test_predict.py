@@ -127,3 +127,18 @@ def test_predict_cli(trained_model_dir, tmp_path):
     inputs.write_text('{"id": "a", "text": "x"}\n{"id": "b"}\n')
     with pytest.raises(ValueError, match="in.jsonl:2: expected an object"):
         predict_cli.main([str(trained_model_dir), "--input", str(inputs), "--output", str(out)])
+
+
+def test_captured_inference_path_gives_the_same_records(model):
+    """predict(compile=True): inputs padded to shape buckets and a compiled model; the padded
+    words and subwords change nothing (same tags, scores within float noise)."""
+    import torch._dynamo
+
+    texts = ["Kevin Durant scores in Oakland", "Go #Bears", "Paris floods again today after the storm"]
+    eager = model.predict(texts, batch_size=2)
+    torch._dynamo.reset()
+    compiled = model.predict(texts, batch_size=2, compile="aot_eager")  # traced like inductor, no codegen (fast)
+    strip = lambda rows: [[{k: v for k, v in e.items() if k != "score"} for e in row] for row in rows]  # noqa: E731
+    assert strip(compiled) == strip(eager)
+    assert [e["score"] for r in compiled for e in r] == pytest.approx([e["score"] for r in eager for e in r], abs=1e-4)
+    torch._dynamo.reset()
