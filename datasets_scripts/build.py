@@ -195,7 +195,11 @@ def load_built(path) -> tuple[datasets.DatasetDict, dict | None]:
         info_file = folder / DATASET_INFO_FILE
         settings = json.loads(info_file.read_text())["context_settings"] if info_file.exists() else None
         if (folder / "dataset_dict.json").exists():
-            return datasets.load_from_disk(str(folder)), settings
+            try:
+                return datasets.load_from_disk(str(folder)), settings
+            except (IndexError, FileNotFoundError) as error:  # datasets cannot read back an empty split
+                raise ValueError(f"{folder}: the saved dataset cannot be read ({type(error).__name__}: {error}); "
+                                 "a split saved empty is the usual cause: rebuild it") from error
         parquet = {split: sorted(str(p) for p in (folder / "data").glob(f"{split}-*.parquet"))
                    for split in ("train", "validation", "test")}
         if all(parquet.values()):

@@ -153,6 +153,18 @@ def test_errors_before_any_heavy_work(tiny_text_model, tmp_path):
     build.main(["twitter2015", "--raw-dir", str(raw), "--output-dir", str(tmp_path / "built")])
     with pytest.raises(ValueError, match="lacks the columns \\['head', 'tail', 'relation'\\]"):
         run(tiny_text_model, tmp_path / "a", "--dataset_path", str(tmp_path / "built"), "--dataset", "mnre")
+    import datasets
+
+    built = datasets.load_from_disk(str(tmp_path / "built"))
+    built["validation"] = built["validation"].select([])
+    built.save_to_disk(str(tmp_path / "empty-validation"))
+    with pytest.raises(ValueError, match="cannot be read .*a split saved empty"):
+        run(tiny_text_model, tmp_path / "e", "--dataset_path", str(tmp_path / "empty-validation"))
+    assert not (tmp_path / "e" / "model.safetensors").exists()
+    from shapca_training.data import check_dataset
+
+    with pytest.raises(ValueError, match="the 'validation' split is empty"):
+        check_dataset(built, "twitter2015", "ner")
     with pytest.raises(SystemExit, match="is not a checkpoint folder"):
         run(tiny_text_model, tmp_path / "b", "--resume_from_checkpoint", str(tmp_path / "nope"))
     assert not (tmp_path / "b").exists()

@@ -291,3 +291,29 @@ def test_mjere_predict_output_shape(processor):
         assert "Kevin Durant joins the Warriors"[entity["start"]:entity["end"]] == entity["word"]
     with pytest.raises(ValueError, match="not inside the 2 words"):
         make_wp_model("mre").eval().predict("Kevin Durant", pairs=[((0, 1), (1, 3))], processor=processor)
+
+
+def test_pipeline_scores_are_the_model_cell_probabilities(processor):
+    """MRE: a relation's score is the softmax probability of its label in the pair's cell;
+    MJERE: an entity's is its type's probability on its boundary cell."""
+    words = ["Kevin", "Durant", "joins", "the", "Warriors"]
+    mre = make_wp_model("mre").eval()
+    out = mre.predict(words, pairs=[[[0, 2], [4, 5]]], processor=processor)[0]
+    with torch.no_grad():
+        probs = mre(**processor(words=[words])).logits[0].exp()  # (n, n, labels)
+    label = MRE_GROUPS["relation"].index(out["label"])
+    assert out["score"] == pytest.approx(float(probs[0, 4, label]), abs=1e-6)
+    assert out["score"] == pytest.approx(float(probs[0, 4].max()), abs=1e-6)  # the argmax label
+    mjere = make_wp_model("mjere").eval()
+    with torch.no_grad():
+        mjere.pair_layer.joint_head.bias[1] += 30.0  # every boundary cell says entity type 1
+    result = mjere.predict(words, processor=processor)
+    with torch.no_grad():
+        probs = mjere(**processor(words=[words])).logits[0].exp()
+    starts = {(e["start"], e["end"]): e for e in result["entities"]}
+    assert starts and all(e["entity_group"] == MJERE_GROUPS["entity"][1] for e in starts.values())
+    offsets = [0, 6, 13, 19, 23]
+    for entity in result["entities"]:
+        first = offsets.index(entity["start"])
+        last = max(i for i, o in enumerate(offsets) if o < entity["end"])
+        assert entity["score"] == pytest.approx(float(probs[first, last, 1]), abs=1e-6)
