@@ -72,6 +72,10 @@ def shipped_examples(task: str, count: int = 3) -> list[dict]:
         return []
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 class InputError(ValueError):
     """Bad input, shown as a message in the page."""
 
@@ -168,11 +172,11 @@ class DemoApp:
         if position < len(text):
             highlighted.append((text[position:], None))
         if task == "ner":
-            found = f"{len(output)} {'entity' if len(output) == 1 else 'entities'}"
+            found = _count(len(output), "entity", "entities")
         elif task == "mre":
             found = ", ".join(f"{r['head']['word']} -> {r['tail']['word']}: {r['label']}" for r in output)
         else:
-            found = f"{len(output['entities'])} entities, {len(rows)} relations"
+            found = f"{_count(len(output['entities']), 'entity', 'entities')}, {_count(len(rows), 'relation', 'relations')}"
         return highlighted, rows, f"Done: {found}."
 
     def build(self, title: str = "Shap-CA: multimodal information extraction"):

@@ -120,3 +120,19 @@ def test_run_seeds_table_skips_existing_runs(tmp_path, monkeypatch):
     assert len(calls) == 1 and "--seed" in calls[0] and calls[0][calls[0].index("--seed") + 1] == "44"
     assert "| twitter2015 | test F1 | 70.00 | 72.00 | – | 71.00 ± 1.41 (2) |" in text
     assert (tmp_path / "seeds.md").read_text() == text
+
+
+def test_synthetic_multimodal_quick_images_and_contexts_decide_the_types(tmp_path):
+    """The quick synthetic benchmark: entity types are only in the image and the context.
+    With them Shap-CA reads the types; without them it can only guess (chance: 25 F1); the
+    alignment losses are non-zero and fall during training."""
+    from benchmarks import synthetic_multimodal
+
+    rows = {r["variant"]: r for r in synthetic_multimodal.main(["--quick", "--work-dir", str(tmp_path)])}
+    full, text_only = rows["images + contexts (Shap-CA)"], rows["neither (text only)"]
+    assert full["test_f1"] >= 60.0 and text_only["test_f1"] <= 40.0
+    assert full["test_f1"] - text_only["test_f1"] >= 30.0
+    for loss in ("semantic_loss", "modality_loss"):
+        first, last = full[loss]
+        assert first != 0 and last < first
+        assert text_only[loss] == [0.0, 0.0]
