@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 
 import shutil
+import warnings
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -78,10 +79,14 @@ def describe(generator: ContextGenerator, images: list[Image.Image]) -> list[str
 
 
 def _open(path: Path) -> tuple[Image.Image | None, str | None]:
+    """An RGB image, or the reason it cannot be read (corrupt, or over PIL's size guard)."""
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB"), None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.convert("RGB"), None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as error:
         return None, f"{type(error).__name__}: {error}"
 
 
