@@ -108,6 +108,17 @@ def tiny_text_model(tmp_path_factory):
     return str(path)
 
 
+TWITTER_SAMPLE = "IMGID:11\nKevin\tB-PER\nDurant\tI-PER\n\nIMGID:12\nin\tO\nParis\tB-LOC\n"
+
+
+def raw_twitter(folder: Path, text: str = TWITTER_SAMPLE, empty: str | None = None) -> Path:
+    """A Twitter-format raw folder with the same two sentences in every split (or `empty`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        (folder / name).write_text("" if name == empty else text, encoding="utf-8")
+    return folder
+
+
 def base_args(text_model, output_dir, *extra):
     return [
         str(ROOT / "configs" / "twitter2015-minilm.yaml"),

@@ -20,21 +20,11 @@ from datasets_scripts import build
 from modeling_shapca import ShapCAForTokenClassification
 from modeling_shapca import predict as predict_cli
 from modeling_shapca.inference import tokenize_with_offsets
-from tests.conftest import random_image
-
-TWITTER = "IMGID:11\nKevin\tB-PER\nDurant\tI-PER\n\nIMGID:12\nin\tO\nParis\tB-LOC\n"
-
+from tests.conftest import random_image, raw_twitter
 
 @pytest.fixture(scope="module")
 def model(trained_model_dir):
     return ShapCAForTokenClassification.from_pretrained(trained_model_dir).eval()
-
-
-def raw_twitter(folder, text=TWITTER, empty=None):
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("train.txt", "valid.txt", "test.txt"):
-        (folder / name).write_text("" if name == empty else text, encoding="utf-8")
-    return folder
 
 
 # ----------------------------------------------------------------------------- datasets

@@ -11,7 +11,7 @@ import transformers
 
 import train
 from shapca_training.trainer import parameter_groups
-from tests.conftest import MINILM_PATH, base_args, tiny_config, tiny_text_config
+from tests.conftest import MINILM_PATH, base_args, raw_twitter, tiny_config, tiny_text_config
 
 def test_yaml_and_overrides():
     model_args, shapca_args, data_args, training_args = train.parse_arguments(
@@ -141,10 +141,7 @@ def test_word_pair_end_to_end(tiny_text_model, tmp_path, dataset, metric, checkp
 def test_train_from_a_built_dataset_folder(tiny_text_model, tmp_path):
     from datasets_scripts import build
 
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for name in ("train.txt", "valid.txt", "test.txt"):
-        (raw / name).write_text("IMGID:1\nKevin\tB-PER\nDurant\tI-PER\n\nIMGID:2\nin\tO\nParis\tB-LOC\n", encoding="utf-8")
+    raw = raw_twitter(tmp_path / "raw")
     build.main(["twitter2015", "--raw-dir", str(raw), "--output-dir", str(tmp_path / "built")])
     results = train.main(base_args(tiny_text_model, tmp_path / "run", "--dataset_path", str(tmp_path / "built"),
                                    "--num_train_epochs", "1"))

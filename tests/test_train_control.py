@@ -15,7 +15,7 @@ import train
 from modeling_shapca import ShapCAConfig
 from shapca_training import arguments
 from shapca_training.trainer import ShapCATrainer
-from tests.conftest import base_args
+from tests.conftest import base_args, raw_twitter
 
 
 def run(tiny_text_model, out, *extra, config="twitter2015"):
@@ -146,10 +146,7 @@ def test_optim_is_honoured_with_two_learning_rates(tiny_text_model, tmp_path):
 def test_errors_before_any_heavy_work(tiny_text_model, tmp_path):
     from datasets_scripts import build
 
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for name in ("train.txt", "valid.txt", "test.txt"):
-        (raw / name).write_text("IMGID:1\nKevin\tB-PER\n\nIMGID:2\nParis\tB-LOC\n", encoding="utf-8")
+    raw = raw_twitter(tmp_path / "raw")
     build.main(["twitter2015", "--raw-dir", str(raw), "--output-dir", str(tmp_path / "built")])
     with pytest.raises(ValueError, match="lacks the columns \\['head', 'tail', 'relation'\\]"):
         run(tiny_text_model, tmp_path / "a", "--dataset_path", str(tmp_path / "built"), "--dataset", "mnre")
