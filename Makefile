@@ -27,7 +27,7 @@ app: $(STAMP)
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PY) demo/app.py --model outputs/twitter2015-minilm
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PY) -m pytest -q -rs tests
 
 clean:
 	rm -rf $(VENV)
