@@ -189,17 +189,9 @@ class ShapCAPreTrainedModel(PreTrainedModel):
             processor = processor or load_processor(self, trust_remote_code)
             self._cached_pipeline = ShapCAPipeline(model=self, processor=processor, device=self.device,
                                                    task=get_task(self.config.task).pipeline_task)
-        chunk = batch_size * 8
-        if show_progress is None:
-            show_progress = len(records) > 256
-        outputs = []
-        from tqdm.auto import tqdm
-
-        with tqdm(total=len(records), desc="predict", unit="input", disable=not show_progress) as bar:
-            for start in range(0, len(records), chunk):  # the pipeline batches within each chunk
-                outputs += self._cached_pipeline(records[start:start + chunk], batch_size=batch_size,
-                                                 autocast_dtype=dtype, compile=compile)
-                bar.update(min(chunk, len(records) - start))
+        pipe = self._cached_pipeline
+        pipe.PROGRESS_FROM = (257 if show_progress is None else (0 if show_progress else len(records) + 1))
+        outputs = pipe(records, batch_size=batch_size, autocast_dtype=dtype, compile=compile)
         return outputs[0] if single else outputs
 
     def _init_weights(self, module):

@@ -168,6 +168,8 @@ class ShapCAPipeline(Pipeline):
     def _collate(self, records: list[dict]) -> dict:
         return {"records": records}
 
+    PROGRESS_FROM = 256  # inputs in one call from which a progress bar is shown
+
     # Shape buckets of the captured path: subwords and words padded up to these multiples.
     BUCKETS = {"pad_to_multiple_of": 32, "words_pad_to_multiple_of": 8}
 
@@ -301,7 +303,12 @@ class ShapCAPipeline(Pipeline):
         dataset = PipelineDataset(inputs, self.preprocess, preprocess_params)
         loader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=self._collate)
         model_iterator = PipelineIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
-        return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
+        outputs = PipelineIterator(model_iterator, self.postprocess, postprocess_params)
+        if len(inputs) >= self.PROGRESS_FROM:  # a progress bar on long inputs
+            from tqdm.auto import tqdm
+
+            return tqdm(outputs, total=len(inputs), desc=self.spec.pipeline_task, unit="input")
+        return outputs
 
     def run_single(self, inputs, preprocess_params, forward_params, postprocess_params):
         outputs = self.forward(self._collate([self.preprocess(inputs, **preprocess_params)]), **forward_params)

@@ -112,6 +112,7 @@ def main(argv=None) -> int:
     if torch.cuda.is_available():
         model = model.cuda()
     pipe = build_pipeline(model, args.trust_remote_code)
+    pipe.PROGRESS_FROM = len(entries) + 1  # the CLI shows its own progress over the whole file
     output_key = pipe.spec.output_key
     dtype = torch.bfloat16 if args.bf16 else None
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -142,3 +142,10 @@ def test_captured_inference_path_gives_the_same_records(model):
     assert strip(compiled) == strip(eager)
     assert [e["score"] for r in compiled for e in r] == pytest.approx([e["score"] for r in eager for e in r], abs=1e-4)
     torch._dynamo.reset()
+
+
+def test_progress_bar_on_long_inputs(model, capsys):
+    model.predict(["Kevin Durant"] * 3, show_progress=True)
+    assert "multimodal-ner" in capsys.readouterr().err
+    model.predict(["Kevin Durant"] * 3)
+    assert "multimodal-ner" not in capsys.readouterr().err
