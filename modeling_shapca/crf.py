@@ -150,6 +150,17 @@ def crf_path_score(
     )
 
 
+def _constrained(start_transitions, transitions, allowed_start=None, allowed_transitions=None):
+    """fp32 start and transition scores with the forbidden ones (see `bio_constraints`) set to
+    a score no path can overcome: the constraints of decoding, shared by the marginals."""
+    start, trans = start_transitions.float(), transitions.float()
+    if allowed_start is not None:
+        start = start.masked_fill(~allowed_start, _FORBIDDEN)
+    if allowed_transitions is not None:
+        trans = trans.masked_fill(~allowed_transitions, _FORBIDDEN)
+    return start, trans
+
+
 def viterbi_decode(
     emissions: torch.Tensor,
     mask: torch.Tensor,
@@ -172,12 +183,7 @@ def viterbi_decode(
         `(batch, n)` long tags, `pad_value` where `mask` is False.
     """
     emissions = emissions.float()
-    start = start_transitions.float()
-    trans = transitions.float()
-    if allowed_start is not None:
-        start = start.masked_fill(~allowed_start, _FORBIDDEN)
-    if allowed_transitions is not None:
-        trans = trans.masked_fill(~allowed_transitions, _FORBIDDEN)
+    start, trans = _constrained(start_transitions, transitions, allowed_start, allowed_transitions)
     batch, length, num_tags = emissions.shape
     first = (start + emissions[:, 0]).unsqueeze(1)  # (batch, 1, T)
     if length > 1:
@@ -216,11 +222,7 @@ def crf_marginals(
     the gradient of the forward algorithm), so the log-depth partition function gives them in
     one backward pass; this runs under `torch.enable_grad()` even inside `no_grad` inference.
     """
-    start, trans = start_transitions.float().detach(), transitions.float().detach()
-    if allowed_start is not None:
-        start = start.masked_fill(~allowed_start, _FORBIDDEN)
-    if allowed_transitions is not None:
-        trans = trans.masked_fill(~allowed_transitions, _FORBIDDEN)
+    start, trans = _constrained(start_transitions.detach(), transitions.detach(), allowed_start, allowed_transitions)
     with torch.enable_grad():
         scores = emissions.detach().float().requires_grad_(True)
         log_z = crf_log_partition(scores, mask.bool(), start, end_transitions.float().detach(), trans)
