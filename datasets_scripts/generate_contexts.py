@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from modeling_shapca.context_generation import (
     DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, DEFAULT_TEMPERATURE, ContextGenerator, ContextSettings,
 )
+from modeling_shapca.inference import check_positive_int
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 logger = logging.getLogger("shapca.generate_contexts")
@@ -96,8 +97,7 @@ def generate(
     limit: int | None = None, generator: ContextGenerator | None = None, trust_remote_code: bool = False,
 ) -> dict:
     """Generate the missing contexts of `image_dir` into `output`; returns counts."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int(batch_size, "batch_size")
     settings = ContextSettings(model_name, prompt, max_new_tokens, temperature)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,13 @@ def load_image(image, name: str):
     raise TypeError(f"{name}: 'image' must be a PIL image, a path, a URL or None, got {type(image).__name__}")
 
 
+def check_positive_int(value, name: str) -> int:
+    """A count given by the caller (batch sizes): a positive int, not a bool, float or string."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
 def check_pairs(pairs, n_words: int, name: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """MRE candidate pairs: a list of `[head, tail]`, each a word span `[start, end)` of ints
     with `0 <= start < end <= n_words`."""

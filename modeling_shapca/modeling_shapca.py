@@ -162,7 +162,7 @@ class ShapCAPreTrainedModel(PreTrainedModel):
             processor: defaults to the processor saved next to the weights, loaded with the
                 consent the model was loaded with (`trust_remote_code` overrides it).
             dtype: e.g. `torch.bfloat16` to run under autocast on a GPU.
-            show_progress: a progress bar (default: for more than 256 inputs).
+            show_progress: a progress bar (default: from 256 inputs on).
             compile: run a captured model (`torch.compile`, CUDA graphs on a GPU) on inputs padded
                 to shape buckets: fewer kernel launches per call once compiled, at a one-time
                 compile cost per shape (see docs/benchmarks.md); a string names another
@@ -182,16 +182,13 @@ class ShapCAPreTrainedModel(PreTrainedModel):
         if isinstance(self, ShapCAModel):
             raise TypeError("ShapCAModel has no task head: predict with ShapCAForTokenClassification or "
                             "ShapCAForWordPairExtraction")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         records, single = records_from_lists(inputs, images, contexts, pairs, is_split_into_words)
         if getattr(self, "_cached_pipeline", None) is None or processor is not None:
             processor = processor or load_processor(self, trust_remote_code)
             self._cached_pipeline = ShapCAPipeline(model=self, processor=processor, device=self.device,
                                                    task=get_task(self.config.task).pipeline_task)
-        pipe = self._cached_pipeline
-        pipe.PROGRESS_FROM = (257 if show_progress is None else (0 if show_progress else len(records) + 1))
-        outputs = pipe(records, batch_size=batch_size, autocast_dtype=dtype, compile=compile)
+        outputs = self._cached_pipeline(records, batch_size=batch_size, autocast_dtype=dtype, compile=compile,
+                                        show_progress=show_progress)
         return outputs[0] if single else outputs
 
     def _init_weights(self, module):

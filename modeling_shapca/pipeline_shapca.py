@@ -38,7 +38,9 @@ from torch.utils.data import DataLoader
 from transformers import Pipeline
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
-from .inference import bio_to_spans, check_pairs, join_with_offsets, load_image, normalize_inputs, tokenize_with_offsets
+from .inference import (
+    bio_to_spans, check_pairs, check_positive_int, join_with_offsets, load_image, normalize_inputs, tokenize_with_offsets,
+)
 from .tasks import get_task
 
 _RECORD_KEYS = {"text", "words", "image", "context", "pairs", "_name"}
@@ -136,13 +138,16 @@ class ShapCAPipeline(Pipeline):
             forward["compile"] = compile if isinstance(compile, str) else bool(compile)
         return preprocess, forward, {}
 
-    def __call__(self, inputs, *args, batch_size=None, **kwargs):
+    def __call__(self, inputs, *args, batch_size=None, show_progress=None, **kwargs):
+        """`show_progress`: a progress bar over a list of inputs (default: from `PROGRESS_FROM`
+        inputs on)."""
         if args:
             raise TypeError("pass image, context and pairs as keywords or as fields of the input record")
         if hasattr(self.model, "_check_labels"):
             self.model._check_labels()
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if batch_size is not None:
+            check_positive_int(batch_size, "batch_size")
+        self._show_progress = show_progress
         if isinstance(inputs, (list, tuple)):
             if any(kwargs.get(k) is not None for k in ("image", "context", "pairs")):
                 raise ValueError("image, context and pairs keywords go with a single input; give a batch as "
@@ -205,14 +210,12 @@ class ShapCAPipeline(Pipeline):
             with eval_mode(self.model), context:
                 model = self.compiled_model(compile) if compile else self.model
                 outputs = model(**encoded.to(self.device))
-            n = encoded["word_mask"].shape[1]
             if self.spec.is_word_pair:
                 probs = outputs.logits.float().exp()
                 out["probs"] = _scatter(probs, todo, len(records))
                 out["labels"] = _scatter(outputs.predictions, todo, len(records))
             else:
-                word_mask = encoded["word_mask"].bool()
-                marginals = self.model.crf.marginals(outputs.logits, word_mask, self.model.allowed_start,
+                marginals = self.model.crf.marginals(outputs.logits, encoded["word_mask"], self.model.allowed_start,
                                                      self.model.allowed_transitions)
                 out["tags"] = _scatter(outputs.predictions, todo, len(records))
                 out["marginals"] = _scatter(marginals, todo, len(records))
@@ -304,7 +307,8 @@ class ShapCAPipeline(Pipeline):
         loader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=self._collate)
         model_iterator = PipelineIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
         outputs = PipelineIterator(model_iterator, self.postprocess, postprocess_params)
-        if len(inputs) >= self.PROGRESS_FROM:  # a progress bar on long inputs
+        show = getattr(self, "_show_progress", None)
+        if len(inputs) >= self.PROGRESS_FROM if show is None else show:  # a progress bar on long inputs
             from tqdm.auto import tqdm
 
             return tqdm(outputs, total=len(inputs), desc=self.spec.pipeline_task, unit="input")

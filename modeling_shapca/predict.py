@@ -112,7 +112,6 @@ def main(argv=None) -> int:
     if torch.cuda.is_available():
         model = model.cuda()
     pipe = build_pipeline(model, args.trust_remote_code)
-    pipe.PROGRESS_FROM = len(entries) + 1  # the CLI shows its own progress over the whole file
     output_key = pipe.spec.output_key
     dtype = torch.bfloat16 if args.bf16 else None
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +123,8 @@ def main(argv=None) -> int:
                 chunk = entries[start:start + chunk_size]
                 records = [{**{k: e["record"][k] for k in PIPELINE_KEYS if k in e["record"]}, "_name": e["line"]}
                            for e in chunk]
-                predictions = pipe(records, batch_size=args.batch_size, autocast_dtype=dtype)
+                predictions = pipe(records, batch_size=args.batch_size, autocast_dtype=dtype,
+                                   show_progress=False)  # the CLI's own bar covers the whole file
                 out.writelines(output_line(e["record"], p, output_key) for e, p in zip(chunk, predictions))
                 bar.update(len(chunk))
             out.flush()
