@@ -196,31 +196,31 @@ class ShapCAProcessor(ProcessorMixin):
             return self.tokenizer(words, truncation=False, **kwargs)
         return self.tokenizer(words, contexts, truncation="only_second", max_length=self.max_length, **kwargs)
 
-    def _encode_group(self, words: list[list[str]], contexts: list[list[str]] | None) -> list[dict]:
-        encoded = self._tokenize(words, contexts)
-        fixed = self._no_subword_words(words, encoded)
-        if fixed != words:  # a word without subwords: encode it as the unknown token
-            encoded = self._tokenize(fixed, contexts)
-        rows = []
-        for i in range(len(words)):
-            word_ids, sequence_ids = encoded.word_ids(i), encoded.sequence_ids(i)
-            ids = encoded["input_ids"][i]
-            text_mask = [int(s == 0 and w is not None) for w, s in zip(word_ids, sequence_ids)]
-            context_mask = [int(s == 1 and w is not None) for w, s in zip(word_ids, sequence_ids)]
-            word_index = [0] * len(words[i])
-            for position in range(len(ids) - 1, -1, -1):  # first subword of each word
-                if text_mask[position]:
-                    word_index[word_ids[position]] = position
-            row = {"input_ids": ids, "text_mask": text_mask, "context_mask": context_mask, "word_index": word_index}
-            if "token_type_ids" in encoded:
-                row["token_type_ids"] = encoded["token_type_ids"][i]
-            rows.append(row)
-        return rows
+    @staticmethod
+    def _row(encoded, i: int, n_words: int) -> dict:
+        """Row `i` of an encoding as model inputs: ids, the text / context masks (from
+        `sequence_ids()`), and each word's first subword (from `word_ids()`)."""
+        word_ids, sequence_ids = encoded.word_ids(i), encoded.sequence_ids(i)
+        ids = encoded["input_ids"][i]
+        text_mask = [int(s == 0 and w is not None) for w, s in zip(word_ids, sequence_ids)]
+        context_mask = [int(s == 1 and w is not None) for w, s in zip(word_ids, sequence_ids)]
+        word_index = [0] * n_words
+        for position in range(len(ids) - 1, -1, -1):  # first subword of each word
+            if text_mask[position]:
+                word_index[word_ids[position]] = position
+        row = {"input_ids": ids, "text_mask": text_mask, "context_mask": context_mask, "word_index": word_index}
+        if "token_type_ids" in encoded:
+            row["token_type_ids"] = encoded["token_type_ids"][i]
+        return row
 
     def _encode_text(self, words: list[list[str]], contexts: list[str]) -> dict[str, list]:
         """`text [+ context]` through the tokenizer's own template (`[CLS] t [SEP] c [SEP]` for
-        BERT, `<s> t </s></s> c </s>` for RoBERTa, ...); the context is truncated first."""
+        BERT, `<s> t </s></s> c </s>` for RoBERTa, ...); the context is truncated first. The
+        texts are encoded once; only the examples with a context are encoded again as pairs."""
         single = self._tokenize(words, None)
+        fixed = self._no_subword_words(words, single)
+        if fixed != words:  # a word without subwords: encode it as the unknown token
+            words, single = fixed, self._tokenize(fixed, None)
         for i in range(len(words)):
             if len(single["input_ids"][i]) > self.max_length:
                 raise ValueError(
@@ -232,12 +232,11 @@ class ShapCAProcessor(ProcessorMixin):
         context_words = [c.split() for c in contexts]
         paired = [i for i in range(len(words))
                   if context_words[i] and len(single["input_ids"][i]) - self.tokenizer.num_special_tokens_to_add() < room]
-        alone = [i for i in range(len(words)) if i not in set(paired)]
-        rows: list[dict | None] = [None] * len(words)
-        for group, ctx in ((alone, None), (paired, [context_words[i] for i in paired])):
-            if group:
-                for i, row in zip(group, self._encode_group([words[i] for i in group], ctx)):
-                    rows[i] = row
+        rows = [self._row(single, i, len(words[i])) for i in range(len(words))]
+        if paired:
+            pairs = self._tokenize([words[i] for i in paired], [context_words[i] for i in paired])
+            for k, i in enumerate(paired):
+                rows[i] = self._row(pairs, k, len(words[i]))
         keys = ("input_ids", "text_mask", "context_mask", "word_index") + (
             ("token_type_ids",) if "token_type_ids" in rows[0] else ())
         return {key: [row.get(key, [0] * len(row["input_ids"])) for row in rows] for key in keys}
