@@ -24,16 +24,17 @@ sys.path.insert(0, str(ROOT))
 
 import modeling_shapca  # noqa: E402
 from model_card import render_card  # noqa: E402
-from modeling_shapca import ShapCAProcessor  # noqa: E402
-from modeling_shapca.tasks import TASKS, get_task  # noqa: E402
+from modeling_shapca import ShapCAConfig, ShapCAProcessor  # noqa: E402
+from modeling_shapca.tasks import TaskSpec, get_task  # noqa: E402
 
 REQUIRED = {"config.json": "the model config (train.py writes it)",
             "processor_config.json": "the processor (train.py saves it next to the weights)",
             "results.json": "results.json (the card is filled from what training measured)"}
 
 
-def check_run(model_dir: Path) -> dict:
-    """The run's config; a one-line error naming what is missing."""
+def check_run(model_dir: Path) -> TaskSpec:
+    """The run's task (from its config, older `word_pair` configs included); a one-line error
+    naming what is missing or wrong."""
     if not model_dir.is_dir():
         raise SystemExit(f"error: {model_dir} is not a folder")
     missing = [f"{name} ({why})" for name, why in REQUIRED.items() if not (model_dir / name).exists()]
@@ -41,13 +42,10 @@ def check_run(model_dir: Path) -> dict:
         missing.append("model.safetensors (the weights)")
     if missing:
         raise SystemExit(f"error: {model_dir} cannot be published, it lacks: {'; '.join(missing)}")
-    config = json.loads((model_dir / "config.json").read_text())
-    task = config.get("task")
-    if task == "word_pair":
-        task = config.get("word_pair_scheme", "mre")
-    if task not in TASKS:
-        raise SystemExit(f"error: {model_dir}/config.json: unknown task {task!r}; expected one of {sorted(TASKS)}")
-    return config
+    try:
+        return get_task(ShapCAConfig.from_pretrained(model_dir).task)
+    except ValueError as error:
+        raise SystemExit(f"error: {model_dir}/config.json: {error}") from None
 
 
 def public_results(results: dict) -> dict:
@@ -62,13 +60,12 @@ def stage(model_dir: Path, out: Path, repo_id: str) -> list[str]:
     """Write the upload into `out` (new or empty), atomically; returns the file names."""
     model_dir = Path(model_dir)
     out = Path(out)
-    config = check_run(model_dir)
+    spec = check_run(model_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SystemExit(f"error: {out} is not empty; staging writes exactly what is uploaded into a new or "
                          "empty folder")
     if out.resolve() == model_dir.resolve():
         raise SystemExit("error: the staging folder must not be the run folder")
-    spec = get_task(config["task"] if config.get("task") in TASKS else config.get("word_pair_scheme", "mre"))
     model = getattr(modeling_shapca, spec.model_class).from_pretrained(model_dir)
     processor = ShapCAProcessor.from_pretrained(model_dir, trust_remote_code=False)  # our class; no code of the run runs
     out.parent.mkdir(parents=True, exist_ok=True)

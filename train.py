@@ -33,7 +33,7 @@ from modeling_shapca import ShapCAProcessor
 from modeling_shapca.processing_shapca import PosTagger
 from modeling_shapca.context_generation import ContextSettings
 from modeling_shapca.tasks import get_dataset, get_task, label_config
-from shapca_training.arguments import parse_arguments, resolve_path  # noqa: F401 (resolve_path: public helper)
+from shapca_training.arguments import parse_arguments, resolve_path
 from shapca_training.data import ShapCACollator, check_dataset, load_task_dataset
 from shapca_training.scoring import make_compute_metrics, metric_names
 from shapca_training.trainer import ShapCATrainer
@@ -97,11 +97,12 @@ def add_pos_tags(dataset: datasets.DatasetDict, tagger) -> datasets.DatasetDict:
 def prepared_dataset(data_args, training_args, task: str, tagger):
     """The dataset with POS tags, prepared once: the main process builds and tags it and
     saves it under output_dir/.dataset_cache; the other processes wait and load that copy."""
+    from datasets_scripts.build import load_built, save_built
+
     cache = Path(training_args.output_dir) / ".dataset_cache"
     with training_args.main_process_first(desc="dataset preparation"):
         if training_args.process_index != 0 and cache.exists():
-            info = json.loads((cache / "shapca_info.json").read_text())
-            return datasets.load_from_disk(str(cache / "data")), info["context_settings"]
+            return load_built(cache)
         dataset, context_settings = load_task_dataset(data_args.dataset, data_args.dataset_path, data_args.raw_dir,
                                                       data_args.image_dir, data_args.contexts)
         check_dataset(dataset, data_args.dataset, task)
@@ -111,11 +112,8 @@ def prepared_dataset(data_args, training_args, task: str, tagger):
             for split in ("validation", "test"):
                 dataset[split] = dataset[split].select(range(min(data_args.max_eval_samples, len(dataset[split]))))
         dataset = add_pos_tags(dataset, tagger)
-        if training_args.world_size > 1:
-            if cache.exists():
-                shutil.rmtree(cache)
-            dataset.save_to_disk(str(cache / "data"))
-            (cache / "shapca_info.json").write_text(json.dumps({"context_settings": context_settings}))
+        if training_args.world_size > 1:  # the builder's own save (replaces an older cache)
+            save_built(dataset, cache, {"dataset": data_args.dataset, "task": task, "context_settings": context_settings})
     return dataset, context_settings
 
 

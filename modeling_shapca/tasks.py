@@ -57,6 +57,7 @@ class TaskSpec:
     model_class: str  # class name in modeling_shapca.py
     description: str
     label_groups: tuple[str, ...]  # word-pair label groups; () for BIO tags
+    label_columns: tuple[str, ...]  # the built dataset's columns that hold the labels
     metric: str  # folder under metrics/
     metric_name: str  # what the main `f1` measures
     hub_pipeline_tag: str  # the Hub's closest pipeline tag (model card metadata)
@@ -90,6 +91,7 @@ TASKS: dict[str, TaskSpec] = {
         model_class="ShapCAForTokenClassification",
         description="multimodal named entity recognition",
         label_groups=(),
+        label_columns=("tags",),
         metric="mner_f1",
         metric_name="entity F1 (conlleval)",
         hub_pipeline_tag="token-classification",
@@ -109,6 +111,7 @@ TASKS: dict[str, TaskSpec] = {
         model_class="ShapCAForWordPairExtraction",
         description="multimodal relation extraction",
         label_groups=("relation",),
+        label_columns=("head", "tail", "relation"),
         metric="mre_f1",
         metric_name="micro F1 without None",
         hub_pipeline_tag="text-classification",
@@ -129,6 +132,7 @@ TASKS: dict[str, TaskSpec] = {
         model_class="ShapCAForWordPairExtraction",
         description="multimodal joint entity and relation extraction",
         label_groups=("entity", "relation_start", "relation_end"),
+        label_columns=("entities", "triples"),
         metric="mjere_f1",
         metric_name="triple F1 (MJERE_j)",
         hub_pipeline_tag="token-classification",

@@ -57,8 +57,7 @@ class ShapCACollator:
 def check_dataset(dataset: datasets.DatasetDict, name: str, task: str) -> None:
     """Refuse, before any heavy work, a dataset that cannot train the task: missing or empty
     splits, or columns of another task (e.g. a Twitter build given as `mnre`)."""
-    needed = {"ner": ("words", "tags"), "mre": ("words", "head", "tail", "relation"),
-              "mjere": ("words", "entities", "triples")}[task]
+    needed = ("words", *get_task(task).label_columns)
     for split in ("train", "validation", "test"):
         if split not in dataset:
             raise ValueError(f"dataset {name!r} has no {split!r} split (splits: {sorted(dataset)})")

@@ -4,7 +4,6 @@ and a careful reviewer would try it."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import unicodedata
 
