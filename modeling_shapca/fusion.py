@@ -67,7 +67,10 @@ class AdaptiveFusion(nn.Module):
         """Eqs. 9-10: `g = tanh(Linear([X; B]))`, `X' = g * X + (1 - g) * B`."""
         b = bridge.unsqueeze(1).expand_as(features)
         g = torch.tanh(gate(torch.cat([features, b], dim=-1)))
-        return torch.lerp(b, features, g)  # g * X + (1 - g) * B in one kernel
+        # lerp (g * X + (1 - g) * B in one kernel) takes one dtype. Under CUDA autocast `B` is
+        # fp32 (its sums run in fp32) while X and g are bf16/fp16: the gate keeps X's dtype, the
+        # one the attention that consumes it runs in. Without autocast the casts are no-ops.
+        return torch.lerp(b.to(features.dtype), features, g.to(features.dtype))
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape

@@ -63,3 +63,22 @@ def test_context_changes_adaptive_but_not_plain_fusion():
 def test_rejects_indivisible_heads():
     with pytest.raises(ValueError, match="divisible"):
         AdaptiveFusion(12, 10, 15, 4)
+
+
+def test_gate_takes_mixed_precision_as_cuda_autocast_gives_it():
+    """Under CUDA autocast the bridge `B` is fp32 (its sums run in fp32) while the projected
+    features and the gate are bf16; `lerp` takes one dtype, so the gate must cast (a bf16
+    training run once failed here on the GPU with 'expected dtype float for `end`')."""
+    torch.manual_seed(0)
+    features = torch.randn(2, 3, 8).to(torch.bfloat16)
+    bridge = torch.randn(2, 8)  # fp32
+    gate = torch.nn.Linear(16, 8)
+    out = AdaptiveFusion._gate(features, bridge, gate)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 3, 8)
+    b = bridge.unsqueeze(1).expand(2, 3, 8)
+    g = torch.tanh(gate(torch.cat([features.float(), b], dim=-1)))
+    expected = g * features.float() + (1 - g) * b  # Eq. 9-10 in fp32
+    assert torch.allclose(out.float(), expected, atol=3e-2, rtol=3e-2)
+    # fp32 everywhere: no cast, exactly Eq. 9-10
+    exact = AdaptiveFusion._gate(features.float(), bridge, gate)
+    assert exact.dtype == torch.float32 and torch.allclose(exact, expected, atol=1e-6)
