@@ -116,9 +116,11 @@ def synthetic_batch(setting: dict, vocab: int, device, group_sizes=None) -> dict
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def cuda_syncs(fn) -> int:
-    """Synchronising CUDA calls made by `fn()` (PyTorch's sync debug mode): catches what the
-    operator-level count cannot, e.g. a blocking copy of a CPU tensor to the GPU."""
+def cuda_sync_sites(fn) -> list[str]:
+    """Where `fn()` makes synchronising CUDA calls (PyTorch's sync debug mode): one
+    `file:line` of the Python frame that ran the operator per sync (autograd's engine for the
+    backward). Catches what the operator-level count cannot, e.g. a blocking copy of a CPU
+    tensor to the GPU or the host reads inside a CUDA kernel's launcher."""
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
@@ -129,7 +131,12 @@ def cuda_syncs(fn) -> int:
             torch.cuda.synchronize()
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
+    return [f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
+
+
+def cuda_syncs(fn) -> int:
+    """How many synchronising CUDA calls `fn()` makes (see `cuda_sync_sites`)."""
+    return len(cuda_sync_sites(fn))
 
 
 class Timer:
@@ -215,10 +222,30 @@ def build(setting: dict, head: str = "ner"):
     return ShapCAForWordPairExtraction(config)
 
 
+def profile_table(fn, device, calls: int = 5, rows: int = 25) -> str:
+    """`torch.profiler` over `calls` calls of `fn` (after one warm call): the operators that
+    take the device's time, most first (CPU time on a CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    fn()
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
 def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bool = False,
         iterations: int = 3, repeats: int = 7, head: str = "ner", gradient_checkpointing: bool = False,
-        inference_only: bool = False, overrides: dict | None = None) -> dict:
-    """Measure one setting (`SETTINGS[setting_name]` updated with `overrides`)."""
+        inference_only: bool = False, overrides: dict | None = None, compile_mode: str | None = None,
+        profile: str | None = None) -> dict:
+    """Measure one setting (`SETTINGS[setting_name]` updated with `overrides`). With `compile_`,
+    both models go through `torch.compile(mode=compile_mode)` and the first call of each
+    (tracing + compiling + running) is reported as `compile_s_*`. With `profile`, a
+    `torch.profiler` table of Shap-CA inference and of a train step is written to that file."""
     setting = dict(SETTINGS[setting_name], **(overrides or {}))
     device = torch.device(device)
     torch.manual_seed(0)
@@ -235,7 +262,7 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     shapca_fn, backbone_fn = model, backbone
     if compile_:
-        shapca_fn, backbone_fn = torch.compile(model), torch.compile(backbone)
+        shapca_fn, backbone_fn = torch.compile(model, mode=compile_mode), torch.compile(backbone, mode=compile_mode)
 
     def shapca_train():
         with autocast:
@@ -275,8 +302,21 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
         "params_million": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
     }
     result.update(gpu_info())
+    if compile_:
+        result["compile_mode"] = compile_mode or "default"
+
+    def first_call_s(fn) -> float:  # tracing + compiling + one run
+        begin = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return round(time.perf_counter() - begin, 1)
+
     if not inference_only:
         model.train(), backbone.train()
+        if compile_:
+            result["compile_s_train_shapca"] = first_call_s(shapca_train)
+            result["compile_s_train_backbone"] = first_call_s(backbone_train)
         train_times = paired(shapca_train, backbone_train, device, repeats, iterations)
         t_shapca_train, t_backbone_train = train_times["a"], train_times["b"]
         t_alignment = single(alignment_only, device, repeats, max(iterations, 20))
@@ -297,13 +337,16 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
             "backbone_train_kernels": counts["backbone"].kernels,
             "alignment_kernels": counts["alignment"].kernels,
             "head_train_syncs": counts["shapca"].syncs - counts["backbone"].syncs,
-            **({"cuda_syncs_train_shapca": cuda_syncs(shapca_train), "cuda_syncs_train_backbone": cuda_syncs(backbone_train)}
-               if device.type == "cuda" else {}),
+            **({"cuda_sync_sites_train_shapca": cuda_sync_sites(shapca_train),
+                "cuda_sync_sites_train_backbone": cuda_sync_sites(backbone_train)} if device.type == "cuda" else {}),
             "backbone_syncs": counts["backbone"].syncs,
             "head_activation_mb": round((shapca_bytes - backbone_bytes) / 2**20, 1),
             "backbone_activation_mb": round(backbone_bytes / 2**20, 1),
         })
     model.eval(), backbone.eval()
+    if compile_:
+        result["compile_s_infer_shapca"] = first_call_s(shapca_infer)
+        result["compile_s_infer_backbone"] = first_call_s(backbone_infer)
     infer_times = paired(shapca_infer, backbone_infer, device, repeats, iterations)
     t_shapca_infer, t_backbone_infer = infer_times["a"], infer_times["b"]
     counts = {name: count_dispatch(fn) for name, fn in (("shapca", shapca_infer), ("backbone", backbone_infer))}
@@ -317,8 +360,21 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
         "head_infer_kernels": counts["shapca"].kernels - counts["backbone"].kernels,
         "backbone_infer_kernels": counts["backbone"].kernels,
         "head_infer_syncs": counts["shapca"].syncs - counts["backbone"].syncs,
+        **({"cuda_sync_sites_infer_shapca": cuda_sync_sites(shapca_infer),
+            "cuda_sync_sites_infer_backbone": cuda_sync_sites(backbone_infer)} if device.type == "cuda" else {}),
         "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads(),
     })
+    if profile:
+        tables = [f"# {setting_name} {head} batch {b} bf16={bf16}: Shap-CA inference\n{profile_table(shapca_infer, device)}",
+                  f"# {setting_name} {head} batch {b} bf16={bf16}: backbones only, inference\n"
+                  f"{profile_table(backbone_infer, device)}"]
+        if not inference_only:
+            model.train()
+            tables.append(f"# {setting_name} {head} batch {b} bf16={bf16}: Shap-CA train step\n"
+                          f"{profile_table(shapca_train, device)}")
+        with open(profile, "a", encoding="utf-8") as handle:
+            handle.write("\n".join(tables) + "\n")
+        result["profile"] = profile
     return result
 
 
@@ -333,6 +389,9 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile_mode", choices=["default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile mode (reduce-overhead: CUDA graphs, the captured inference path)")
+    parser.add_argument("--profile", help="append torch.profiler tables (Shap-CA and backbones) to this file")
     parser.add_argument("--iterations", type=int, default=3, help="calls per timed repeat")
     parser.add_argument("--repeats", type=int, default=7, help="alternating Shap-CA / backbone repeats (median, spread)")
     args = parser.parse_args(argv)
@@ -343,7 +402,8 @@ def main(argv=None):
         overrides.update(words=args.words, seq=max(SETTINGS[args.setting]["seq"], 2 * args.words + 3 + 16))
     result = run(args.setting, args.device, args.bf16, args.compile, args.iterations, args.repeats, head=args.head,
                  gradient_checkpointing=args.gradient_checkpointing, inference_only=args.inference_only,
-                 overrides=overrides)
+                 overrides=overrides, compile_mode=None if args.compile_mode == "default" else args.compile_mode,
+                 profile=args.profile)
     print(json.dumps(result))
     return result
 

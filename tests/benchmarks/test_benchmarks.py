@@ -136,3 +136,16 @@ def test_synthetic_multimodal_quick_images_and_contexts_decide_the_types(tmp_pat
         first, last = full[loss]
         assert first != 0 and last < first
         assert text_only[loss] == [0.0, 0.0]
+
+
+def test_bench_model_profile_writes_where_the_time_goes(tmp_path):
+    """`--profile FILE` appends torch.profiler tables (Shap-CA and backbones-only inference)."""
+    path = tmp_path / "profile.txt"
+    result = bench_model.main(["--setting", "tiny", "--device", "cpu", "--iterations", "1", "--repeats", "1",
+                               "--inference_only", "--profile", str(path)])
+    text = path.read_text()
+    assert result["profile"] == str(path)
+    headers = [line for line in text.splitlines() if line.startswith("# ")]
+    assert headers == ["# tiny ner batch 2 bf16=False: Shap-CA inference",
+                       "# tiny ner batch 2 bf16=False: backbones only, inference"]
+    assert "aten::addmm" in text and "Self CPU time total" in text
