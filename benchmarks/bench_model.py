@@ -309,11 +309,7 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
         result["compile_mode"] = compile_mode or "default"
 
     def first_call_s(fn) -> float:  # tracing + compiling + one run
-        begin = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return round(time.perf_counter() - begin, 1)
+        return round(Timer(device)(fn, 1), 1)
 
     if not inference_only:
         model.train(), backbone.train()
@@ -368,13 +364,13 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
         "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads(),
     })
     if profile:
-        tables = [f"# {setting_name} {head} batch {b} bf16={bf16}: Shap-CA inference\n{profile_table(shapca_infer, device)}",
-                  f"# {setting_name} {head} batch {b} bf16={bf16}: backbones only, inference\n"
-                  f"{profile_table(backbone_infer, device)}"]
+        parts = [("Shap-CA inference", shapca_infer, False), ("backbones only, inference", backbone_infer, False)]
         if not inference_only:
-            model.train()
-            tables.append(f"# {setting_name} {head} batch {b} bf16={bf16}: Shap-CA train step\n"
-                          f"{profile_table(shapca_train, device)}")
+            parts.append(("Shap-CA train step", shapca_train, True))
+        tables = []
+        for title, fn, training in parts:
+            model.train(training)
+            tables.append(f"# {setting_name} {head} batch {b} bf16={bf16}: {title}\n{profile_table(fn, device)}")
         with open(profile, "a", encoding="utf-8") as handle:
             handle.write("\n".join(tables) + "\n")
         result["profile"] = profile

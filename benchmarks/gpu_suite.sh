@@ -42,7 +42,8 @@ timeout 60 "$python" -m pytest --noconftest -q -p no:cacheprovider tests/benchma
   >"$out/pytest.txt" 2>&1
 echo "$(date -u +%T) pytest-cuda-syncs rc=$? $((SECONDS - begin)) s" >>"$log"
 
-common=(--bf16 --repeats 7 --iterations 5)
+timing=(--repeats 7 --iterations 5)
+common=(--bf16 "${timing[@]}")
 bench 75 paper-128-ner --setting paper-128 "${common[@]}" --profile "$out/profile.txt"
 bench 45 paper-128-ner-again --setting paper-128 "${common[@]}"   # back-to-back agreement
 bench 45 minilm-ner --setting minilm "${common[@]}"
@@ -56,7 +57,7 @@ bench 45 paper-128-mjere-64 --setting paper-128 --head mjere --words 64 "${commo
 bench 45 paper-256-ner --setting paper-256 "${common[@]}"
 bench 45 paper-128-ner-b256-infer --setting paper-128 --batch 256 --inference_only "${common[@]}"
 bench 45 minilm-ner-b256-infer --setting minilm --batch 256 --inference_only "${common[@]}"
-bench 45 paper-128-ner-fp32 --setting paper-128 --repeats 7 --iterations 5
+bench 45 paper-128-ner-fp32 --setting paper-128 "${timing[@]}"
 if [ -n "$before" ]; then
   here=$before bench 45 before-paper-128-ner-b256-infer --setting paper-128 --batch 256 --inference_only "${common[@]}"
 fi
