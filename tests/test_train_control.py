@@ -148,8 +148,10 @@ def test_errors_before_any_heavy_work(tiny_text_model, tmp_path):
 
     raw = raw_twitter(tmp_path / "raw")
     build.main(["twitter2015", "--raw-dir", str(raw), "--output-dir", str(tmp_path / "built")])
-    with pytest.raises(ValueError, match="lacks the columns \\['head', 'tail', 'relation'\\]"):
-        run(tiny_text_model, tmp_path / "a", "--dataset_path", str(tmp_path / "built"), "--dataset", "mnre")
+    with pytest.raises(ValueError, match="holds 'ner' data \\(twitter2015\\), not 'mre' data"):
+        run(tiny_text_model, tmp_path / "a", "--dataset_path", str(tmp_path / "built"), "--task", "mre")
+    with pytest.raises(ValueError, match="--task mre does not fit the preset 'twitter2015'"):
+        run(tiny_text_model, tmp_path / "a", "--task", "mre")
     import datasets
 
     built = datasets.load_from_disk(str(tmp_path / "built"))

@@ -6,7 +6,7 @@ from PIL import Image
 
 from datasets_scripts import build
 from datasets_scripts.contexts import load_contexts
-from datasets_scripts.mnre import MJERE_RELATIONS, MNRE_RELATIONS, group_mjere
+from datasets_scripts.relations import MJERE_RELATIONS, MNRE_RELATIONS, group_mjere
 from datasets_scripts.readers import DataFormatError, MnreInstance
 from tests.conftest import ROOT, random_image
 

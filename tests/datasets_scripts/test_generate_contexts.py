@@ -96,7 +96,7 @@ def test_one_generator_for_builder_and_inference(tiny_llava, processor):
 
 
 def test_contexts_join_twitter_ids(tmp_path):
-    from datasets_scripts.twitter import build_twitter_ner
+    from datasets_scripts.ner import build_twitter_ner
 
     raw = tmp_path / "raw"
     raw.mkdir()

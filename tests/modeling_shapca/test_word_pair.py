@@ -11,7 +11,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from datasets_scripts.mnre import build_mnre
+from datasets_scripts.relations import build_mnre
 from modeling_shapca import ShapCAForWordPairExtraction
 from modeling_shapca.word_pair import (
     PairFeatures,
