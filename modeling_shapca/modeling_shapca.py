@@ -148,7 +148,8 @@ class ShapCAPreTrainedModel(PreTrainedModel):
     def predict(self, inputs, images=None, contexts=None, pairs=None, batch_size: int = 32, processor=None,
                 is_split_into_words: bool | None = None, dtype: torch.dtype | None = None,
                 trust_remote_code: bool | None = None, show_progress: bool | None = None,
-                compile: bool | str = False):
+                compile: bool | str = False, window: int | None = None, stride: int | None = None,
+                ignore_labels=None):
         """Predictions for one input or a batch: a thin convenience over `ShapCAPipeline`
         (`pipeline_shapca.py`), returning exactly the pipeline's records.
 
@@ -167,6 +168,10 @@ class ShapCAPreTrainedModel(PreTrainedModel):
                 to shape buckets: fewer kernel launches per call once compiled, at a one-time
                 compile cost per shape (see docs/benchmarks.md); a string names another
                 `torch.compile` backend (e.g. "aot_eager").
+            window, stride: inputs longer than `window` words (default `config.max_words`, and
+                what the processor's `max_length` holds) are read as windows sharing `stride`
+                words (default `window // 4`); see `pipeline_shapca.py`.
+            ignore_labels: labels left out of the results.
 
         Returns:
             NER: per input, `[{"entity_group", "score", "word", "start", "end"}]`; MRE: per input,
@@ -188,7 +193,8 @@ class ShapCAPreTrainedModel(PreTrainedModel):
             self._cached_pipeline = ShapCAPipeline(model=self, processor=processor, device=self.device,
                                                    task=get_task(self.config.task).pipeline_task)
         outputs = self._cached_pipeline(records, batch_size=batch_size, autocast_dtype=dtype, compile=compile,
-                                        show_progress=show_progress)
+                                        show_progress=show_progress, window=window, stride=stride,
+                                        ignore_labels=ignore_labels)
         return outputs[0] if single else outputs
 
     def _init_weights(self, module):

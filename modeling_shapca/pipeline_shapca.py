@@ -8,9 +8,22 @@
     mre({"text": "Kevin Durant joins the Warriors", "pairs": [[[0, 2], [4, 5]]]})
     mre("Kevin Durant joins the Warriors", pairs=[[[0, 2], [4, 5]]])
 
-Inputs: a string, a record `{"text" | "words", "image"?, "context"?, "pairs"? (MRE)}`, or a
-list of those (a batch; use `batch_size=`). Images are PIL images (any mode; converted to RGB),
-file paths or URLs. MRE pairs are `[head, tail]` word spans `[start, end)`.
+Inputs: a string, a record `{"text" | "words", "image"?, "context"?, "pairs"? (MRE)}`, a list of
+those (a batch; use `batch_size=`), or a stream: a generator, a `datasets.Dataset` (its rows:
+`words` or `tokens`, `image` where `has_image` is not false, `context`, `pairs`; other columns
+are ignored) or `KeyDataset(dataset, "text" | "words")`; a stream gives back a lazy iterator, as
+every transformers pipeline does. Images are PIL images (any mode; converted to RGB), file paths
+or URLs. MRE pairs are `[head, tail]` word spans `[start, end)`.
+
+Any length: an input longer than a window (`window` words, default the model's `max_words`,
+and at most the subwords the processor's `max_length` holds) is read as overlapping windows
+that share `stride` words (default `window // 4`); each word is decided by one window
+(`windows.py`), so entities never overlap across windows and offsets point into the original
+text. MRE classifies each pair in a window holding both its spans. MJERE finds relations only
+between entities that share a window (a relation is kept from the window that owns its head's
+first word). An input within one window is read exactly as without windowing.
+`ignore_labels`: labels left out of the results (entity groups, relation labels), as in
+transformers' token-classification pipeline (default: none).
 
 Outputs (transformers' conventions, character offsets into the text, or into
 `" ".join(words)` for word lists):
@@ -30,7 +43,9 @@ gives a record under `"_name"` (the CLI gives `file:line`).
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
+import types
 from typing import Any
 
 import torch
@@ -42,6 +57,7 @@ from .inference import (
     bio_to_spans, check_pairs, check_positive_int, join_with_offsets, load_image, normalize_inputs, tokenize_with_offsets,
 )
 from .tasks import get_task
+from .windows import owners, pair_window, plan_windows
 
 _RECORD_KEYS = {"text", "words", "image", "context", "pairs", "_name"}
 
@@ -125,10 +141,16 @@ class ShapCAPipeline(Pipeline):
 
     # ------------------------------------------------------------------ parameters
     def _sanitize_parameters(self, image=None, context=None, pairs=None, generate_contexts=None,
-                             autocast_dtype=None, compile=None, **kwargs):
+                             autocast_dtype=None, compile=None, window=None, stride=None, ignore_labels=None, **kwargs):
         if kwargs:
             raise TypeError(f"unexpected argument(s) {sorted(kwargs)} for the Shap-CA pipeline")
         preprocess = {k: v for k, v in (("image", image), ("context", context), ("pairs", pairs)) if v is not None}
+        if window is not None:
+            preprocess["window"] = check_positive_int(window, "window")
+        if stride is not None:
+            if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
+                raise ValueError(f"stride must be an int >= 0 (words shared by consecutive windows), got {stride!r}")
+            preprocess["stride"] = stride
         forward = {}
         if generate_contexts is not None:
             forward["generate_contexts"] = bool(generate_contexts)
@@ -136,11 +158,16 @@ class ShapCAPipeline(Pipeline):
             forward["autocast_dtype"] = autocast_dtype
         if compile is not None:
             forward["compile"] = compile if isinstance(compile, str) else bool(compile)
-        return preprocess, forward, {}
+        postprocess = {}
+        if ignore_labels is not None:
+            if isinstance(ignore_labels, str) or not all(isinstance(label, str) for label in ignore_labels):
+                raise TypeError(f"ignore_labels must be a list of label names, got {ignore_labels!r}")
+            postprocess["ignore_labels"] = frozenset(ignore_labels)
+        return preprocess, forward, postprocess
 
     def __call__(self, inputs, *args, batch_size=None, show_progress=None, **kwargs):
-        """`show_progress`: a progress bar over a list of inputs (default: from `PROGRESS_FROM`
-        inputs on)."""
+        """`show_progress`: a progress bar over a list or stream of inputs (default: from
+        `PROGRESS_FROM` inputs on a list)."""
         if args:
             raise TypeError("pass image, context and pairs as keywords or as fields of the input record")
         if hasattr(self.model, "_check_labels"):
@@ -148,27 +175,73 @@ class ShapCAPipeline(Pipeline):
         if batch_size is not None:
             check_positive_int(batch_size, "batch_size")
         self._show_progress = show_progress
-        if isinstance(inputs, (list, tuple)):
-            if any(kwargs.get(k) is not None for k in ("image", "context", "pairs")):
-                raise ValueError("image, context and pairs keywords go with a single input; give a batch as "
-                                 "records with those fields")
+        stream = _is_stream(inputs)
+        if (stream or isinstance(inputs, (list, tuple))) and any(kwargs.get(k) is not None
+                                                                  for k in ("image", "context", "pairs")):
+            raise ValueError("image, context and pairs keywords go with a single input; give a batch as "
+                             "records with those fields")
+        if stream:
+            rows = _is_dataset(inputs)
+            inputs = (self._named(_row_record(item) if rows else item, i) for i, item in enumerate(inputs))
+        elif isinstance(inputs, (list, tuple)):
             inputs = [self._named(item, i) for i, item in enumerate(inputs)]
         elif isinstance(inputs, (str, dict)):
             inputs = self._named(inputs, 0)
         else:
-            raise TypeError(f"expected a string, a record or a list of those, got {type(inputs).__name__}")
+            raise TypeError(f"expected a string, a record, a list of those, a generator or a dataset, got "
+                            f"{type(inputs).__name__}")
         return super().__call__(inputs, batch_size=batch_size, **kwargs)
 
     @staticmethod
     def _named(item, index: int):
         if isinstance(item, dict):
             return {"_name": f"input {index}", **item}
-        return {"text": item, "_name": f"input {index}"} if isinstance(item, str) else item
+        if isinstance(item, str):
+            return {"text": item, "_name": f"input {index}"}
+        if isinstance(item, (list, tuple)) and item and all(isinstance(w, str) for w in item):
+            return {"words": list(item), "_name": f"input {index}"}  # a word list (a `words` column)
+        return item
 
     # ------------------------------------------------------------------ steps
-    def preprocess(self, inputs, **overrides) -> dict:
+    def preprocess(self, inputs, window: int | None = None, stride: int | None = None, **overrides) -> dict:
         name = inputs.get("_name", "input") if isinstance(inputs, dict) else "input"
-        return as_record(inputs, name, self.spec.name, **overrides)
+        record = as_record(inputs, name, self.spec.name, **overrides)
+        try:
+            self._plan(record, window, stride)
+        except ValueError as error:
+            raise ValueError(f"{record['_name']}: {error}") from None
+        return record
+
+    def _subword_counts(self, words: list[str]) -> list[int]:
+        """Subwords of each word (a word without any is encoded as one unknown token)."""
+        encoded = self.processor.tokenizer(words, is_split_into_words=True, add_special_tokens=False, verbose=False)
+        counts = [0] * len(words)
+        for word in encoded.word_ids():
+            if word is not None:
+                counts[word] += 1
+        return [max(1, c) for c in counts]
+
+    def _plan(self, record: dict, window: int | None, stride: int | None) -> None:
+        """The record's windows (`windows.py`), the window that decides each word, and for MRE
+        the window of each pair."""
+        words = record["words"]
+        record["windows"], record["owners"], record["pair_windows"] = [], [], []
+        if not words:
+            return
+        size = min(window or self.model.config.max_words, self.model.config.max_words, self.processor.max_words)
+        stride = size // 4 if stride is None else stride
+        if stride >= size:
+            raise ValueError(f"stride={stride} must be smaller than the window of {size} words")
+        budget = self.processor.max_length - self.processor.tokenizer.num_special_tokens_to_add(pair=False)
+        counts = self._subword_counts(words)
+        windows = plan_windows(counts, size, budget, stride)
+        if self.spec.name == "mre":
+            chosen = [pair_window(windows, head, tail, counts, size, budget) for head, tail in record["pairs"]]
+            used = sorted(set(chosen))  # only windows that hold a pair are read
+            record["pair_windows"] = [used.index(k) for k in chosen]
+            windows = [windows[k] for k in used]
+        record["windows"] = windows
+        record["owners"] = owners(windows, len(words))
 
     def _collate(self, records: list[dict]) -> dict:
         return {"records": records}
@@ -195,7 +268,7 @@ class ShapCAPipeline(Pipeline):
     def _forward(self, model_inputs: dict, generate_contexts: bool = True, autocast_dtype=None,
                  compile: bool | str = False) -> dict:
         records = model_inputs["records"]
-        todo = [i for i, r in enumerate(records) if r["words"]]
+        todo = [i for i, r in enumerate(records) if r["windows"]]
         if generate_contexts and self.processor.context_generator:
             need = [i for i in todo if records[i]["image"] is not None and not records[i]["context"]]
             if need:
@@ -203,22 +276,26 @@ class ShapCAPipeline(Pipeline):
                                                             trust_remote_code=_consented(self.model))
                 for i, context in zip(need, contexts):
                     records[i]["context"] = context
+        # every window of every input is one row of the model's batch
+        pieces = [(i, k, start, end) for i, r in enumerate(records) for k, (start, end) in enumerate(r["windows"])]
         out: dict[str, Any] = {}
-        if todo:
-            encoded = self._encode([records[i] for i in todo], **(self.BUCKETS if compile else {}))
+        if pieces:
+            rows = [{"words": records[i]["words"][start:end], "context": records[i]["context"],
+                     "image": records[i]["image"], "_name": records[i]["_name"]} for i, _, start, end in pieces]
+            encoded = self._encode(rows, **(self.BUCKETS if compile else {}))
             context = torch.autocast(self.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
             with eval_mode(self.model), context:
                 model = self.compiled_model(compile) if compile else self.model
                 outputs = model(**encoded.to(self.device))
             if self.spec.is_word_pair:
-                probs = outputs.logits.float().exp()
-                out["probs"] = _scatter(probs, todo, len(records))
-                out["labels"] = _scatter(outputs.predictions, todo, len(records))
+                probs, labels = outputs.logits.float().exp().cpu(), outputs.predictions.cpu()
+                decode = self._pairs_mre if self.spec.name == "mre" else self._joint_windows
+                out["decoded"] = [{"value": value} for value in decode(records, pieces, probs, labels)]
             else:
                 marginals = self.model.crf.marginals(outputs.logits, encoded["word_mask"], self.model.allowed_start,
                                                      self.model.allowed_transitions)
-                out["tags"] = _scatter(outputs.predictions, todo, len(records))
-                out["marginals"] = _scatter(marginals, todo, len(records))
+                out["tags"], out["marginals"] = _merge_words(records, pieces, outputs.predictions.cpu(),
+                                                             marginals.float().cpu())
         else:
             out["empty"] = torch.zeros(len(records), 1)
         # lists are split per input by the pipeline's batch iterator
@@ -240,24 +317,33 @@ class ShapCAPipeline(Pipeline):
                     raise type(error)(f"{r['_name']}: {message}") from error
             raise
 
-    def postprocess(self, model_outputs: dict):
-        record = model_outputs["records"]
-        if isinstance(record, list):  # a batch of one (batch_size=1 is not split by the iterator)
-            (record,) = record
-        if not record["words"]:
-            return [] if self.spec.name != "mjere" else {"entities": [], "relations": []}
+    def postprocess(self, model_outputs: dict, ignore_labels: frozenset = frozenset()):
+        record = _item(model_outputs["records"])
         if self.spec.name == "ner":
-            return self._entities_ner(record, model_outputs["tags"][0], model_outputs["marginals"][0])
-        probs, labels = model_outputs["probs"][0], model_outputs["labels"][0]
+            if not record["words"]:
+                return []
+            entities = self._entities_ner(record, model_outputs["tags"][0], model_outputs["marginals"][0])
+            return [e for e in entities if e["entity_group"] not in ignore_labels]
+        decoded = _item(model_outputs["decoded"])["value"] if "decoded" in model_outputs else None
         if self.spec.name == "mre":
-            return self._relations_mre(record, probs, labels)
-        return self._joint(record, probs, labels)
+            return [r for r in self._relations_mre(record, decoded or []) if r["label"] not in ignore_labels]
+        if decoded is None:
+            return {"entities": [], "relations": []}
+        return {"entities": [self._with_span(record, e) for e in decoded["entities"]
+                             if e["entity_group"] not in ignore_labels],
+                "relations": [{**r, "head": self._with_span(record, r["head"]), "tail": self._with_span(record, r["tail"])}
+                              for r in decoded["relations"] if r["label"] not in ignore_labels]}
 
     # ------------------------------------------------------------------ records
     @staticmethod
     def _span(record: dict, start: int, end: int) -> dict:
         begin, stop = record["offsets"][start][0], record["offsets"][end - 1][1]
         return {"word": record["text"][begin:stop], "start": begin, "end": stop}
+
+    def _with_span(self, record: dict, entity: dict) -> dict:
+        """An entity of word span `[first, last)` as a record with its text and character offsets."""
+        return {"entity_group": entity["entity_group"], "score": entity["score"],
+                **self._span(record, entity["first"], entity["last"])}
 
     def _entities_ner(self, record, tags, marginals) -> list[dict]:
         n = len(record["words"])
@@ -267,51 +353,74 @@ class ShapCAPipeline(Pipeline):
         return [{"entity_group": label, "score": float(tag_probs[first:last].mean()), **self._span(record, first, last)}
                 for first, last, label in bio_to_spans(labels)]
 
-    def _relations_mre(self, record, probs, labels) -> list[dict]:
-        names = self.model.config.label_groups["relation"]
-        out = []
-        for (head, tail) in record["pairs"]:
-            label = int(labels[0, head[0], tail[0]])
-            out.append({"head": self._span(record, *head), "tail": self._span(record, *tail),
-                        "label": names[label], "score": float(probs[head[0], tail[0], label])})
-        return out
+    def _pairs_mre(self, records, pieces, probs, labels) -> list[list[tuple[int, float]]]:
+        """`(label id, probability)` of each pair of each input, read in the pair's window."""
+        row = {(i, k): p for p, (i, k, _, _) in enumerate(pieces)}
+        decoded = []
+        for i, record in enumerate(records):
+            pairs = []
+            for (head, tail), k in zip(record["pairs"] or [], record["pair_windows"]):
+                p, start = row[(i, k)], record["windows"][k][0]
+                h, t = head[0] - start, tail[0] - start
+                label = int(labels[p, 0, h, t])
+                pairs.append((label, float(probs[p, h, t, label])))
+            decoded.append(pairs)
+        return decoded
 
-    def _joint(self, record, probs, labels) -> dict:
+    def _relations_mre(self, record, decoded) -> list[dict]:
+        names = self.model.config.label_groups["relation"]
+        return [{"head": self._span(record, *head), "tail": self._span(record, *tail), "label": names[label],
+                 "score": score} for (head, tail), (label, score) in zip(record["pairs"] or [], decoded)]
+
+    def _joint_windows(self, records, pieces, probs, labels) -> list[dict | None]:
+        """Entities and relations of each input (word spans `first`/`last`), each kept from the
+        window that owns its first word (a relation: its head's first word)."""
         from .word_pair import decode_mjere
 
         groups = self.model.config.label_groups
         types, relations = groups["entity"], groups["relation_start"]
         sizes = self.model.config.group_sizes
         offset_start, offset_end = sizes[0], sizes[0] + sizes[1]
-        entities, triples = decode_mjere(labels, len(record["words"]))
-        entity_records = {}
-        for e in entities:
-            label = e["type"] + 1
-            entity_records[(e["start"], e["end"])] = {
-                "entity_group": types[label], "score": float(probs[e["start"], e["end"] - 1, label]),
-                **self._span(record, e["start"], e["end"])}
-        relation_records = []
-        for t in triples:
-            r = t["relation"] + 1
-            score = (probs[t["head_start"], t["tail_start"], offset_start + r]
-                     + probs[t["head_end"] - 1, t["tail_end"] - 1, offset_end + r]) / 2
-            relation_records.append({
-                "head": dict(entity_records[(t["head_start"], t["head_end"])]),
-                "tail": dict(entity_records[(t["tail_start"], t["tail_end"])]),
-                "label": relations[r], "score": float(score)})
-        return {"entities": list(entity_records.values()), "relations": relation_records}
+        merged: list[dict | None] = [None if not r["windows"] else {"entities": [], "relations": []} for r in records]
+        for p, (i, k, start, end) in enumerate(pieces):
+            owner = records[i]["owners"]
+            entities, triples = decode_mjere(labels[p], end - start)
+            found = {}
+            for e in entities:
+                label = e["type"] + 1
+                found[(e["start"], e["end"])] = {"entity_group": types[label], "first": start + e["start"],
+                                                 "last": start + e["end"],
+                                                 "score": float(probs[p, e["start"], e["end"] - 1, label])}
+                if owner[start + e["start"]] == k:
+                    merged[i]["entities"].append(found[(e["start"], e["end"])])
+            for t in triples:
+                if owner[start + t["head_start"]] != k:
+                    continue
+                r = t["relation"] + 1
+                score = (probs[p, t["head_start"], t["tail_start"], offset_start + r]
+                         + probs[p, t["head_end"] - 1, t["tail_end"] - 1, offset_end + r]) / 2
+                merged[i]["relations"].append({
+                    "head": dict(found[(t["head_start"], t["head_end"])]),
+                    "tail": dict(found[(t["tail_start"], t["tail_end"])]),
+                    "label": relations[r], "score": float(score)})
+        return merged
 
     # ------------------------------------------------------------------ batching
     def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
-        dataset = PipelineDataset(inputs, self.preprocess, preprocess_params)
+        sized = isinstance(inputs, collections.abc.Sized)
+        if sized:
+            dataset = PipelineDataset(inputs, self.preprocess, preprocess_params)
+        else:  # a stream: read lazily, one worker
+            dataset = PipelineIterator(inputs, self.preprocess, preprocess_params)
+            num_workers = 0
         loader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=self._collate)
         model_iterator = PipelineIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
         outputs = PipelineIterator(model_iterator, self.postprocess, postprocess_params)
         show = getattr(self, "_show_progress", None)
-        if len(inputs) >= self.PROGRESS_FROM if show is None else show:  # a progress bar on long inputs
+        if (sized and len(inputs) >= self.PROGRESS_FROM) if show is None else show:  # a progress bar on long inputs
             from tqdm.auto import tqdm
 
-            return tqdm(outputs, total=len(inputs), desc=self.spec.pipeline_task, unit="input")
+            return tqdm(outputs, total=len(inputs) if sized else None, desc=self.spec.pipeline_task, unit="input")
         return outputs
 
     def run_single(self, inputs, preprocess_params, forward_params, postprocess_params):
@@ -349,13 +458,52 @@ def records_from_lists(inputs, images=None, contexts=None, pairs=None, is_split_
     return records, single
 
 
-def _scatter(values: torch.Tensor, rows: list[int], size: int) -> torch.Tensor:
-    """`values` of the non-empty inputs placed at their rows of a batch of `size`."""
-    if len(rows) == size:
-        return values
-    out = values.new_zeros((size, *values.shape[1:]))
-    out[torch.tensor(rows, device=values.device)] = values
-    return out
+def _merge_words(records, pieces, tags: torch.Tensor, marginals: torch.Tensor):
+    """Per-word tags `(inputs, words)` and marginals `(inputs, words, labels)` of each input,
+    each word taken from the window that owns it (`windows.owners`)."""
+    width = max(len(r["words"]) for r in records)
+    merged_tags = tags.new_zeros((len(records), width))
+    merged_marginals = marginals.new_zeros((len(records), width, marginals.shape[-1]))
+    for p, (i, k, start, end) in enumerate(pieces):
+        own = torch.tensor(records[i]["owners"][start:end]) == k
+        merged_tags[i, start:end][own] = tags[p, : end - start][own]
+        merged_marginals[i, start:end][own] = marginals[p, : end - start][own]
+    return merged_tags, merged_marginals
+
+
+def _item(value):
+    """One input's entry of a per-input list (a batch of one is not split by the iterator)."""
+    if isinstance(value, list):
+        (value,) = value
+    return value
+
+
+def _is_dataset(inputs) -> bool:
+    return type(inputs).__module__.startswith("datasets.") and hasattr(inputs, "column_names")
+
+
+def _is_stream(inputs) -> bool:
+    """A generator, an iterator, a `datasets.Dataset` or a torch dataset (`KeyDataset`)."""
+    if isinstance(inputs, (str, dict, list, tuple, bytes)):
+        return False
+    return (isinstance(inputs, (types.GeneratorType, collections.abc.Iterator)) or _is_dataset(inputs)
+            or isinstance(inputs, torch.utils.data.Dataset))
+
+
+def _row_record(row: dict) -> dict:
+    """A `datasets` row as a pipeline record: `words` (or `tokens`) or `text`, the image unless
+    `has_image` is false, `context`, `pairs`; the other columns (labels, ids) are not inputs."""
+    record = {}
+    for key in ("words", "tokens", "text"):
+        if key in row:
+            record["words" if key == "tokens" else key] = row[key]
+            break
+    if row.get("image") is not None and row.get("has_image", True):
+        record["image"] = row["image"]
+    for key in ("context", "pairs"):
+        if row.get(key) is not None:
+            record[key] = row[key]
+    return record
 
 
 def _consented(model) -> bool:

@@ -9,7 +9,8 @@ One input record per line (docs/records.md has the formats):
 * relation extraction (MRE) also needs `"pairs"`: `[[head, tail], ...]`, each a word span
   `[start, end)`.
 
-Any other key (an id, say) is copied to the output line, which adds the predictions as the
+Inputs of any length: longer ones are read as overlapping windows (`--window`, `--stride`; see
+the pipeline). Any other key (an id, say) is copied to the output line, which adds the predictions as the
 pipeline returns them: `"entities"` (NER), `"relations"` (MRE), or `"entities"` and
 `"relations"` (MJERE). Lines are written in input order; blank lines are skipped; a malformed
 line or an unreadable image stops the run with the file and line number.
@@ -97,11 +98,18 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (GPU)")
+    parser.add_argument("--window", type=int, help="words per window over long inputs (default: the model's max_words)")
+    parser.add_argument("--stride", type=int, help="words shared by consecutive windows (default: window // 4)")
+    parser.add_argument("--ignore-labels", nargs="+", metavar="LABEL", help="labels left out of the predictions")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="run the code shipped in the model folder (off: this package's classes are used)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.window is not None and args.window < 1:
+        parser.error(f"--window must be a positive integer, got {args.window}")
+    if args.stride is not None and not 0 <= args.stride < (args.window or 2 ** 31):
+        parser.error(f"--stride must be >= 0 and smaller than --window, got {args.stride}")
     if not args.input.is_file():
         parser.error(f"--input {args.input} is not a file")
     if args.output.exists() and args.output.resolve() == args.input.resolve():
@@ -123,7 +131,8 @@ def main(argv=None) -> int:
                 chunk = entries[start:start + chunk_size]
                 records = [{**{k: e["record"][k] for k in PIPELINE_KEYS if k in e["record"]}, "_name": e["line"]}
                            for e in chunk]
-                predictions = pipe(records, batch_size=args.batch_size, autocast_dtype=dtype,
+                predictions = pipe(records, batch_size=args.batch_size, autocast_dtype=dtype, window=args.window,
+                                   stride=args.stride, ignore_labels=args.ignore_labels,
                                    show_progress=False)  # the CLI's own bar covers the whole file
                 out.writelines(output_line(e["record"], p, output_key) for e, p in zip(chunk, predictions))
                 bar.update(len(chunk))

@@ -82,9 +82,53 @@ def test_predict_rejects_non_text(model, bad):
         model.predict(bad)
 
 
-def test_predict_over_long_text_is_an_error(model):
-    with pytest.raises(ValueError, match="more than max_words|exceeds max_length"):
-        model.predict("word " * 300)
+def strip(records):
+    return [{k: v for k, v in e.items() if k != "score"} for e in records]
+
+
+def test_a_1000_word_text_is_windowed_over_its_whole_length(model, monkeypatch):
+    force_tags(model, monkeypatch, lambda j: "B-PER" if j % 3 == 0 else "O")  # word j of each window
+    words = [f"w{i}" for i in range(1000)]
+    text = "  " + "  ".join(words) + " ."
+    records = model.predict(text)
+    assert all(text[e["start"]:e["end"]] == e["word"] for e in records)
+    ends = [(e["start"], e["end"]) for e in records]
+    assert all(a[1] <= b[0] for a, b in zip(ends, ends[1:]))  # no word in two entities
+    assert records[-1]["start"] > len(text) - 40  # found to the end of the text, not cut at max_words
+    assert records[0]["word"] == "w0"
+
+
+def test_windows_that_disagree_are_merged_word_by_word(model, monkeypatch):
+    """Emissions by position inside a window: local words 0-1 PER, 6-7 LOC. Windows of 8 words
+    sharing 4: [0,8) [4,12) [8,16) [12,20). Each word is decided by the window where it is most
+    central: words 4-5 (PER in window 2, O in window 1) are window 1's, so O; LOC survives only
+    at words 18-19, whose sole window is the last."""
+    force_tags(model, monkeypatch, lambda j: {0: "B-PER", 1: "I-PER", 6: "B-LOC", 7: "I-LOC"}.get(j, "O"))
+    words = [f"w{i}" for i in range(20)]
+    records = model.predict(" ".join(words), window=8, stride=4)
+    assert [(e["entity_group"], e["word"]) for e in records] == [("PER", "w0 w1"), ("LOC", "w18 w19")]
+    assert strip(model.predict(" ".join(words[:8]), window=8, stride=4)) == [
+        {"entity_group": "PER", "word": "w0 w1", "start": 0, "end": 5},
+        {"entity_group": "LOC", "word": "w6 w7", "start": 18, "end": 23}]
+
+
+def test_windowing_keeps_what_fits_in_one_window(model, monkeypatch):
+    force_tags(model, monkeypatch, lambda j: "B-PER")  # every word an entity, whatever its position
+    text = " ".join(f"Word{i}" for i in range(30))
+    whole = model.predict(text)
+    assert strip(model.predict(text, window=12, stride=6)) == strip(whole)
+    assert len(whole) == 30
+    with torch.no_grad():
+        model.crf.transitions.zero_()
+    scores = [e["score"] for e in model.predict(text, window=12, stride=6)]
+    assert scores == pytest.approx([e["score"] for e in whole], abs=1e-3)
+
+
+def test_window_arguments_are_checked(model):
+    with pytest.raises(ValueError, match="stride=8 must be smaller than the window of 8 words"):
+        model.predict("a b c", window=8, stride=8)
+    with pytest.raises(ValueError, match="window must be a positive int"):
+        model.predict("a b c", window=0)
 
 
 def test_unknown_label_ids_in_config(trained_model_dir):
@@ -127,6 +171,17 @@ def test_predict_cli(trained_model_dir, tmp_path):
     inputs.write_text('{"id": "a", "text": "x"}\n{"id": "b"}\n')
     with pytest.raises(ValueError, match="in.jsonl:2: expected an object"):
         predict_cli.main([str(trained_model_dir), "--input", str(inputs), "--output", str(out)])
+    long = " ".join(f"Word{i}" for i in range(600))  # windowed, as the pipeline is
+    inputs.write_text(json.dumps({"id": "long", "text": long}) + "\n")
+    predict_cli.main([str(trained_model_dir), "--input", str(inputs), "--output", str(out), "--window", "50",
+                      "--stride", "10"])
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    pipe = ShapCAForTokenClassification.from_pretrained(trained_model_dir).eval()
+    assert row["entities"] == pipe.predict(long, window=50, stride=10)
+    assert all(long[e["start"]:e["end"]] == e["word"] for e in row["entities"])
+    with pytest.raises(SystemExit):
+        predict_cli.main([str(trained_model_dir), "--input", str(inputs), "--output", str(out), "--window", "8",
+                          "--stride", "8"])
 
 
 def test_captured_inference_path_gives_the_same_records(model):
