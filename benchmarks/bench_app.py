@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
     text = "RT @nytimes : Kevin Durant signs with the Golden State Warriors in Oakland tonight"
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.model or minilm_model(tmp)
-        from demo.app import DemoApp, load_model
+        from shapca_app.app import DemoApp, load_model
 
         start = time.perf_counter()
         app = DemoApp([load_model(folder)])

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from .word_pair import decode_mjere, decode_mre, encode_mjere, encode_mre
+from .grids import decode_mjere, decode_mre, encode_mjere, encode_mre
 
 NONE_LABEL = "None"
 

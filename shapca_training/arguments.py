@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from modeling_shapca import ShapCAConfig
+from modeling_shapca.configuration_shapca import ShapCAConfig
 from modeling_shapca.configuration_shapca import ALIGNMENTS, FUSIONS
 from modeling_shapca.tasks import DATASETS, TASKS
 
@@ -49,10 +49,11 @@ FIELD_HELP = {
     "initializer_range": ("Std of the heads' initial weights.", None),
 }
 
-USAGE = """train.py CONFIG.yaml [--flag value ...]
+USAGE = """shapca-train CONFIG [--flag value ...]      (or: python train.py CONFIG ...)
 
-Train Shap-CA. CONFIG.yaml sets any flag below (key: value); flags given on the command line
-override it. Examples:
+Train Shap-CA. CONFIG is a YAML file or a shipped config's name (twitter2015-minilm, ...); it
+sets any flag below (key: value); flags given on the command line override it. Examples:
+  shapca-train twitter2015-minilm --dataset_path my_tweets/ --dataset_name my-tweets
   python train.py configs/twitter2015-minilm.yaml --num_train_epochs 1
   accelerate launch train.py configs/mnre-bert-resnet152.yaml --alignment infonce
   torchrun --nproc_per_node 2 train.py configs/twitter2015-minilm.yaml   (CPU, 2 processes)
@@ -148,8 +149,15 @@ def resolve_path(name: str) -> str:
     return name
 
 
+class TrainerArguments(TrainingArguments):
+    """transformers' TrainingArguments, listed last in `--help` (after the Shap-CA flags)."""
+
+    _argument_group_name = "Trainer (transformers.TrainingArguments)"
+
+
 def make_parser() -> HfArgumentParser:
-    return HfArgumentParser((ModelArguments, ShapCAArguments, DataArguments, TrainingArguments),
+    """Data first, then the Shap-CA model, the backbones and the Trainer's own flags."""
+    return HfArgumentParser((DataArguments, ShapCAArguments, ModelArguments, TrainerArguments),
                             usage=USAGE, allow_abbrev=False)
 
 
@@ -170,13 +178,19 @@ def parse_arguments(argv: list[str]):
     """(model, shapca, data, training) arguments from `[CONFIG.yaml] [--flag value ...]`."""
     parser = make_parser()
     cli = list(argv)
-    if cli and cli[0].endswith((".yaml", ".yml")):
-        cli = yaml_to_flags(Path(cli.pop(0))) + cli  # later flags win
+    if cli and not cli[0].startswith("-"):  # a YAML file or a shipped config's name
+        from .resources import config_path
+
+        try:
+            config = config_path(cli.pop(0))
+        except FileNotFoundError as error:
+            raise SystemExit(f"error: {error}") from None
+        cli = yaml_to_flags(config) + cli  # later flags win
     known = {option for action in parser._actions for option in action.option_strings}
     unknown = [a.split("=")[0] for a in cli if a.startswith("--") and a.split("=")[0] not in known]
     if unknown:
         raise SystemExit(f"error: unknown argument(s) {unknown}; see train.py --help (flags are never abbreviated)")
-    model_args, shapca_args, data_args, training_args = parser.parse_args_into_dataclasses(args=cli)
+    data_args, shapca_args, model_args, training_args = parser.parse_args_into_dataclasses(args=cli)
     # TrainingArguments turns do_eval on by itself when eval_strategy is set: keep what the user asked.
     data_args.steps = {step for step in ("do_train", "do_eval", "do_predict")
                        if f"--{step}" in cli and _true(cli[cli.index(f"--{step}") + 1:][:1])}

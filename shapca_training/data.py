@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import datasets
 
 from modeling_shapca import ShapCAProcessor
 from modeling_shapca.tasks import get_dataset, get_task
 
-ROOT = Path(__file__).resolve().parents[1]
+from .resources import resource
+
 logger = logging.getLogger("shapca.train")
 SHOWN = 5  # offending rows named in an error
 
@@ -35,7 +35,7 @@ def load_task_dataset(data_args):
         if data_args.task and data_args.task != spec.task:
             raise ValueError(f"--task {data_args.task} does not fit the preset {data_args.dataset!r} "
                              f"(a {spec.task!r} corpus); give your own data with --dataset_path")
-        raw = data_args.raw_dir or ROOT / "data" / spec.raw_folder
+        raw = data_args.raw_dir or resource("data", spec.raw_folder)
         dataset, info, report = build_raw(raw, spec.task, data_args.image_dir, data_args.contexts, preset=spec.name)
         if data_args.dataset_name:
             info.name = data_args.dataset_name

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from collections import Counter
 
 import evaluate
@@ -13,6 +11,8 @@ import numpy as np
 from modeling_shapca.inference import bio_to_spans
 from modeling_shapca.tasks import get_task
 from modeling_shapca.word_pair import decode_mjere
+
+from .resources import resource
 
 MISSED, SPURIOUS = "(missed)", "(none)"
 TOP_CONFUSIONS = 10
@@ -52,7 +52,6 @@ def per_type_f1(gold: list[set], predicted: list[set], key=lambda item: item[-1]
         scores[kind] = 2 * p * r / (p + r) if p + r else 0.0
     return scores
 
-ROOT = Path(__file__).resolve().parents[1]
 IGNORE_INDEX = -100
 
 
@@ -143,7 +142,7 @@ def make_compute_metrics(task: str, config) -> tuple:
     """`compute_metrics` for the Trainer and a description of the metric used (for results.json).
     The main score is `f1`: entity F1 (MNER), micro F1 without None (MRE), triple F1 (MJERE)."""
     spec = get_task(task)
-    metric = evaluate.load(str(ROOT / "metrics" / spec.metric))
+    metric = evaluate.load(str(resource("metrics", spec.metric)))
     if spec.name == "ner":
         compute, args = _mner_metrics(metric, config.id2label), {"mode": "conlleval"}
     elif spec.name == "mre":

@@ -15,7 +15,7 @@ from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from demo.app import DemoApp, LoadedModel, find_span, load_model  # noqa: E402
+from shapca_app.app import DemoApp, LoadedModel, find_span, load_model  # noqa: E402
 from tests.conftest import random_image  # noqa: E402
 from tests.modeling_shapca.test_word_pair import MRE_GROUPS, make_wp_model  # noqa: E402
 

