@@ -48,6 +48,17 @@ def check_run(model_dir: Path) -> TaskSpec:
         raise SystemExit(f"error: {model_dir}/config.json: {error}") from None
 
 
+def check_repo_id(repo_id: str) -> str:
+    """A Hub repo id (`name` or `user/name`), checked before anything is staged or sent."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise SystemExit(f"error: --repo-id {repo_id!r} is not a Hub repo id: {error}") from None
+    return repo_id
+
+
 def public_results(results: dict) -> dict:
     """results.json as uploaded: no local paths."""
     results = dict(results)
@@ -70,6 +81,8 @@ def stage(model_dir: Path, out: Path, repo_id: str) -> list[str]:
     processor = ShapCAProcessor.from_pretrained(model_dir, trust_remote_code=False)  # our class; no code of the run runs
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    for config in (model.config, model.config.text_config, model.config.vision_config):
+        config._name_or_path = ""  # the run's local backbone folders are nobody else's paths
     try:
         model.save_pretrained(tmp, safe_serialization=True)  # also copies the modeling_shapca modules
         processor.save_pretrained(tmp)
@@ -92,6 +105,7 @@ def main(argv=None) -> list[str]:
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--dry-run", type=Path, metavar="OUT", help="write the upload here instead of pushing")
     args = parser.parse_args(argv)
+    check_repo_id(args.repo_id)
     if args.dry_run:
         files = stage(args.model_dir, args.dry_run, args.repo_id)
         print(f"dry run: {len(files)} files in {args.dry_run}: {', '.join(files)}")

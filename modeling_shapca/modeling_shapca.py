@@ -138,11 +138,13 @@ class ShapCAPreTrainedModel(PreTrainedModel):
         auto_map.update(self._extra_auto_map)
         self.config.auto_map = auto_map
         if not isinstance(self, ShapCAModel):
-            # `pipeline(TASK, model=DIR, trust_remote_code=True)` finds the pipeline class here;
+            # `pipeline(TASK, model=DIR, trust_remote_code=True)` finds the pipeline class here,
+            # under the `multimodal-*` name and under the Hub tag the card declares
+            # (`token-classification`, `text-classification`), so the card's tag runs too.
             # pipeline_shapca.py travels with the modules (it is imported by `predict`).
             spec = get_task(self.config.task)
-            self.config.custom_pipelines = {spec.pipeline_task: {
-                "impl": "pipeline_shapca.ShapCAPipeline", "pt": ["AutoModel"], "tf": [], "type": "multimodal"}}
+            entry = {"impl": "pipeline_shapca.ShapCAPipeline", "pt": ["AutoModel"], "tf": [], "type": "multimodal"}
+            self.config.custom_pipelines = {name: dict(entry) for name in (spec.pipeline_task, spec.hub_pipeline_tag)}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def predict(self, inputs, images=None, contexts=None, pairs=None, batch_size: int = 32, processor=None,

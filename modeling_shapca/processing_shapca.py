@@ -111,6 +111,21 @@ class ShapCAProcessor(ProcessorMixin):
         self._generator = None
         super().__init__(image_processor, tokenizer)
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`ProcessorMixin.from_pretrained`, without the warning transformers logs when its
+        AutoTokenizer reads our `config.json` (model type `shapca`) as a generic config while it
+        looks for a tokenizer class (the tokenizer's own `tokenizer_config.json` names it)."""
+        import logging
+
+        config_logger = logging.getLogger("transformers.configuration_utils")
+        level = config_logger.level
+        config_logger.setLevel(logging.ERROR)
+        try:
+            return super().from_pretrained(*args, **kwargs)
+        finally:
+            config_logger.setLevel(level)
+
     # ------------------------------------------------------------------ contexts
     def context_settings(self) -> ContextSettings | None:
         """The settings the training contexts were written with (None: no generator)."""
