@@ -83,7 +83,16 @@ def load_trained(path: str):
 
 
 def add_pos_tags(dataset, tagger):
-    """Tag every sentence once (spaCy) and keep the tags as a column."""
+    """Tag every sentence once (spaCy) and keep the tags as a column. A built dataset that
+    already has a `pos_tags` column of universal POS strings, one per word (the multi-process
+    cache, or data tagged elsewhere), is used as it is."""
+    if all("pos_tags" in split.column_names for split in dataset.values()):
+        for name, split in dataset.items():
+            for i, (words, tags) in enumerate(zip(split["words"], split["pos_tags"])):
+                if len(tags) != len(words) or not all(isinstance(t, str) for t in tags):
+                    raise ValueError(f"split {name!r} row {i}: pos_tags must be one universal POS string per word")
+        return dataset
+
     def tag(batch):
         return {"pos_tags": tagger(batch["words"])}
 
@@ -172,11 +181,10 @@ def _settings(config: dict, prefix: str = "") -> dict:
 def check_resume_settings(checkpoint: str, config) -> None:
     """Refuse, before training, to resume from a checkpoint made with other model settings
     (its weights would not fit: `size mismatch` deep inside the Trainer)."""
-    saved_file = Path(checkpoint) / "config.json"
-    if not saved_file.is_file():
+    if not (Path(checkpoint) / "config.json").is_file():
         return
-    saved = _settings(json.loads(saved_file.read_text(encoding="utf-8")))
-    now = _settings(json.loads(config.to_json_string(use_diff=False)))
+    saved = _settings(type(config).from_pretrained(checkpoint).to_dict())  # read as the model's own config is
+    now = _settings(config.to_dict())
     differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in differ[:8])

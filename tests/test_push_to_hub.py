@@ -105,3 +105,12 @@ def test_a_run_without_processor_or_results_gets_a_one_line_error(trained_model_
         push_to_hub.main([str(run), "--repo-id", "u/x", "--dry-run", str(tmp_path / "out")])
     message = str(error.value)
     assert "\n" not in message and "processor_config.json" in message and "results.json" in message
+
+
+@pytest.mark.parametrize("repo_id", ["my user/my repo", "../..", "user/name\nlicense: evil", "a/b/c"])
+def test_invalid_repo_ids_are_refused_before_anything_is_staged(trained_model_dir, tmp_path, repo_id):
+    import push_to_hub
+
+    with pytest.raises(SystemExit, match="is not a Hub repo id"):
+        push_to_hub.main([str(trained_model_dir), "--repo-id", repo_id, "--dry-run", str(tmp_path / "out")])
+    assert list(tmp_path.iterdir()) == []

@@ -110,7 +110,7 @@ def test_unknown_abbreviated_and_invalid_flags_are_errors(argv, message, capsys)
 def test_help_starts_with_the_usage_and_explains_the_switches():
     done = subprocess.run([sys.executable, "train.py", "--help"], cwd=train.ROOT, capture_output=True, text=True)
     assert done.returncode == 0
-    assert done.stdout.startswith("usage: train.py CONFIG.yaml [--flag value ...]")
+    assert done.stdout.startswith("usage: shapca-train CONFIG [--flag value ...]      (or: python train.py CONFIG ...)")
     assert "{shapley,infonce,none}" in done.stdout and "Eq. 17" in done.stdout and "Eq. 19" in done.stdout
     assert "{adaptive,plain}" in done.stdout
 
@@ -190,3 +190,26 @@ def test_evaluate_only_a_trained_model_and_save_metrics(trained_model_dir, tiny_
 def test_every_shipped_config_parses(config):
     _, _, data, training = train.parse_arguments([str(train.ROOT / "configs" / config)])
     assert config.startswith(data.dataset) and training.output_dir
+
+
+def test_resuming_with_other_model_settings_stops_before_training(tiny_text_model, tmp_path, capsys):
+    common = ("--max_steps", "1", "--save_strategy", "steps", "--save_steps", "1", "--eval_strategy", "no",
+              "--load_best_model_at_end", "false", "--disable_tqdm", "true")
+    run(tiny_text_model, tmp_path, *common, "--do_train", "true")
+    assert (tmp_path / "checkpoint-1").exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="checkpoint-1 was made with other model settings \\(hidden_dim: 16 there, 32 "
+                                         "now\\).*--start_over true.*another --output_dir"):
+        run(tiny_text_model, tmp_path, *common, "--do_train", "true", "--hidden_dim", "32")
+    assert "%|" not in capsys.readouterr().err  # --disable_tqdm true: no progress bar of any kind was drawn
+    run(tiny_text_model, tmp_path, *common, "--do_train", "true", "--hidden_dim", "32", "--start_over", "true")
+
+
+def test_loading_a_trained_processor_logs_no_warning(trained_model_dir, caplog):
+    import logging
+
+    from modeling_shapca import ShapCAProcessor
+
+    with caplog.at_level(logging.WARNING):
+        ShapCAProcessor.from_pretrained(trained_model_dir, trust_remote_code=False)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
