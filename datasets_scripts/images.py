@@ -15,6 +15,8 @@ from pathlib import Path, PurePath
 
 from PIL import Image, UnidentifiedImageError
 
+from modeling_shapca.limits import check_image_size, to_rgb
+
 
 class ImageResolver:
     """Finds `<image_dir>/<image_id><suffix>` and checks that it decodes.
@@ -55,7 +57,8 @@ class ImageResolver:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(path) as image:
-                    image.convert("RGB").load()
+                    check_image_size(*image.size)  # before decoding (limits.py)
+                    to_rgb(image).load()
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombWarning,
                 Image.DecompressionBombError) as error:
             self.corrupt.append(f"{key} ({type(error).__name__})")

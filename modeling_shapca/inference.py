@@ -4,6 +4,7 @@ entity spans, and the checks of what a caller passes (images, pairs, batches).""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Sequence
 
 import regex
@@ -49,28 +50,49 @@ def bio_to_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
     return spans
 
 
-def load_image(image, name: str):
-    """An RGB PIL image from a PIL image (any mode), a file path or a URL; `None` stays `None`.
-    Anything unreadable (missing, corrupt, too large) is a `ValueError` naming the input."""
+def load_image(image, name: str, allow_private: bool = True):
+    """An RGB PIL image from a PIL image (any mode; 16-bit and float modes scaled to 8 bits by
+    their range), a file path or an http(s) URL; `None` stays `None`. URLs are fetched within
+    the limits of `limits.py` (timeouts, byte cap, and with `allow_private=False` no loopback,
+    private or link-local address); an image is measured before it is decoded
+    (`MAX_IMAGE_PIXELS`, `MAX_ASPECT_RATIO`). Anything unreadable is a `ValueError` naming the
+    input and the reason."""
     if image is None:
         return None
-    from PIL import Image
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from .limits import check_image_size, fetch_url, to_rgb
 
     if isinstance(image, Image.Image):
         try:
-            return image.convert("RGB") if image.mode != "RGB" else image
+            check_image_size(*image.size)
+            return to_rgb(image)
         except (OSError, ValueError) as error:
-            raise ValueError(f"{name}: the image cannot be read: {error}") from error
+            raise ValueError(f"{name}: the image cannot be used: {error}") from error
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
-        from transformers.image_utils import load_image as hf_load_image
-
         source = image.decode() if isinstance(image, bytes) else str(image)
+        shown = source[:200]
         try:
-            with warnings.catch_warnings():  # PIL warns before it refuses a huge image: refuse at once
+            if source.startswith(("http://", "https://")):
+                handle = io.BytesIO(fetch_url(source, allow_private=allow_private))
+            elif "://" in source or source.startswith("data:"):
+                raise ValueError("only http(s) URLs and file paths are read")
+            else:
+                path = Path(source)
+                if not path.is_file():
+                    raise ValueError(f"no such file ({'relative to ' + str(Path.cwd()) if not path.is_absolute() else 'absolute path'})")
+                handle = path.open("rb")
+            with handle, warnings.catch_warnings():  # PIL warns before it refuses a huge image: refuse at once
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                return hf_load_image(source).convert("RGB")
-        except Exception as error:  # noqa: BLE001 - PIL, requests and transformers raise many kinds
-            raise ValueError(f"{name}: image {source[:200]!r} cannot be read: {type(error).__name__}: {error}") from error
+                with Image.open(handle) as opened:
+                    check_image_size(*opened.size)
+                    opened.load()
+                    return to_rgb(opened)
+        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombWarning,
+                Image.DecompressionBombError) as error:
+            raise ValueError(f"{name}: image {shown!r} cannot be read: {error}") from error
     raise TypeError(f"{name}: 'image' must be a PIL image, a path, a URL or None, got {type(image).__name__}")
 
 

@@ -48,6 +48,16 @@ def _load_spacy(name: str):
     return spacy.load(name, exclude=["parser", "lemmatizer", "ner"])
 
 
+def _rgb(image):
+    """PIL images as 8-bit RGB (`limits.to_rgb`: 16-bit and float modes scaled by their range);
+    arrays as they are."""
+    from PIL import Image
+
+    from .limits import to_rgb
+
+    return to_rgb(image) if isinstance(image, Image.Image) else image
+
+
 def _round_up(length: int, multiple: int | None) -> int:
     """`length` padded up to a multiple (fixed shape buckets for captured inference)."""
     return length if not multiple else -(-length // multiple) * multiple
@@ -266,7 +276,7 @@ class ShapCAProcessor(ProcessorMixin):
         has_image = [image is not None for image in images]
         if not present:
             return None, has_image
-        processed = self.image_processor([images[i] for i in present], return_tensors="np")["pixel_values"]
+        processed = self.image_processor([_rgb(images[i]) for i in present], return_tensors="np")["pixel_values"]
         pixel_values = np.zeros((batch_size, *processed.shape[1:]), dtype=np.float32)
         pixel_values[present] = processed
         return pixel_values, has_image

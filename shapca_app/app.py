@@ -118,7 +118,13 @@ class DemoApp:
         if not location:
             return None
         if location.startswith(("http://", "https://")):
-            return location
+            # fetched here, within the limits and never from this server's own network (SSRF)
+            from modeling_shapca.inference import load_image
+
+            try:
+                return load_image(location, "the image URL", allow_private=False)
+            except ValueError as error:
+                raise InputError(str(error)) from None
         if self.image_dir is None:
             raise InputError("Image paths are not enabled here (the app was started without --image-dir): upload the image.")
         path = (self.image_dir / location).resolve()
