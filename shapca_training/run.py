@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -139,23 +140,61 @@ def check_metric(training_args, task: str) -> None:
                              f"choose one of {metric_names(task) + ['loss']}")
 
 
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "training_args.bin")
+
+
+def incomplete_reason(checkpoint: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from (a run killed while writing it), or None."""
+    weights = [checkpoint / name for name in ("model.safetensors", "pytorch_model.bin")]
+    if not any(w.is_file() and w.stat().st_size > 0 for w in weights):
+        return "no weights"
+    for name in CHECKPOINT_FILES:
+        path = checkpoint / name
+        if not path.is_file() or path.stat().st_size == 0:
+            return f"{name} {'is empty' if path.is_file() else 'is missing'}"
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return "trainer_state.json is not valid JSON"
+    return None
+
+
+def last_complete_checkpoint(output: Path) -> str | None:
+    """The newest checkpoint in `output` that a kill did not cut short. An incomplete one is
+    reported and set aside (renamed `incomplete-checkpoint-N-<time>`, kept for inspection,
+    out of the Trainer's checkpoint rotation), never used and never deleted."""
+    checkpoints = sorted((p for p in output.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()),
+                         key=lambda p: int(p.name[11:]), reverse=True)
+    for checkpoint in checkpoints:
+        reason = incomplete_reason(checkpoint)
+        if reason is None:
+            return str(checkpoint)
+        aside = checkpoint.with_name(f"incomplete-{checkpoint.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        checkpoint.rename(aside)
+        logger.warning("%s is incomplete (%s; the run was stopped while writing it): set aside as %s",
+                       checkpoint, reason, aside.name)
+    return None
+
+
 def check_before_work(data_args, training_args) -> str | None:
     """Errors that would otherwise surface after data and model are loaded; returns the
-    checkpoint to resume from (explicit, or the last one in output_dir)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
+    checkpoint to resume from (explicit, or the last complete one in output_dir)."""
     resume = training_args.resume_from_checkpoint
     if resume and resume not in ("true", "True") and not Path(resume).is_dir():
         raise SystemExit(f"error: --resume_from_checkpoint {resume} is not a checkpoint folder")
+    if resume and resume not in ("true", "True") and incomplete_reason(Path(resume)):
+        raise SystemExit(f"error: --resume_from_checkpoint {resume} is incomplete ({incomplete_reason(Path(resume))})")
     output = Path(training_args.output_dir)
     if data_args.start_over:
         for checkpoint in output.glob("checkpoint-*"):
             shutil.rmtree(checkpoint)  # the user asked to start from scratch
         return None
-    if not resume and training_args.do_train and output.is_dir():
-        resume = get_last_checkpoint(str(output))
+    if (not resume or resume in ("true", "True")) and training_args.do_train and output.is_dir():
+        resume = last_complete_checkpoint(output)
         if resume:
             logger.warning("resuming from %s (rerun with --start_over true to train from scratch)", resume)
+    # every callback's state (early stopping's patience counter first) comes back with the checkpoint
+    training_args.restore_callback_states_from_checkpoint = True
     return resume
 
 

@@ -213,3 +213,50 @@ def test_loading_a_trained_processor_logs_no_warning(trained_model_dir, caplog):
     with caplog.at_level(logging.WARNING):
         ShapCAProcessor.from_pretrained(trained_model_dir, trust_remote_code=False)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+class KillAfterStep6(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 6:
+            raise KeyboardInterrupt  # killed after the checkpoint of epoch 2
+
+
+@pytest.mark.parametrize("cut", [None, "trainer_state.json", "optimizer.pt:empty", "trainer_state.json:truncated"])
+def test_a_killed_run_resumes_from_its_last_complete_checkpoint_and_stops_where_it_would_have(
+        tiny_text_model, tmp_path, monkeypatch, cut):
+    """Learning rate 0: validation F1 never improves, so early stopping (patience 2) ends the
+    run after epoch 3 (step 9). Killed after the checkpoint of step 6 (patience counter 1 there),
+    the rerun of the same command must stop at step 9 too: the counter is restored with the
+    checkpoint. `cut` leaves checkpoint-6 as a kill during its write does (a file missing, empty
+    or cut short): it is set aside, and the run resumes from checkpoint-3."""
+    common = ("--num_train_epochs", "6", "--per_device_train_batch_size", "8", "--eval_strategy", "epoch",
+              "--save_strategy", "epoch", "--learning_rate", "0", "--head_learning_rate", "0",
+              "--early_stopping_patience", "2", "--load_best_model_at_end", "true", "--dropout", "0",
+              "--do_train", "true", "--do_eval", "true")
+    straight = run(tiny_text_model, tmp_path / "straight", *common)
+    assert straight["log_history"][-1]["step"] == 9 and straight["best_checkpoint"] == "checkpoint-3"
+    original_init = ShapCATrainer.__init__
+
+    def init_with_kill(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.add_callback(KillAfterStep6())
+
+    monkeypatch.setattr(ShapCATrainer, "__init__", init_with_kill)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_text_model, tmp_path / "killed", *common)
+    monkeypatch.setattr(ShapCATrainer, "__init__", original_init)
+    last = tmp_path / "killed" / "checkpoint-6"
+    if cut:
+        name, _, how = cut.partition(":")
+        if how == "empty":
+            (last / name).write_bytes(b"")
+        elif how == "truncated":
+            (last / name).write_text((last / name).read_text()[:40])
+        else:
+            (last / name).unlink()
+    resumed = run(tiny_text_model, tmp_path / "killed", *common)  # the same command again
+    assert resumed["log_history"][-1]["step"] == 9
+    assert resumed["best_checkpoint"] == "checkpoint-3"
+    assert resumed["validation"]["validation_f1"] == pytest.approx(straight["validation"]["validation_f1"], abs=1e-9)
+    aside = sorted(p.name for p in (tmp_path / "killed").glob("incomplete-checkpoint-6-*"))
+    assert len(aside) == (1 if cut else 0)  # set aside, kept, never used
