@@ -71,7 +71,7 @@ setup(
     ],
     # pytorch-crf: the reference the CRF tests compare against (the model has its own CRF).
     extras_require={
-        "dev": ["pytest", "hypothesis", "pytorch-crf>=0.7.2", "gradio>=6", "gradio_client", "selenium>=4.20", "build"],
+        "dev": ["pytest", "hypothesis", "pytorch-crf>=0.7.2", "gradio>=6", "gradio_client", "selenium>=4.20"],
         # the Gradio app (shapca-app, demo/app.py); the browser test drives Debian's chromium with selenium
         "demo": ["gradio>=6"],
     },

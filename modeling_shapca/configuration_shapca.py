@@ -90,6 +90,18 @@ class ShapCAConfig(PretrainedConfig):
     initializer_range: float = 0.02
     num_pos_tags: int = len(POS_TAGS)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PretrainedConfig.from_pretrained`; a local folder without `config.json` is an error
+        here (not a default config that fails later with a long weight-mismatch report)."""
+        import os
+
+        folder = str(pretrained_model_name_or_path)
+        if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, kwargs.get("subfolder", ""), "config.json")):
+            raise OSError(f"{folder} has no config.json: it is not a saved Shap-CA model (train.py and "
+                          "save_pretrained write one next to the weights)")
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def __post_init__(self, **kwargs):
         legacy_scheme = kwargs.pop("word_pair_scheme", None)
         super().__post_init__(**kwargs)

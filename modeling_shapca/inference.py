@@ -12,9 +12,10 @@ import regex
 # Tokens like the Twitter corpora's: URLs, @mentions, #hashtags, words (with inner ' or -),
 # numbers, and single punctuation marks (or symbols, emoji sequences). A word character keeps
 # the combining marks that follow it (Devanagari vowel signs and viramas, Thai vowels and tone
-# marks, Arabic harakat, NFD accents), so no word is cut inside a grapheme cluster.
+# marks, Arabic harakat, NFD accents), so no word is cut inside a grapheme cluster. Invisible
+# format characters (zero-width space, bidi marks and overrides: category Cf) are never words.
 _WORD = r"\w[\w\p{M}]*"
-_TOKEN = regex.compile(rf"https?://\S+|[@#]?{_WORD}(?:['’\-]{_WORD})*|(?![\w\s])\X")
+_TOKEN = regex.compile(rf"https?://\S+|[@#]?{_WORD}(?:['’\-]{_WORD})*|(?![\w\s\p{{Cf}}])\X")
 
 
 def tokenize_with_offsets(text: str) -> tuple[list[str], list[tuple[int, int]]]:

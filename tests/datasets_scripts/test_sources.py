@@ -185,3 +185,17 @@ def test_missing_splits_and_wrong_tasks_are_clear(tmp_path):
         load_data(tmp_path / "e", task="mre")
     with pytest.raises(ValueError, match="holds no data this project reads"):
         load_data(tmp_path)
+
+
+def test_a_byte_order_mark_is_not_a_format_error(tmp_path):
+    from datasets_scripts.readers import read_mnre, read_twitter_ner
+
+    (tmp_path / "t.txt").write_text("\ufeffIMGID:1\nParis\tB-LOC\n", encoding="utf-8")
+    assert read_twitter_ner(tmp_path / "t.txt")[0][0].words == ["Paris"]
+    line = "{'token': ['Ann', 'x'], 'h': {'name': 'Ann', 'pos': [0, 1]}, 't': {'name': 'x', 'pos': [1, 2]}, " \
+           "'img_id': 'a.jpg', 'relation': 'None'}"
+    (tmp_path / "m.txt").write_text("\ufeff" + line + "\n", encoding="utf-8")
+    assert read_mnre(tmp_path / "m.txt")[0].words == ["Ann", "x"]
+    (tmp_path / "m.txt").write_text(line.replace("[0, 1]", "[False, True]") + "\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match="m.txt:1: 'h' span \\[False, True\\] is not \\[start, end\\) of two ints"):
+        read_mnre(tmp_path / "m.txt")

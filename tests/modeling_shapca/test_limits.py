@@ -180,3 +180,24 @@ def test_16_bit_images_keep_their_values():
     assert rgb[0, :, 0].tolist() == [0, 1, 128, 255] and (rgb[..., 0] == rgb[..., 2]).all()
     floats = np.asarray(limits.to_rgb(Image.fromarray(np.array([[0.5, 1.0, 2.5]], dtype=np.float32))))
     assert floats[0, :, 1].tolist() == [0, 64, 255]
+
+
+def test_invisible_format_characters_are_not_words():
+    from modeling_shapca.inference import tokenize_with_offsets
+
+    words, offsets = tokenize_with_offsets("Kevin\u200b Durant \u202e \u200f ok \U0001F468\u200d\U0001F469")
+    assert words == ["Kevin", "Durant", "ok", "\U0001F468\u200d\U0001F469"]  # a ZWJ emoji sequence stays one
+    assert offsets[:3] == [(0, 5), (7, 13), (18, 20)]
+
+
+def test_a_model_folder_without_config_is_a_clear_error(trained_model_dir, tmp_path):
+    import shutil
+
+    from modeling_shapca import ShapCAForTokenClassification
+    from modeling_shapca import predict as predict_cli
+
+    shutil.copy(trained_model_dir / "model.safetensors", tmp_path / "model.safetensors")
+    with pytest.raises(OSError, match="has no config.json: it is not a saved Shap-CA model"):
+        ShapCAForTokenClassification.from_pretrained(tmp_path)
+    with pytest.raises(OSError, match="has no config.json"):
+        predict_cli.load_model(str(tmp_path))
