@@ -12,12 +12,18 @@ One input record per line (docs/records.md has the formats):
 Inputs of any length: longer ones are read as overlapping windows (`--window`, `--stride`; see
 the pipeline). Any other key (an id, say) is copied to the output line, which adds the predictions as the
 pipeline returns them: `"entities"` (NER), `"relations"` (MRE), or `"entities"` and
-`"relations"` (MJERE). Lines are written in input order; blank lines are skipped; a malformed
-line or an unreadable image stops the run with the file and line number.
+`"relations"` (MJERE). Lines are written in input order; blank lines are skipped. Every fault of
+an input line (not UTF-8, not JSON, nested too deeply, a value that cannot be written back such
+as NaN or a lone surrogate) is reported with its file and line before any prediction runs; an
+unreadable image stops the run with its file and line. A relative image path resolves against
+the input file's folder (not the working directory).
 
-Writing is atomic: the output goes to a temporary file beside `--output` that is renamed into
-place once every record is predicted, so an error or a kill leaves an existing output file
-untouched and never a partial one. The input may not be the output.
+Writing is atomic: the output goes to `.<name>.partial` beside `--output`, renamed into place
+once every record is predicted, so an error, Ctrl-C, SIGTERM or a kill leaves an existing output
+untouched and never a partial one (SIGTERM removes the partial file; after a SIGKILL the next run
+reuses it). The output gets the umask's permissions, or keeps those of the file it replaces.
+One run writes an output at a time: a second run naming the same `--output` is refused while
+the first holds its lock. The input may not be the output, nor may the output be a folder.
 
 Remote code: by default the model is built from this package's own classes and nothing from
 the model folder is executed; `--trust-remote-code` loads the folder's code (for models whose
@@ -30,7 +36,7 @@ import argparse
 import importlib
 import json
 import os
-import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -39,22 +45,109 @@ from tqdm.auto import tqdm
 PIPELINE_KEYS = ("text", "words", "image", "context", "pairs")
 
 
+def _check_line_value(value, where: str) -> None:
+    """A passed-through value must be writable as JSON on its output line: no NaN or Infinity
+    (not JSON), no lone surrogate (not UTF-8). Checked before any prediction runs."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"{where}: a field holds text that is not valid Unicode ({error.reason} at "
+                         f"{error.object[error.start:error.end]!r})") from None
+    except ValueError as error:
+        raise ValueError(f"{where}: a field cannot be written back as JSON ({error})") from None
+
+
 def read_inputs(path: Path) -> list[dict]:
-    """The records of a JSONL file, each with `_name` = `file:line` for error messages."""
+    """The records of a JSONL file, each with `_name` = `file:line` for error messages. Every
+    fault of a line (bytes that are not UTF-8, bad or too deeply nested JSON, values that could
+    not be written back) is reported with its `file:line` before any work. A relative image
+    path resolves against the input file's folder."""
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            where = f"{path}:{line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{where}: not valid UTF-8 (byte {error.start + 1} of the line)") from None
+            if line_no == 1:
+                line = line.removeprefix("\ufeff")
             if not line.strip():
                 continue
-            where = f"{path}:{line_no}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{where}: not JSON ({error.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{where}: JSON nested too deeply") from None
             if not isinstance(record, dict) or (("text" in record) == ("words" in record)):
                 raise ValueError(f"{where}: expected an object with exactly one of 'text' or 'words'")
-            records.append({"line": where, "record": record})
+            _check_line_value(record, where)
+            image = record.get("image")
+            inputs = {k: record[k] for k in PIPELINE_KEYS if k in record}
+            if isinstance(image, str) and "://" not in image and not Path(image).is_absolute():
+                inputs["image"] = str(path.parent / image)
+            records.append({"line": where, "record": record, "inputs": inputs})
     return records
+
+
+class OutputFile:
+    """Writes `target` as a whole or not at all: into `.<name>.partial` beside it, renamed into
+    place when complete. The output keeps an existing file's mode (else the umask's); one run at
+    a time per output (a lock beside it: a second writer is refused while the first runs); the
+    partial file of a killed run is reused by the next one; SIGTERM removes it like an error."""
+
+    def __init__(self, target: Path):
+        self.target = target
+        self.partial = target.with_name(f".{target.name}.partial")
+        self.lock_path = target.with_name(f".{target.name}.lock")
+
+    def __enter__(self):
+        import fcntl
+        import signal
+
+        if self.target.is_dir():
+            raise ValueError(f"--output {self.target} is a folder; name a file")
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.lock_path, "a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(self._lock.fileno()).st_ino != os.stat(self.lock_path).st_ino:
+                raise BlockingIOError  # the lock file was replaced meanwhile: another run holds the new one
+        except (BlockingIOError, FileNotFoundError):
+            self._lock.close()
+            raise ValueError(f"another run is writing {self.target} right now; wait for it or choose another "
+                             "--output") from None
+        self.handle = open(self.partial, "w", encoding="utf-8")  # truncates a killed run's leftover
+        self._previous = signal.getsignal(signal.SIGTERM)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
+        return self.handle
+
+    def __exit__(self, kind, error, traceback):
+        import signal
+
+        try:
+            if kind is None:
+                self.handle.flush()
+                os.fsync(self.handle.fileno())
+                self.handle.close()
+                if self.target.exists():
+                    os.chmod(self.partial, self.target.stat().st_mode & 0o7777)
+                os.replace(self.partial, self.target)
+            else:
+                self.handle.close()
+                self.partial.unlink(missing_ok=True)
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, self._previous)
+            self.lock_path.unlink(missing_ok=True)
+            self._lock.close()
+        return False
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through OutputFile.__exit__: the partial file goes
 
 
 def load_model(name: str, trust_remote_code: bool = False):
@@ -114,34 +207,27 @@ def main(argv=None) -> int:
         parser.error(f"--input {args.input} is not a file")
     if args.output.exists() and args.output.resolve() == args.input.resolve():
         parser.error("--output is the --input file; write the predictions to another file")
+    if args.output.is_dir():
+        parser.error(f"--output {args.output} is a folder; name a file")
 
     entries = read_inputs(args.input)
-    model = load_model(args.model, args.trust_remote_code)
-    if torch.cuda.is_available():
-        model = model.cuda()
-    pipe = build_pipeline(model, args.trust_remote_code)
-    output_key = pipe.spec.output_key
-    dtype = torch.bfloat16 if args.bf16 else None
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{args.output.name}.", suffix=".partial", dir=args.output.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out, tqdm(total=len(entries), desc="predict", unit="record") as bar:
-            chunk_size = args.batch_size * 8
+    with OutputFile(args.output) as out:  # the output is claimed (locked) before the model loads
+        model = load_model(args.model, args.trust_remote_code)
+        if torch.cuda.is_available():
+            model = model.cuda()
+        pipe = build_pipeline(model, args.trust_remote_code)
+        output_key = pipe.spec.output_key
+        dtype = torch.bfloat16 if args.bf16 else None
+        chunk_size = args.batch_size * 8
+        with tqdm(total=len(entries), desc="predict", unit="record") as bar:
             for start in range(0, len(entries), chunk_size):
                 chunk = entries[start:start + chunk_size]
-                records = [{**{k: e["record"][k] for k in PIPELINE_KEYS if k in e["record"]}, "_name": e["line"]}
-                           for e in chunk]
+                records = [{**e["inputs"], "_name": e["line"]} for e in chunk]
                 predictions = pipe(records, batch_size=args.batch_size, autocast_dtype=dtype, window=args.window,
                                    stride=args.stride, ignore_labels=args.ignore_labels,
                                    show_progress=False)  # the CLI's own bar covers the whole file
                 out.writelines(output_line(e["record"], p, output_key) for e, p in zip(chunk, predictions))
                 bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, args.output)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
     return len(entries)
 
 

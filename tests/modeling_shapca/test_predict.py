@@ -204,3 +204,87 @@ def test_progress_bar_on_long_inputs(model, capsys):
     assert "multimodal-ner" in capsys.readouterr().err
     model.predict(["Kevin Durant"] * 3)
     assert "multimodal-ner" not in capsys.readouterr().err
+
+
+def _cli(model_dir, inputs, out, *extra):
+    return predict_cli.main([str(model_dir), "--input", str(inputs), "--output", str(out), *extra])
+
+
+@pytest.mark.parametrize("line, message", [
+    (b'{"id": NaN, "text": "Paris"}', "in.jsonl:3: a field cannot be written back as JSON"),
+    (b'{"id": "\\ud800", "text": "Paris"}', "in.jsonl:3: a field holds text that is not valid Unicode"),
+    (b'{"text": "Par\xffis"}', "in.jsonl:3: not valid UTF-8"),
+    (b"[" * 100000 + b"]" * 100000, "in.jsonl:3: JSON nested too deeply"),
+])
+def test_cli_faults_are_found_before_any_work(trained_model_dir, tmp_path, monkeypatch, line, message):
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_bytes(b'{"text": "Kevin Durant"}\n{"text": "Obama"}\n' + line + b"\n")
+    loaded = []
+    monkeypatch.setattr(predict_cli, "load_model", lambda *a, **k: loaded.append(1))
+    with pytest.raises(ValueError, match=message):
+        _cli(trained_model_dir, inputs, tmp_path / "out.jsonl")
+    assert loaded == [] and sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_cli_output_modes_folders_and_relative_images(trained_model_dir, tmp_path):
+    import os
+
+    (tmp_path / "data").mkdir()
+    random_image(0).save(tmp_path / "data" / "tweet.png")
+    inputs = tmp_path / "data" / "in.jsonl"
+    inputs.write_text(json.dumps({"text": "Kevin Durant", "image": "tweet.png"}) + "\n")  # beside the input file
+    old = os.umask(0o022)
+    try:
+        _cli(trained_model_dir, inputs, tmp_path / "out.jsonl")
+        assert (tmp_path / "out.jsonl").stat().st_mode & 0o777 == 0o644
+        os.chmod(tmp_path / "out.jsonl", 0o640)
+        _cli(trained_model_dir, inputs, tmp_path / "out.jsonl")
+        assert (tmp_path / "out.jsonl").stat().st_mode & 0o777 == 0o640  # an existing output keeps its mode
+    finally:
+        os.umask(old)
+    with pytest.raises(SystemExit):
+        _cli(trained_model_dir, inputs, tmp_path / "data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out.jsonl"]  # no partial or lock file left
+
+
+def test_cli_killed_or_doubled_leaves_no_partial_output(trained_model_dir, tmp_path):
+    """Real processes: SIGTERM removes the partial file, a SIGKILL's leftover is reused by the
+    next run, and a second run on the same output is refused while the first one writes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps({"id": i, "text": f"Kevin Durant scores {i} points in Oakland tonight"}) + "\n"
+                              for i in range(1500)))
+    out = tmp_path / "out.jsonl"
+    out.write_text("previous\n")
+    partial = tmp_path / ".out.jsonl.partial"
+    command = [sys.executable, "-m", "modeling_shapca.predict", str(trained_model_dir), "--input", str(inputs),
+               "--output", str(out), "--batch-size", "4"]
+
+    def started():
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not partial.exists():
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        return process
+
+    process = started()
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert second.returncode != 0 and "another run is writing" in second.stderr
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) != 0
+    assert not partial.exists() and out.read_text() == "previous\n"
+    process = started()
+    process.kill()
+    process.wait(timeout=60)
+    assert partial.exists() and out.read_text() == "previous\n"  # a SIGKILL cannot clean up ...
+    subprocess.run(command[:-1] + ["128"], cwd=ROOT, check=True, capture_output=True, timeout=600)
+    assert not partial.exists()  # ... the next run reuses and renames it
+    assert len(out.read_text().splitlines()) == 1500
