@@ -121,7 +121,37 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
         "confusions": results.get("test_confusions", {}),
     }
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    return environment.from_string(TEMPLATE.read_text()).render(**context)
+    return front_matter(context) + environment.from_string(TEMPLATE.read_text()).render(**context)
+
+
+def front_matter(context: dict) -> str:
+    """The card's metadata as YAML written by a serializer (`yaml.safe_dump`): no value, however
+    it is spelled (newlines, `---`, quotes), can add keys or end the block."""
+    import yaml
+
+    metadata = {"library_name": "transformers", "pipeline_tag": context["pipeline_tag"], "license": "apache-2.0",
+                "language": "en"}
+    if context["base_model"]:
+        metadata["base_model"] = context["base_model"]
+    metadata["tags"] = ["shap-ca", "multimodal", *context["tags"], "remote-code"]
+    if context["widget"]:
+        metadata["widget"] = [{"text": text} for text in context["widget"]]
+    if context["hub_dataset"]:
+        metadata["datasets"] = [context["hub_dataset"]]
+    metadata["metrics"] = ["f1"]
+    metadata["model-index"] = [{
+        "name": context["model_name"],
+        "results": [{
+            "task": {"type": context["pipeline_tag"], "name": context["task_name"]},
+            "dataset": {"type": context["dataset_id"], "name": context["dataset_name"], "split": "test"},
+            "metrics": [
+                {"type": "f1", "value": round(context["test_f1"], 4), "name": f"Test {context['metric_name']}"},
+                {"type": "precision", "value": round(context["test_precision"], 4)},
+                {"type": "recall", "value": round(context["test_recall"], 4)},
+            ],
+        }],
+    }]
+    return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000) + "---\n\n"
 
 
 def label_names(config: dict) -> list[str]:

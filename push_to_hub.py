@@ -59,6 +59,31 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
+OWN_MODULES = {"configuration_shapca", "modeling_shapca", "processing_shapca", "pipeline_shapca"}
+
+
+def scrub_auto_maps(folder: Path) -> None:
+    """Keep, in the staged JSON files, only `auto_map` entries that point at this package's own
+    modules: one planted in a run folder's tokenizer or processor config (code the upload
+    would ask its users to trust) is dropped, and the staged folder loads with our code."""
+    for path in folder.glob("*.json"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or "auto_map" not in data:
+            continue
+        kept = {}
+        for key, value in (data["auto_map"] or {}).items():
+            targets = value if isinstance(value, (list, tuple)) else [value]
+            if all(t is None or (isinstance(t, str) and "--" not in t and t.split(".")[0] in OWN_MODULES)
+                   for t in targets):
+                kept[key] = value
+        if kept != data["auto_map"]:
+            if kept:
+                data["auto_map"] = kept
+            else:
+                del data["auto_map"]
+            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def public_results(results: dict) -> dict:
     """results.json as uploaded: no local paths."""
     results = dict(results)
@@ -72,7 +97,11 @@ def stage(model_dir: Path, out: Path, repo_id: str) -> list[str]:
     model_dir = Path(model_dir)
     out = Path(out)
     spec = check_run(model_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.is_symlink():
+        raise SystemExit(f"error: {out} is a symbolic link; staging writes into a new or empty folder, name that")
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: {out} is a file; staging writes exactly what is uploaded into a new or empty folder")
+    if out.exists() and any(out.iterdir()):
         raise SystemExit(f"error: {out} is not empty; staging writes exactly what is uploaded into a new or "
                          "empty folder")
     if out.resolve() == model_dir.resolve():
@@ -89,6 +118,7 @@ def stage(model_dir: Path, out: Path, repo_id: str) -> list[str]:
         results = public_results(json.loads((model_dir / "results.json").read_text()))
         (tmp / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
         (tmp / "README.md").write_text(render_card(tmp, repo_id=repo_id), encoding="utf-8")
+        scrub_auto_maps(tmp)
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)

@@ -114,3 +114,48 @@ def test_invalid_repo_ids_are_refused_before_anything_is_staged(trained_model_di
     with pytest.raises(SystemExit, match="is not a Hub repo id"):
         push_to_hub.main([str(trained_model_dir), "--repo-id", repo_id, "--dry-run", str(tmp_path / "out")])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_front_matter_is_serialized_so_no_field_injects_lines(trained_model_dir, tmp_path):
+    import shutil
+
+    import yaml
+
+    from model_card import render_card
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_model_dir, run)
+    results = json.loads((run / "results.json").read_text())
+    evil = "tweets\n---\nlicense: evil\n'\"#"
+    results["dataset"] = evil
+    results["data"] = {"name": evil, "task": "ner", "hub_id": None, "preset": None, "labels": [], "sizes": {}}
+    card = render_card(run, results=results)
+    assert card.startswith("---\n")
+    metadata = yaml.safe_load(card[4:card.index("\n---\n", 4)])
+    assert metadata["license"] == "apache-2.0"
+    assert metadata["model-index"][0]["results"][0]["dataset"]["name"] == evil
+    assert set(metadata) == {"library_name", "pipeline_tag", "license", "language", "tags", "widget", "metrics",
+                             "model-index"}  # the tiny test encoder is a local folder: no base_model
+
+
+def test_staging_keeps_only_our_auto_map_and_names_bad_targets(trained_model_dir, tmp_path):
+    import shutil
+
+    import push_to_hub
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_model_dir, run)
+    planted = json.loads((run / "tokenizer_config.json").read_text())
+    planted["auto_map"] = {"AutoTokenizer": ["evil.EvilTokenizer", None]}
+    (run / "tokenizer_config.json").write_text(json.dumps(planted))
+    push_to_hub.main([str(run), "--repo-id", "user/x", "--dry-run", str(tmp_path / "staged")])
+    maps = {p.name: json.loads(p.read_text()).get("auto_map") for p in (tmp_path / "staged").glob("*.json")}
+    assert all("evil" not in json.dumps(m) for m in maps.values())
+    assert maps["config.json"]["AutoModel"].startswith("modeling_shapca.")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match="is a file"):
+        push_to_hub.main([str(run), "--repo-id", "user/x", "--dry-run", str(tmp_path / "file")])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    with pytest.raises(SystemExit, match="is a symbolic link"):
+        push_to_hub.main([str(run), "--repo-id", "user/x", "--dry-run", str(tmp_path / "link")])
