@@ -260,3 +260,28 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint_and_stops_where_
     assert resumed["validation"]["validation_f1"] == pytest.approx(straight["validation"]["validation_f1"], abs=1e-9)
     aside = sorted(p.name for p in (tmp_path / "killed").glob("incomplete-checkpoint-6-*"))
     assert len(aside) == (1 if cut else 0)  # set aside, kept, never used
+
+
+def test_a_real_sigkill_of_train_py_is_resumed_by_the_same_command(tiny_text_model, tmp_path):
+    """A real process killed with SIGKILL while it trains (checkpoints every step, so the kill
+    may land in a checkpoint write): the same command run again finishes the run, each step
+    logged once."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "train.py", *base_args(tiny_text_model, out), "--max_steps", "40", "--per_device_train_batch_size", "2", "--save_strategy", "steps", "--save_steps",
+               "1", "--save_total_limit", "3", "--eval_strategy", "no", "--load_best_model_at_end", "false",
+               "--do_train", "true"]
+    process = subprocess.Popen(command, cwd=train.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while not any(out.glob("checkpoint-4*")):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    done = subprocess.run(command, cwd=train.ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = json.loads((out / "checkpoint-40" / "trainer_state.json").read_text())
+    steps = [e["step"] for e in state["log_history"] if "loss" in e]
+    assert steps == list(range(1, 41))
