@@ -93,7 +93,8 @@ def load_image(image, name: str, allow_private: bool = True):
                     return to_rgb(opened)
         except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombWarning,
                 Image.DecompressionBombError) as error:
-            raise ValueError(f"{name}: image {shown!r} cannot be read: {error}") from error
+            reason = str(error) if type(error) is ValueError else f"{type(error).__name__}: {error}"
+            raise ValueError(f"{name}: image {shown!r} cannot be read: {reason}") from error
     raise TypeError(f"{name}: 'image' must be a PIL image, a path, a URL or None, got {type(image).__name__}")
 
 

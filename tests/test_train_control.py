@@ -221,19 +221,26 @@ class KillAfterStep6(TrainerCallback):
             raise KeyboardInterrupt  # killed after the checkpoint of epoch 2
 
 
+EARLY_STOP = ("--num_train_epochs", "6", "--per_device_train_batch_size", "8", "--eval_strategy", "epoch",
+              "--save_strategy", "epoch", "--learning_rate", "0", "--head_learning_rate", "0",
+              "--early_stopping_patience", "2", "--load_best_model_at_end", "true", "--dropout", "0",
+              "--do_train", "true", "--do_eval", "true")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_text_model, tmp_path_factory):
+    return run(tiny_text_model, tmp_path_factory.mktemp("straight"), *EARLY_STOP)
+
+
 @pytest.mark.parametrize("cut", [None, "trainer_state.json", "optimizer.pt:empty", "trainer_state.json:truncated"])
 def test_a_killed_run_resumes_from_its_last_complete_checkpoint_and_stops_where_it_would_have(
-        tiny_text_model, tmp_path, monkeypatch, cut):
+        tiny_text_model, tmp_path, monkeypatch, uninterrupted, cut):
     """Learning rate 0: validation F1 never improves, so early stopping (patience 2) ends the
     run after epoch 3 (step 9). Killed after the checkpoint of step 6 (patience counter 1 there),
     the rerun of the same command must stop at step 9 too: the counter is restored with the
     checkpoint. `cut` leaves checkpoint-6 as a kill during its write does (a file missing, empty
     or cut short): it is set aside, and the run resumes from checkpoint-3."""
-    common = ("--num_train_epochs", "6", "--per_device_train_batch_size", "8", "--eval_strategy", "epoch",
-              "--save_strategy", "epoch", "--learning_rate", "0", "--head_learning_rate", "0",
-              "--early_stopping_patience", "2", "--load_best_model_at_end", "true", "--dropout", "0",
-              "--do_train", "true", "--do_eval", "true")
-    straight = run(tiny_text_model, tmp_path / "straight", *common)
+    common, straight = EARLY_STOP, uninterrupted
     assert straight["log_history"][-1]["step"] == 9 and straight["best_checkpoint"] == "checkpoint-3"
     original_init = ShapCATrainer.__init__
 
