@@ -16,7 +16,10 @@ pipeline returns them: `"entities"` (NER), `"relations"` (MRE), or `"entities"` 
 an input line (not UTF-8, not JSON, nested too deeply, a value that cannot be written back such
 as NaN or a lone surrogate) is reported with its file and line before any prediction runs; an
 unreadable image stops the run with its file and line. A relative image path resolves against
-the input file's folder (not the working directory).
+the input file's folder (not the working directory). Image URLs are fetched within
+`modeling_shapca/limits.py`'s limits (http(s) only, FETCH_TIMEOUT_S, FETCH_MAX_BYTES,
+FETCH_MAX_REDIRECTS); the CLI runs on your machine, so it may fetch from your own network
+(private addresses are refused only by the demo app, which serves others).
 
 Writing is atomic: the output goes to `.<name>.partial` beside `--output`, renamed into place
 once every record is predicted, so an error, Ctrl-C, SIGTERM or a kill leaves an existing output

@@ -18,31 +18,17 @@ JOBS = {
 }
 
 
-def _run(job: str) -> int:
-    module, function = JOBS[job].split(":")
-    getattr(importlib.import_module(module), function)(sys.argv[1:])
-    return 0
+def _job(name: str):
+    """The console-script function of one job."""
+    module, function = JOBS[name].split(":")
+
+    def run() -> int:
+        getattr(importlib.import_module(module), function)(sys.argv[1:])
+        return 0
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = f"shapca-{name}: {JOBS[name]}(sys.argv[1:]), exit status 0 when it ends normally."
+    return run
 
 
-def train() -> int:
-    return _run("train")
-
-
-def predict() -> int:
-    return _run("predict")
-
-
-def build() -> int:
-    return _run("build")
-
-
-def contexts() -> int:
-    return _run("contexts")
-
-
-def push() -> int:
-    return _run("push")
-
-
-def app() -> int:
-    return _run("app")
+train, predict, build, contexts, push, app = (_job(name) for name in JOBS)

@@ -60,22 +60,27 @@ class Interrupt(TrainerCallback):
             raise KeyboardInterrupt  # killed mid-epoch, after the checkpoint of step 4
 
 
+def run_killed(monkeypatch, callback: TrainerCallback, *args) -> None:
+    """`run(*args)` with `callback` added to the Trainer, expecting the KeyboardInterrupt it raises."""
+    original_init = ShapCATrainer.__init__
+
+    def init_with_callback(self, *a, **kwargs):
+        original_init(self, *a, **kwargs)
+        self.add_callback(callback)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ShapCATrainer, "__init__", init_with_callback)
+        with pytest.raises(KeyboardInterrupt):
+            run(*args)
+
+
 def test_rerunning_a_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tiny_text_model, tmp_path,
                                                                                   monkeypatch):
     common = ("--num_train_epochs", "2", "--per_device_train_batch_size", "4", "--save_strategy", "steps",
               "--save_steps", "2", "--eval_strategy", "epoch", "--dropout", "0", "--load_best_model_at_end", "false")
     straight = run(tiny_text_model, tmp_path / "straight", *common)
-    original_init = ShapCATrainer.__init__
-
-    def init_with_interrupt(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        self.add_callback(Interrupt())
-
-    monkeypatch.setattr(ShapCATrainer, "__init__", init_with_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny_text_model, tmp_path / "killed", *common)
+    run_killed(monkeypatch, Interrupt(), tiny_text_model, tmp_path / "killed", *common)
     assert (tmp_path / "killed" / "checkpoint-4").exists()
-    monkeypatch.setattr(ShapCATrainer, "__init__", original_init)
     resumed = run(tiny_text_model, tmp_path / "killed", *common)  # the same command again
     steps = [e["step"] for e in resumed["log_history"] if "loss" in e]
     assert steps == list(range(1, 13))  # 24 samples / 4 x 2 epochs: history kept, nothing repeated
@@ -242,16 +247,7 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint_and_stops_where_
     or cut short): it is set aside, and the run resumes from checkpoint-3."""
     common, straight = EARLY_STOP, uninterrupted
     assert straight["log_history"][-1]["step"] == 9 and straight["best_checkpoint"] == "checkpoint-3"
-    original_init = ShapCATrainer.__init__
-
-    def init_with_kill(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        self.add_callback(KillAfterStep6())
-
-    monkeypatch.setattr(ShapCATrainer, "__init__", init_with_kill)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny_text_model, tmp_path / "killed", *common)
-    monkeypatch.setattr(ShapCATrainer, "__init__", original_init)
+    run_killed(monkeypatch, KillAfterStep6(), tiny_text_model, tmp_path / "killed", *common)
     last = tmp_path / "killed" / "checkpoint-6"
     if cut:
         name, _, how = cut.partition(":")
