@@ -75,35 +75,62 @@ def test_the_installed_package_comes_from_the_wheel(installed, tmp_path):
                           "Trainer (transformers.TrainingArguments):"]
 
 
-@pytest.mark.parametrize("task", ["ner", "mre", "mjere"])
-def test_train_predict_stage_and_load_by_the_cards_tag(installed, tiny_text_model, tmp_path, task):
+def side_by_side(bin_dir: Path, env: dict, commands: dict) -> dict[str, str]:
+    """Run `{task: (folder, command...)}` at once (one thread each); their outputs, each checked."""
+    processes = {task: subprocess.Popen([str(bin_dir / command[0]), *command[1:]], cwd=work, env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for task, (work, *command) in commands.items()}
+    outputs = {}
+    for task, process in processes.items():
+        outputs[task] = process.communicate(timeout=600)[0]
+        assert process.returncode == 0, f"{commands[task][1]} ({task}) failed:\n{outputs[task][-3000:]}"
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def used(installed, tiny_text_model, tmp_path_factory):
+    """`{task: (folder, the staged pipeline's records)}` after, for each task in its own empty
+    folder (the three tasks side by side): `shapca-train CONFIG_NAME`, `shapca-predict`,
+    `shapca-push --dry-run`, then `pipeline(<the staged card's pipeline_tag>, ...)` in a fresh
+    process."""
     bin_dir, env = installed
-    work = tmp_path / "empty"
-    work.mkdir()
-    run(bin_dir, env, work, "shapca-train", TASK_CONFIGS[task], "--text_model", tiny_text_model,
-        "--vision_config", TINY_VISION, "--projection_dim", "16", "--fusion_dim", "16", "--fusion_heads", "2",
-        "--hidden_dim", "16", "--max_train_samples", "16", "--max_eval_samples", "8", "--max_steps", "2",
-        "--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
-        "--output_dir", "run", "--disable_tqdm", "true")
+    work = {task: tmp_path_factory.mktemp(f"empty-{task}") for task in TASK_CONFIGS}
+    side_by_side(bin_dir, env, {task: (work[task], "shapca-train", config, "--text_model", tiny_text_model,
+                                       "--vision_config", TINY_VISION, "--projection_dim", "16", "--fusion_dim", "16",
+                                       "--fusion_heads", "2", "--hidden_dim", "16", "--max_train_samples", "16",
+                                       "--max_eval_samples", "8", "--max_steps", "2", "--eval_strategy", "steps",
+                                       "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
+                                       "--output_dir", "run", "--disable_tqdm", "true")
+                                for task, config in TASK_CONFIGS.items()})
+    for task in TASK_CONFIGS:
+        (work[task] / "in.jsonl").write_text(json.dumps(INPUTS[task]) + "\n")
+    side_by_side(bin_dir, env, {task: (work[task], "shapca-predict", "run", "--input", "in.jsonl", "--output",
+                                       "out.jsonl") for task in TASK_CONFIGS})
+    side_by_side(bin_dir, env, {task: (work[task], "shapca-push", "run", "--repo-id", "user/shapca-test",
+                                       "--dry-run", "staged") for task in TASK_CONFIGS})
+    tags = {task: re.search(r"^pipeline_tag: (\S+)$", (work[task] / "staged" / "README.md").read_text(), re.M).group(1)
+            for task in TASK_CONFIGS}
+    outputs = side_by_side(bin_dir, env, {task: (
+        work[task], "python", "-c", f"from transformers import pipeline; import json; p = pipeline({tags[task]!r}, "
+                                    f"model='staged', trust_remote_code=True); print(json.dumps(p({INPUTS[task]!r})))")
+        for task in TASK_CONFIGS})
+    return {task: (work[task], tags[task], json.loads(outputs[task].strip().splitlines()[-1])) for task in TASK_CONFIGS}
+
+
+@pytest.mark.parametrize("task", ["ner", "mre", "mjere"])
+def test_train_predict_stage_and_load_by_the_cards_tag(used, tiny_text_model, task):
+    work, tag, records = used[task]
     results = json.loads((work / "run" / "results.json").read_text())
     assert results["schedule"]["max_steps"] == 2 and results["schedule"]["num_train_epochs"] is None
     assert results["schedule"]["eval_strategy"] == "steps"
     card = (work / "run" / "README.md").read_text()
     assert "| max_steps | 2 |" in card and "evaluated every step." in card and "num_train_epochs" not in card
-    (work / "in.jsonl").write_text(json.dumps(INPUTS[task]) + "\n")
-    run(bin_dir, env, work, "shapca-predict", "run", "--input", "in.jsonl", "--output", "out.jsonl")
     assert len((work / "out.jsonl").read_text().splitlines()) == 1
-    run(bin_dir, env, work, "shapca-push", "run", "--repo-id", "user/shapca-test", "--dry-run", "staged")
-    staged = work / "staged"
-    for path in staged.rglob("*"):  # no local path in any staged file, config.json included
+    for path in (work / "staged").rglob("*"):  # no local path in any staged file, config.json included
         if path.is_file() and path.suffix in (".json", ".md", ".txt", ".py"):
             text = path.read_text(encoding="utf-8", errors="replace")
-            assert str(tmp_path) not in text and tiny_text_model not in text, path
-    tag = re.search(r"^pipeline_tag: (\S+)$", (staged / "README.md").read_text(), re.M).group(1)
+            assert str(work) not in text and tiny_text_model not in text, path
     assert tag == {"ner": "token-classification", "mre": "text-classification", "mjere": "token-classification"}[task]
-    code = (f"from transformers import pipeline; import json; p = pipeline({tag!r}, model='staged', "
-            f"trust_remote_code=True); print(json.dumps(p({INPUTS[task]!r})))")
-    records = json.loads(run(bin_dir, env, work, "python", "-c", code).stdout.strip().splitlines()[-1])
     if task == "mre":
         assert [r["head"]["word"] for r in records] == ["Kevin Durant"]
     elif task == "mjere":
