@@ -60,8 +60,7 @@ def build_ner(raw_dir, image_dir=None, contexts=None, report=None, *, files: dic
     contexts = contexts or {}
     report = report if report is not None else {}
     read = {split: read_conll_ner(path, types, aliases, require_image_ids) for split, path in paths.items()}
-    labels = list(NER_LABELS) if types == ENTITY_TYPES else bio_label_names(
-        types or types_of(tag for sentences, _ in read.values() for s in sentences for tag in s.tags))
+    labels = bio_label_names(types or types_of(tag for sentences, _ in read.values() for s in sentences for tag in s.tags))
     features = ner_features(labels)
     splits = {}
     for split, (sentences, read_report) in read.items():

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 ENTITY_TYPES = ("PER", "LOC", "ORG", "MISC")
-NER_LABELS = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I"))
 TWITTER_ALIASES = {"OTHER": "MISC"}
 NONE_LABEL = "None"
 
@@ -36,6 +35,9 @@ NONE_LABEL = "None"
 def bio_label_names(types: Iterable[str]) -> list[str]:
     """`O` then `B-T`, `I-T` for each type in the order given."""
     return ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+
+
+NER_LABELS = tuple(bio_label_names(ENTITY_TYPES))
 
 
 def types_of(tags: Iterable[str]) -> list[str]:
@@ -48,7 +50,7 @@ class DataFormatError(ValueError):
 
     def __init__(self, path, line: int, message: str):
         super().__init__(f"{path}:{line}: {message}")
-        self.path, self.line = str(path), line
+        self.path, self.line, self.message = str(path), line, message
 
 
 @dataclass

@@ -124,9 +124,9 @@ def _mnre_joint(sample: list[MnreInstance]) -> JointSentence:
                          first.image_id, first.line)
 
 
-def relation_names(instances) -> list[str]:
-    """`None` then the other relation names of a corpus, sorted."""
-    return [NONE_LABEL] + sorted({inst.relation for inst in instances} - {NONE_LABEL})
+def relation_names(names) -> list[str]:
+    """`None` then the other relation names of a corpus (an iterable of names), sorted."""
+    return [NONE_LABEL] + sorted(set(names) - {NONE_LABEL})
 
 
 def _rows(split: str, samples: list, features, resolver, contexts, joint: bool, desc_off: bool) -> datasets.Dataset:
@@ -199,7 +199,7 @@ def build_relation_jsonl(raw_dir, image_dir=None, contexts=None, report=None) ->
     `test.jsonl`), any relation set; `None` is the no-relation label."""
     paths = find_split_files(raw_dir, JSONL_SUFFIXES)
     read = {split: read_relation_jsonl(path) for split, path in paths.items()}
-    features = mnre_features(relation_names([inst for instances in read.values() for inst in instances]))
+    features = mnre_features(relation_names(inst.relation for instances in read.values() for inst in instances))
     return _build({s: (len(v), v) for s, v in read.items()}, paths, image_dir, contexts, report, features, False)
 
 

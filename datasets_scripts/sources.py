@@ -36,8 +36,8 @@ from modeling_shapca.tasks import DATASETS, TASKS, get_dataset, get_task
 from .contexts import load_context_settings, load_contexts
 from .images import ImageResolver
 from .ner import CONLL_SUFFIXES, ner_features
-from .readers import NONE_LABEL, DataFormatError, bio_label_names, normalize_tag, to_iob2, types_of
-from .relations import JSONL_SUFFIXES, mjere_features, mnre_features
+from .readers import DataFormatError, bio_label_names, normalize_tag, to_iob2, types_of
+from .relations import JSONL_SUFFIXES, mjere_features, mnre_features, relation_names
 from .splits import canonical_split, has_split_files
 
 DATASET_INFO_FILE = "shapca_dataset.json"  # what the data is, next to it
@@ -266,7 +266,7 @@ def _ner_rows(ds, cols: Columns, split: str, name: str, report: dict) -> dict:
         try:
             checked = [normalize_tag(t if isinstance(t, str) else repr(t), "", 0) for t in strings]
         except DataFormatError as error:
-            raise ValueError(f"{where}: {str(error).split(': ', 1)[1]}") from None
+            raise ValueError(f"{where}: {error.message}") from None
         fixed, changed = to_iob2(checked)
         repaired += changed
         rows_tags.append(fixed)
@@ -383,8 +383,7 @@ def to_task_dataset(dataset, task: str, name: str, columns: Columns | None = Non
     if task == "ner":
         features = ner_features(bio_label_names(types_of(t for r in rows.values() for s in r["tags"] for t in s)))
     elif task == "mre":
-        found = {r for split in rows.values() for r in split["relation"]}
-        features = mnre_features([NONE_LABEL] + sorted(found - {NONE_LABEL}))
+        features = mnre_features(relation_names(r for split in rows.values() for r in split["relation"]))
     else:
         types = sorted({e["type"] for split in rows.values() for s in split["entities"] for e in s})
         relations = sorted({t["relation"] for split in rows.values() for s in split["triples"] for t in s})
@@ -435,10 +434,11 @@ def _join_contexts(dataset: datasets.DatasetDict, contexts_path, info: DataInfo)
     contexts = load_contexts(contexts_path)
     info.context_settings = load_context_settings(contexts_path) or info.context_settings
 
-    def join(row):
-        return {"context": row["context"] or contexts.get(row["image_id"], "")}
+    def join(context, image_id):
+        return {"context": context or contexts.get(image_id, "")}
 
-    return dataset.map(join, desc="joining contexts")
+    # only the two columns are read: the images are not decoded for this
+    return dataset.map(join, input_columns=["context", "image_id"], desc="joining contexts")
 
 
 __all__ = ["Columns", "DATASET_INFO_FILE", "DataInfo", "build_raw", "infer_task", "load_data", "raw_task",

@@ -180,16 +180,18 @@ def check_before_work(data_args, training_args) -> str | None:
     """Errors that would otherwise surface after data and model are loaded; returns the
     checkpoint to resume from (explicit, or the last complete one in output_dir)."""
     resume = training_args.resume_from_checkpoint
-    if resume and resume not in ("true", "True") and not Path(resume).is_dir():
+    explicit = resume not in (None, "", "true", "True")  # a folder named by the user
+    if explicit and not Path(resume).is_dir():
         raise SystemExit(f"error: --resume_from_checkpoint {resume} is not a checkpoint folder")
-    if resume and resume not in ("true", "True") and incomplete_reason(Path(resume)):
-        raise SystemExit(f"error: --resume_from_checkpoint {resume} is incomplete ({incomplete_reason(Path(resume))})")
+    reason = incomplete_reason(Path(resume)) if explicit else None
+    if reason:
+        raise SystemExit(f"error: --resume_from_checkpoint {resume} is incomplete ({reason})")
     output = Path(training_args.output_dir)
     if data_args.start_over:
         for checkpoint in output.glob("checkpoint-*"):
             shutil.rmtree(checkpoint)  # the user asked to start from scratch
         return None
-    if (not resume or resume in ("true", "True")) and training_args.do_train and output.is_dir():
+    if not explicit and training_args.do_train and output.is_dir():
         resume = last_complete_checkpoint(output)
         if resume:
             logger.warning("resuming from %s (rerun with --start_over true to train from scratch)", resume)

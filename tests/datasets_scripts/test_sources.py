@@ -199,3 +199,15 @@ def test_a_byte_order_mark_is_not_a_format_error(tmp_path):
     (tmp_path / "m.txt").write_text(line.replace("[0, 1]", "[False, True]") + "\n", encoding="utf-8")
     with pytest.raises(DataFormatError, match="m.txt:1: 'h' span \\[False, True\\] is not \\[start, end\\) of two ints"):
         read_mnre(tmp_path / "m.txt")
+
+
+def test_contexts_are_joined_by_image_id_where_a_row_has_none(tmp_path):
+    split = datasets.Dataset.from_dict({"tokens": [["Paris"], ["Rome"]], "ner_tags": [["B-CITY"], ["O"]],
+                                        "image_id": ["1.jpg", "2.jpg"], "context": ["", "given"]})
+    datasets.DatasetDict({"train": split, "validation": split, "test": split}).save_to_disk(str(tmp_path / "d"))
+    (tmp_path / "contexts.jsonl").write_text(
+        json.dumps({"image_id": "1.jpg", "context": "a city", "generator": "llava-hf/llava-1.5-7b-hf"}) + "\n"
+        + json.dumps({"image_id": "2.jpg", "context": "ignored", "generator": "llava-hf/llava-1.5-7b-hf"}) + "\n")
+    dataset, info, _ = load_data(tmp_path / "d", contexts=tmp_path / "contexts.jsonl")
+    assert dataset["test"]["context"] == ["a city", "given"]
+    assert info.context_settings["model"] == "llava-hf/llava-1.5-7b-hf"
