@@ -52,7 +52,7 @@ def prepare(data_dir: Path, samples: int, seed: int = 0) -> None:
     """The synthetic corpus built with images and contexts, POS-tagged, saved; plus the
     tokenizer the text model uses."""
     from datasets_scripts import build
-    from modeling_shapca.processing_shapca import PosTagger
+    from modeling_shapca.pos import PosTagger
     from shapca_training.arguments import resolve_path
     from shapca_training.run import add_pos_tags
 

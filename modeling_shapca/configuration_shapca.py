@@ -10,16 +10,13 @@ from __future__ import annotations
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .pos import POS_TAGS
 from .tasks import TASKS, check_label_groups
 
 ALIGNMENTS = ("shapley", "infonce", "none")
 FUSIONS = ("adaptive", "plain")
 
-# Universal POS tags (spaCy's `token.pos_`), index 0 is padding.
-POS_TAGS = (
-    "<pad>", "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART",
-    "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X", "SPACE",
-)
+# Universal POS tags (spaCy's `token.pos_`, index 0 is padding) live in pos.py.
 
 
 class ShapCAConfig(PretrainedConfig):

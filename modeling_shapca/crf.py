@@ -37,37 +37,24 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-_FORBIDDEN = -1e4
+from .decoding import FORBIDDEN
+from .decoding import bio_constraints as _bio_constraints
+
+_FORBIDDEN = FORBIDDEN
 # Off-diagonal of the log-semiring identity used for padded positions in the partition
 # function. Finite (unlike -inf) so that no gradient turns into NaN; exp(-1e4) is 0 in fp32.
 _LOG_ZERO = -1e4
 
 
 def bio_constraints(id2label: Mapping[int, str], num_tags: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Allowed start tags `(T,)` and allowed transitions `(T, T)` (`[from, to]`) under IOB2.
+    """Allowed start tags `(T,)` and allowed transitions `(T, T)` (`[from, to]`) under IOB2, as
+    tensors (the rule lives in `decoding.bio_constraints`, shared with the ONNX predictor).
 
     Labels are `O`, `B-X` or `I-X`; any other label (another scheme, or an id missing from
     `id2label`) is left unconstrained.
     """
-    num = len(id2label) if num_tags is None else num_tags
-    labels = [id2label.get(i, "") for i in range(num)]
-
-    def parse(label: str) -> tuple[str, str | None]:
-        if label.startswith(("B-", "I-")):
-            return label[0], label[2:]
-        return ("O", None) if label == "O" else ("?", None)
-
-    parsed = [parse(label) for label in labels]
-    start = torch.tensor([prefix != "I" for prefix, _ in parsed], dtype=torch.bool)
-    transitions = torch.ones(num, num, dtype=torch.bool)
-    for j, (prefix, kind) in enumerate(parsed):
-        if prefix != "I":
-            continue
-        for i, (prev_prefix, prev_kind) in enumerate(parsed):
-            if prev_prefix == "?":
-                continue
-            transitions[i, j] = prev_prefix in ("B", "I") and prev_kind == kind
-    return start, transitions
+    start, transitions = _bio_constraints(id2label, num_tags)
+    return torch.from_numpy(start), torch.from_numpy(transitions)
 
 
 def _identity(num_tags: int, zero: float, like: torch.Tensor) -> torch.Tensor:

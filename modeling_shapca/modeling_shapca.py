@@ -264,13 +264,22 @@ class ShapCAModel(ShapCAPreTrainedModel):
     def get_input_embeddings(self):
         return self.text_model.get_input_embeddings()
 
-    def _encode_image(self, pixel_values, has_image, batch_size, device):
+    def encode_image(self, pixel_values: torch.FloatTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`H_v` `(batch, regions, vision_dim)` and pooled `x_v` `(batch, vision_dim)` of the
+        vision encoder (before the learned no-image region is put in for missing images)."""
+        return vision_regions(self.vision_model(pixel_values=pixel_values), self.config.image_region_grid)
+
+    def _encode_image(self, pixel_values, has_image, batch_size, device, image_regions=None):
         """`H_v`, region mask and pooled `x_v`; the learned no-image region stands in for
-        missing images (and for the whole batch when `pixel_values` is None)."""
-        if pixel_values is None:
+        missing images (and for the whole batch when neither `pixel_values` nor
+        `image_regions` is given)."""
+        if pixel_values is None and image_regions is None:
             regions = self.no_image_region.expand(batch_size, 1, -1)
             return regions, torch.ones(batch_size, 1, dtype=torch.bool, device=device), None
-        regions, pooled = vision_regions(self.vision_model(pixel_values=pixel_values), self.config.image_region_grid)
+        if image_regions is None:
+            regions, pooled = self.encode_image(pixel_values)
+        else:
+            regions, pooled = image_regions, None
         if has_image is None:
             has_image = torch.ones(batch_size, dtype=torch.bool, device=device)
         first = torch.arange(regions.shape[1], device=device) == 0
@@ -334,6 +343,7 @@ class ShapCAModel(ShapCAPreTrainedModel):
         pixel_values: torch.FloatTensor | None = None,
         has_image: torch.Tensor | None = None,
         compute_alignment: bool = True,
+        image_regions: torch.FloatTensor | None = None,
     ) -> ShapCAModelOutput:
         """
         Args:
@@ -345,7 +355,13 @@ class ShapCAModel(ShapCAPreTrainedModel):
             pixel_values: `(batch, 3, H, W)` or None (no image in the batch).
             has_image: `(batch,)` bool, which examples have a real image.
             compute_alignment: compute the alignment losses (training); skipped at inference.
+            image_regions: `H_v` from `encode_image`, in place of `pixel_values` (inference only:
+                the alignment needs the pooled image; the ONNX export runs the vision encoder as
+                its own graph and feeds its regions here).
         """
+        if image_regions is not None and (pixel_values is not None or compute_alignment):
+            raise ValueError("image_regions replaces pixel_values at inference: give one of them, with "
+                             "compute_alignment=False")
         text_kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             text_kwargs["token_type_ids"] = token_type_ids
@@ -355,7 +371,8 @@ class ShapCAModel(ShapCAPreTrainedModel):
         batch = input_ids.shape[0]
         if has_image is not None:
             has_image = has_image.bool()
-        regions, region_mask, pooled_image = self._encode_image(pixel_values, has_image, batch, input_ids.device)
+        regions, region_mask, pooled_image = self._encode_image(pixel_values, has_image, batch, input_ids.device,
+                                                                 image_regions)
 
         semantic = modality = x_t = x_c = x_v = None
         if compute_alignment:  # the pooled features serve the alignment only (not computed at inference)
@@ -433,6 +450,10 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
         self.register_buffer("allowed_transitions", allowed_transitions, persistent=False)
         self.post_init()
 
+    def head_logits(self, outputs: ShapCAModelOutput) -> torch.Tensor:
+        """CRF emissions `(batch, n_words, num_labels)`: MLP1 over `[M_t; M_s; M_p]` (Eq. 12)."""
+        return self.classifier(torch.cat([outputs.word_features, outputs.pos_embeds, outputs.position_embeds], dim=-1))
+
     def decode(self, emissions: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         """Constrained Viterbi decode of emissions `(batch, n, T)` -> tags `(batch, n)`."""
         return self.crf.decode(emissions, word_mask, self.allowed_start, self.allowed_transitions)
@@ -457,6 +478,7 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
         labels: torch.LongTensor | None = None,
         compute_alignment: bool | None = None,
         return_dict: bool | None = None,
+        image_regions: torch.FloatTensor | None = None,
     ) -> ShapCATokenClassifierOutput | tuple:
         """
         Args:
@@ -464,15 +486,16 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
                 batch's sentences (Eq. 19), so the Trainer averages it over accumulation steps.
             compute_alignment: compute the alignment losses (default: when `labels` are given).
             return_dict: `False` returns the output's non-`None` fields as a tuple.
+            image_regions: precomputed `H_v` in place of `pixel_values` (see `ShapCAModel.forward`).
             Other inputs: see `ShapCAModel.forward`.
         """
         outputs = self.shapca(
             input_ids, attention_mask, word_index, word_mask, text_mask, context_mask, pos_ids,
             token_type_ids=token_type_ids, pixel_values=pixel_values, has_image=has_image,
             compute_alignment=labels is not None if compute_alignment is None else compute_alignment,
+            image_regions=image_regions,
         )
-        features = torch.cat([outputs.word_features, outputs.pos_embeds, outputs.position_embeds], dim=-1)
-        emissions = self.classifier(features)
+        emissions = self.head_logits(outputs)
         word_mask = word_mask.bool()
         loss = main_loss = None
         if labels is not None:
@@ -511,6 +534,11 @@ class ShapCAForWordPairExtraction(ShapCAPreTrainedModel):
         )
         self.post_init()
 
+    def head_logits(self, outputs: ShapCAModelOutput) -> torch.Tensor:
+        """`log P_final` `(batch, n, n, sum(group sizes))` of the word-pair layer (Eqs. 14-17)."""
+        return self.pair_layer({"text": outputs.word_features, "pos": outputs.pos_embeds,
+                                "position": outputs.position_embeds})
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -526,6 +554,7 @@ class ShapCAForWordPairExtraction(ShapCAPreTrainedModel):
         labels: torch.LongTensor | None = None,
         compute_alignment: bool | None = None,
         return_dict: bool | None = None,
+        image_regions: torch.FloatTensor | None = None,
     ) -> ShapCAWordPairOutput | tuple:
         """
         Args:
@@ -537,10 +566,9 @@ class ShapCAForWordPairExtraction(ShapCAPreTrainedModel):
             input_ids, attention_mask, word_index, word_mask, text_mask, context_mask, pos_ids,
             token_type_ids=token_type_ids, pixel_values=pixel_values, has_image=has_image,
             compute_alignment=labels is not None if compute_alignment is None else compute_alignment,
+            image_regions=image_regions,
         )
-        log_probs = self.pair_layer(
-            {"text": outputs.word_features, "pos": outputs.pos_embeds, "position": outputs.position_embeds}
-        )
+        log_probs = self.head_logits(outputs)
         loss = main_loss = None
         if labels is not None:
             main_loss = word_pair_loss(log_probs, labels, self.config.group_sizes)

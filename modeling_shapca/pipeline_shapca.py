@@ -53,13 +53,13 @@ from torch.utils.data import DataLoader
 from transformers import Pipeline
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
-from .inference import (
-    bio_to_spans, check_pairs, check_positive_int, join_with_offsets, load_image, normalize_inputs, tokenize_with_offsets,
+from .inference import check_positive_int, normalize_inputs
+from .records import (
+    as_record, check_window_args, decode_word_pairs, finish, merge_words, named, plan, row_record, subword_counts,
+    window_rows,
 )
+from .records import pieces as window_pieces
 from .tasks import get_task
-from .windows import owners, pair_window, plan_windows
-
-_RECORD_KEYS = {"text", "words", "image", "context", "pairs", "_name"}
 
 
 @contextlib.contextmanager
@@ -71,51 +71,6 @@ def eval_mode(model):
         yield model
     finally:
         model.train(was_training)
-
-
-def as_record(item, name: str, task: str, **overrides) -> dict:
-    """A checked input record: `{"text", "words", "offsets", "image", "context", "pairs", "_name"}`."""
-    if isinstance(item, str):
-        record = {"text": item}
-    elif isinstance(item, dict):
-        unknown = set(item) - _RECORD_KEYS
-        if unknown:
-            raise ValueError(f"{name}: unknown field(s) {sorted(unknown)}; a record has {sorted(_RECORD_KEYS - {'_name'})}")
-        record = dict(item)
-        name = record.pop("_name", name)
-    else:
-        raise TypeError(f"{name}: expected a string or a record (dict with 'text' or 'words'), got {type(item).__name__}")
-    for key, value in overrides.items():
-        if value is not None:
-            record[key] = value
-    if ("text" in record) == ("words" in record):
-        raise ValueError(f"{name}: give exactly one of 'text' (a string) or 'words' (a list of strings)")
-    if "text" in record:
-        if not isinstance(record["text"], str):
-            raise TypeError(f"{name}: 'text' must be a string, got {type(record['text']).__name__}")
-        text = record["text"]
-        words, offsets = tokenize_with_offsets(text)
-    else:
-        words = record["words"]
-        if isinstance(words, str) or not isinstance(words, (list, tuple)):
-            raise TypeError(f"{name}: 'words' must be a list of strings, got {type(words).__name__}")
-        for j, word in enumerate(words):
-            if not isinstance(word, str) or not word or any(c.isspace() for c in word):
-                raise ValueError(f"{name}: word {j} must be a non-empty string without whitespace, got {word!r}")
-        text, offsets = join_with_offsets(words)
-        words = list(words)
-    context = record.get("context")
-    if context is not None and not isinstance(context, str):
-        raise TypeError(f"{name}: 'context' must be a string or None, got {type(context).__name__}")
-    pairs = record.get("pairs")
-    if task == "mre":
-        if pairs is None:
-            raise ValueError(f"{name}: relation extraction needs 'pairs', the [head, tail] word spans to classify")
-        pairs = check_pairs(pairs, len(words), name)
-    elif pairs is not None:
-        raise ValueError(f"{name}: 'pairs' is only read by relation extraction (mre), not by {task!r}")
-    return {"text": text, "words": words, "offsets": offsets, "image": load_image(record.get("image"), name),
-            "context": context or "", "pairs": pairs, "_name": name}
 
 
 class ShapCAPipeline(Pipeline):
@@ -145,12 +100,8 @@ class ShapCAPipeline(Pipeline):
         if kwargs:
             raise TypeError(f"unexpected argument(s) {sorted(kwargs)} for the Shap-CA pipeline")
         preprocess = {k: v for k, v in (("image", image), ("context", context), ("pairs", pairs)) if v is not None}
-        if window is not None:
-            preprocess["window"] = check_positive_int(window, "window")
-        if stride is not None:
-            if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
-                raise ValueError(f"stride must be an int >= 0 (words shared by consecutive windows), got {stride!r}")
-            preprocess["stride"] = stride
+        check_window_args(window, stride)
+        preprocess.update({k: v for k, v in (("window", window), ("stride", stride)) if v is not None})
         forward = {}
         if generate_contexts is not None:
             forward["generate_contexts"] = bool(generate_contexts)
@@ -182,66 +133,35 @@ class ShapCAPipeline(Pipeline):
                              "records with those fields")
         if stream:
             rows = _is_dataset(inputs)
-            inputs = (self._named(_row_record(item) if rows else item, i) for i, item in enumerate(inputs))
+            inputs = (named(row_record(item) if rows else item, i) for i, item in enumerate(inputs))
         elif isinstance(inputs, (list, tuple)):
-            inputs = [self._named(item, i) for i, item in enumerate(inputs)]
+            inputs = [named(item, i) for i, item in enumerate(inputs)]
         elif isinstance(inputs, (str, dict)):
-            inputs = self._named(inputs, 0)
+            inputs = named(inputs, 0)
         else:
             raise TypeError(f"expected a string, a record, a list of those, a generator or a dataset, got "
                             f"{type(inputs).__name__}")
         return super().__call__(inputs, batch_size=batch_size, **kwargs)
 
-    @staticmethod
-    def _named(item, index: int):
-        if isinstance(item, dict):
-            return {"_name": f"input {index}", **item}
-        if isinstance(item, str):
-            return {"text": item, "_name": f"input {index}"}
-        if isinstance(item, (list, tuple)) and item and all(isinstance(w, str) for w in item):
-            return {"words": list(item), "_name": f"input {index}"}  # a word list (a `words` column)
-        return item
-
     # ------------------------------------------------------------------ steps
     def preprocess(self, inputs, window: int | None = None, stride: int | None = None, **overrides) -> dict:
         name = inputs.get("_name", "input") if isinstance(inputs, dict) else "input"
         record = as_record(inputs, name, self.spec.name, **overrides)
-        try:
-            self._plan(record, window, stride)
-        except ValueError as error:
-            raise ValueError(f"{record['_name']}: {error}") from None
+        plan(record, self.spec.name, self.window_size(window), stride, self.subword_budget(), self._subword_counts)
         return record
+
+    def window_size(self, window: int | None = None) -> int:
+        """Words per window: `window`, at most the model's and the processor's `max_words`."""
+        return min(window or self.model.config.max_words, self.model.config.max_words, self.processor.max_words)
+
+    def subword_budget(self) -> int:
+        """Subwords of a window's text: the processor's `max_length` less the special tokens."""
+        return self.processor.max_length - self.processor.tokenizer.num_special_tokens_to_add(pair=False)
 
     def _subword_counts(self, words: list[str]) -> list[int]:
         """Subwords of each word (a word without any is encoded as one unknown token)."""
         encoded = self.processor.tokenizer(words, is_split_into_words=True, add_special_tokens=False, verbose=False)
-        counts = [0] * len(words)
-        for word in encoded.word_ids():
-            if word is not None:
-                counts[word] += 1
-        return [max(1, c) for c in counts]
-
-    def _plan(self, record: dict, window: int | None, stride: int | None) -> None:
-        """The record's windows (`windows.py`), the window that decides each word, and for MRE
-        the window of each pair."""
-        words = record["words"]
-        record["windows"], record["owners"], record["pair_windows"] = [], [], []
-        if not words:
-            return
-        size = min(window or self.model.config.max_words, self.model.config.max_words, self.processor.max_words)
-        stride = size // 4 if stride is None else stride
-        if stride >= size:
-            raise ValueError(f"stride={stride} must be smaller than the window of {size} words")
-        budget = self.processor.max_length - self.processor.tokenizer.num_special_tokens_to_add(pair=False)
-        counts = self._subword_counts(words)
-        windows = plan_windows(counts, size, budget, stride)
-        if self.spec.name == "mre":
-            chosen = [pair_window(windows, head, tail, counts, size, budget) for head, tail in record["pairs"]]
-            used = sorted(set(chosen))  # only windows that hold a pair are read
-            record["pair_windows"] = [used.index(k) for k in chosen]
-            windows = [windows[k] for k in used]
-        record["windows"] = windows
-        record["owners"] = owners(windows, len(words))
+        return subword_counts(lambda _: encoded.word_ids(), words)
 
     def _collate(self, records: list[dict]) -> dict:
         return {"records": records}
@@ -277,25 +197,26 @@ class ShapCAPipeline(Pipeline):
                 for i, context in zip(need, contexts):
                     records[i]["context"] = context
         # every window of every input is one row of the model's batch
-        pieces = [(i, k, start, end) for i, r in enumerate(records) for k, (start, end) in enumerate(r["windows"])]
+        pieces = window_pieces(records)
         out: dict[str, Any] = {}
         if pieces:
-            rows = [{"words": records[i]["words"][start:end], "context": records[i]["context"],
-                     "image": records[i]["image"], "_name": records[i]["_name"]} for i, _, start, end in pieces]
-            encoded = self._encode(rows, **(self.BUCKETS if compile else {}))
+            encoded = self._encode(window_rows(records, pieces), **(self.BUCKETS if compile else {}))
             context = torch.autocast(self.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
             with eval_mode(self.model), context:
                 model = self.compiled_model(compile) if compile else self.model
                 outputs = model(**encoded.to(self.device))
+            config = self.model.config
             if self.spec.is_word_pair:
-                probs, labels = outputs.logits.float().exp().cpu(), outputs.predictions.cpu()
-                decode = self._pairs_mre if self.spec.name == "mre" else self._joint_windows
-                out["decoded"] = [{"value": value} for value in decode(records, pieces, probs, labels)]
+                probs, labels = outputs.logits.float().exp().cpu().numpy(), outputs.predictions.cpu().numpy()
+                decoded = decode_word_pairs(self.spec.name, records, pieces, probs, labels, config.label_groups,
+                                                config.group_sizes)
+                out["decoded"] = [{"value": value} for value in decoded]
             else:
                 marginals = self.model.crf.marginals(outputs.logits, encoded["word_mask"], self.model.allowed_start,
                                                      self.model.allowed_transitions)
-                out["tags"], out["marginals"] = _merge_words(records, pieces, outputs.predictions.cpu(),
-                                                             marginals.float().cpu())
+                tags, marginals = merge_words(records, pieces, outputs.predictions.cpu().numpy(),
+                                                  marginals.float().cpu().numpy())
+                out["tags"], out["marginals"] = torch.from_numpy(tags), torch.from_numpy(marginals)
         else:
             out["empty"] = torch.zeros(len(records), 1)
         # lists are split per input by the pipeline's batch iterator
@@ -318,92 +239,14 @@ class ShapCAPipeline(Pipeline):
             raise
 
     def postprocess(self, model_outputs: dict, ignore_labels: frozenset = frozenset()):
-        record = _item(model_outputs["records"])
-        if self.spec.name == "ner":
-            if not record["words"]:
-                return []
-            entities = self._entities_ner(record, model_outputs["tags"][0], model_outputs["marginals"][0])
-            return [e for e in entities if e["entity_group"] not in ignore_labels]
-        decoded = _item(model_outputs["decoded"])["value"] if "decoded" in model_outputs else None
-        if self.spec.name == "mre":
-            return [r for r in self._relations_mre(record, decoded or []) if r["label"] not in ignore_labels]
-        if decoded is None:
-            return {"entities": [], "relations": []}
-        return {"entities": [self._with_span(record, e) for e in decoded["entities"]
-                             if e["entity_group"] not in ignore_labels],
-                "relations": [{**r, "head": self._with_span(record, r["head"]), "tail": self._with_span(record, r["tail"])}
-                              for r in decoded["relations"] if r["label"] not in ignore_labels]}
-
-    # ------------------------------------------------------------------ records
-    @staticmethod
-    def _span(record: dict, start: int, end: int) -> dict:
-        begin, stop = record["offsets"][start][0], record["offsets"][end - 1][1]
-        return {"word": record["text"][begin:stop], "start": begin, "end": stop}
-
-    def _with_span(self, record: dict, entity: dict) -> dict:
-        """An entity of word span `[first, last)` as a record with its text and character offsets."""
-        return {"entity_group": entity["entity_group"], "score": entity["score"],
-                **self._span(record, entity["first"], entity["last"])}
-
-    def _entities_ner(self, record, tags, marginals) -> list[dict]:
-        n = len(record["words"])
-        tags = tags[:n].tolist()
-        labels = [self.model.config.id2label[int(t)] for t in tags]
-        tag_probs = marginals[torch.arange(n), torch.tensor(tags)]
-        return [{"entity_group": label, "score": float(tag_probs[first:last].mean()), **self._span(record, first, last)}
-                for first, last, label in bio_to_spans(labels)]
-
-    def _pairs_mre(self, records, pieces, probs, labels) -> list[list[tuple[int, float]]]:
-        """`(label id, probability)` of each pair of each input, read in the pair's window."""
-        row = {(i, k): p for p, (i, k, _, _) in enumerate(pieces)}
-        decoded = []
-        for i, record in enumerate(records):
-            pairs = []
-            for (head, tail), k in zip(record["pairs"] or [], record["pair_windows"]):
-                p, start = row[(i, k)], record["windows"][k][0]
-                h, t = head[0] - start, tail[0] - start
-                label = int(labels[p, 0, h, t])
-                pairs.append((label, float(probs[p, h, t, label])))
-            decoded.append(pairs)
-        return decoded
-
-    def _relations_mre(self, record, decoded) -> list[dict]:
-        names = self.model.config.label_groups["relation"]
-        return [{"head": self._span(record, *head), "tail": self._span(record, *tail), "label": names[label],
-                 "score": score} for (head, tail), (label, score) in zip(record["pairs"] or [], decoded)]
-
-    def _joint_windows(self, records, pieces, probs, labels) -> list[dict | None]:
-        """Entities and relations of each input (word spans `first`/`last`), each kept from the
-        window that owns its first word (a relation: its head's first word)."""
-        from .word_pair import decode_mjere
-
-        groups = self.model.config.label_groups
-        types, relations = groups["entity"], groups["relation_start"]
-        sizes = self.model.config.group_sizes
-        offset_start, offset_end = sizes[0], sizes[0] + sizes[1]
-        merged: list[dict | None] = [None if not r["windows"] else {"entities": [], "relations": []} for r in records]
-        for p, (i, k, start, end) in enumerate(pieces):
-            owner = records[i]["owners"]
-            entities, triples = decode_mjere(labels[p], end - start)
-            found = {}
-            for e in entities:
-                label = e["type"] + 1
-                found[(e["start"], e["end"])] = {"entity_group": types[label], "first": start + e["start"],
-                                                 "last": start + e["end"],
-                                                 "score": float(probs[p, e["start"], e["end"] - 1, label])}
-                if owner[start + e["start"]] == k:
-                    merged[i]["entities"].append(found[(e["start"], e["end"])])
-            for t in triples:
-                if owner[start + t["head_start"]] != k:
-                    continue
-                r = t["relation"] + 1
-                score = (probs[p, t["head_start"], t["tail_start"], offset_start + r]
-                         + probs[p, t["head_end"] - 1, t["tail_end"] - 1, offset_end + r]) / 2
-                merged[i]["relations"].append({
-                    "head": dict(found[(t["head_start"], t["head_end"])]),
-                    "tail": dict(found[(t["tail_start"], t["tail_end"])]),
-                    "label": relations[r], "score": float(score)})
-        return merged
+        record, config = _item(model_outputs["records"]), self.model.config
+        values = {}
+        if "tags" in model_outputs:
+            values = {"tags": model_outputs["tags"][0].numpy(), "marginals": model_outputs["marginals"][0].numpy()}
+        elif "decoded" in model_outputs:
+            values = {"decoded": _item(model_outputs["decoded"])["value"]}
+        return finish(self.spec.name, record, config.id2label, getattr(config, "label_groups", None),
+                          ignore_labels, **values)
 
     # ------------------------------------------------------------------ batching
     def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
@@ -458,19 +301,6 @@ def records_from_lists(inputs, images=None, contexts=None, pairs=None, is_split_
     return records, single
 
 
-def _merge_words(records, pieces, tags: torch.Tensor, marginals: torch.Tensor):
-    """Per-word tags `(inputs, words)` and marginals `(inputs, words, labels)` of each input,
-    each word taken from the window that owns it (`windows.owners`)."""
-    width = max(len(r["words"]) for r in records)
-    merged_tags = tags.new_zeros((len(records), width))
-    merged_marginals = marginals.new_zeros((len(records), width, marginals.shape[-1]))
-    for p, (i, k, start, end) in enumerate(pieces):
-        own = torch.tensor(records[i]["owners"][start:end]) == k
-        merged_tags[i, start:end][own] = tags[p, : end - start][own]
-        merged_marginals[i, start:end][own] = marginals[p, : end - start][own]
-    return merged_tags, merged_marginals
-
-
 def _item(value):
     """One input's entry of a per-input list (a batch of one is not split by the iterator)."""
     if isinstance(value, list):
@@ -488,22 +318,6 @@ def _is_stream(inputs) -> bool:
         return False
     return (isinstance(inputs, (types.GeneratorType, collections.abc.Iterator)) or _is_dataset(inputs)
             or isinstance(inputs, torch.utils.data.Dataset))
-
-
-def _row_record(row: dict) -> dict:
-    """A `datasets` row as a pipeline record: `words` (or `tokens`) or `text`, the image unless
-    `has_image` is false, `context`, `pairs`; the other columns (labels, ids) are not inputs."""
-    record = {}
-    for key in ("words", "tokens", "text"):
-        if key in row:
-            record["words" if key == "tokens" else key] = row[key]
-            break
-    if row.get("image") is not None and row.get("has_image", True):
-        record["image"] = row["image"]
-    for key in ("context", "pairs"):
-        if row.get(key) is not None:
-            record[key] = row[key]
-    return record
 
 
 def _consented(model) -> bool:

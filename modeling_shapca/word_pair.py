@@ -139,7 +139,8 @@ def word_pair_loss(log_probs: torch.Tensor, labels: torch.Tensor, group_sizes: S
 
 
 def grid_predictions(log_probs: torch.Tensor, group_sizes: Sequence[int], word_mask: torch.Tensor) -> torch.Tensor:
-    """Argmax label per group and cell, `(batch, groups, n, n)`, -100 outside real words."""
+    """Argmax label per group and cell, `(batch, groups, n, n)`, -100 outside real words (on the
+    device; `decoding.grid_predictions` is the same in NumPy)."""
     cells = word_mask.bool().unsqueeze(2) & word_mask.bool().unsqueeze(1)
     best = [part.argmax(-1) for part in log_probs.split(list(group_sizes), dim=-1)]
     return torch.stack(best, dim=1).masked_fill(~cells.unsqueeze(1), IGNORE_INDEX)

@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import modeling_shapca
     from modeling_shapca.context_generation import ContextSettings
-    from modeling_shapca.processing_shapca import PosTagger
+    from modeling_shapca.pos import PosTagger
     from modeling_shapca.tasks import get_task
 
     from .data import ShapCACollator, check_lengths

@@ -1,0 +1,267 @@
+"""From inputs to records and back, without torch: the steps of inference that the PyTorch
+pipeline (`pipeline_shapca.py`) and the ONNX Runtime predictor (`onnx_predictor.py`) share,
+so both take the same inputs and give the same records.
+
+* `as_record`: a caller's string / record checked and split into words with offsets;
+* `plan`: the record's windows (`windows.py`), the window that owns each word and, for MRE,
+  the window of each pair;
+* `pieces` / `window_rows`: every window of every record as one row of the model's batch;
+* `decode_ner`, `decode_word_pairs`: the model's outputs of a batch (NumPy arrays) back to
+  per-input tags and marginals, or relation / entity decisions;
+* `finish`: one input's decoded values as the pipeline's records.
+
+Formats are described in `pipeline_shapca.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .inference import bio_to_spans, check_pairs, join_with_offsets, load_image, tokenize_with_offsets
+from .windows import owners, pair_window, plan_windows
+
+RECORD_KEYS = {"text", "words", "image", "context", "pairs", "_name"}
+
+
+def as_record(item, name: str, task: str, allow_private: bool = True, **overrides) -> dict:
+    """A checked input record: `{"text", "words", "offsets", "image", "context", "pairs", "_name"}`.
+    `allow_private=False` refuses image URLs that resolve to private addresses (`limits.py`)."""
+    if isinstance(item, str):
+        record = {"text": item}
+    elif isinstance(item, dict):
+        unknown = set(item) - RECORD_KEYS
+        if unknown:
+            raise ValueError(f"{name}: unknown field(s) {sorted(unknown)}; a record has {sorted(RECORD_KEYS - {'_name'})}")
+        record = dict(item)
+        name = record.pop("_name", name)
+    else:
+        raise TypeError(f"{name}: expected a string or a record (dict with 'text' or 'words'), got {type(item).__name__}")
+    for key, value in overrides.items():
+        if value is not None:
+            record[key] = value
+    if ("text" in record) == ("words" in record):
+        raise ValueError(f"{name}: give exactly one of 'text' (a string) or 'words' (a list of strings)")
+    if "text" in record:
+        if not isinstance(record["text"], str):
+            raise TypeError(f"{name}: 'text' must be a string, got {type(record['text']).__name__}")
+        text = record["text"]
+        words, offsets = tokenize_with_offsets(text)
+    else:
+        words = record["words"]
+        if isinstance(words, str) or not isinstance(words, (list, tuple)):
+            raise TypeError(f"{name}: 'words' must be a list of strings, got {type(words).__name__}")
+        for j, word in enumerate(words):
+            if not isinstance(word, str) or not word or any(c.isspace() for c in word):
+                raise ValueError(f"{name}: word {j} must be a non-empty string without whitespace, got {word!r}")
+        text, offsets = join_with_offsets(words)
+        words = list(words)
+    context = record.get("context")
+    if context is not None and not isinstance(context, str):
+        raise TypeError(f"{name}: 'context' must be a string or None, got {type(context).__name__}")
+    pairs = record.get("pairs")
+    if task == "mre":
+        if pairs is None:
+            raise ValueError(f"{name}: relation extraction needs 'pairs', the [head, tail] word spans to classify")
+        pairs = check_pairs(pairs, len(words), name)
+    elif pairs is not None:
+        raise ValueError(f"{name}: 'pairs' is only read by relation extraction (mre), not by {task!r}")
+    return {"text": text, "words": words, "offsets": offsets,
+            "image": load_image(record.get("image"), name, allow_private=allow_private),
+            "context": context or "", "pairs": pairs, "_name": name}
+
+
+def named(item, index: int):
+    """An item of a caller's list or stream with its position as its name (`input 3`)."""
+    if isinstance(item, dict):
+        return {"_name": f"input {index}", **item}
+    if isinstance(item, str):
+        return {"text": item, "_name": f"input {index}"}
+    if isinstance(item, (list, tuple)) and item and all(isinstance(w, str) for w in item):
+        return {"words": list(item), "_name": f"input {index}"}  # a word list (a `words` column)
+    return item
+
+
+def row_record(row: dict) -> dict:
+    """A `datasets` row as a record: `words` (or `tokens`) or `text`, the image unless
+    `has_image` is false, `context`, `pairs`; the other columns (labels, ids) are not inputs."""
+    record = {}
+    for key in ("words", "tokens", "text"):
+        if key in row:
+            record["words" if key == "tokens" else key] = row[key]
+            break
+    if row.get("image") is not None and row.get("has_image", True):
+        record["image"] = row["image"]
+    for key in ("context", "pairs"):
+        if row.get(key) is not None:
+            record[key] = row[key]
+    return record
+
+
+def check_window_args(window, stride) -> None:
+    """`window` a positive int, `stride` an int >= 0 (either may be None)."""
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise ValueError(f"window must be a positive int, got {window!r}")
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 0):
+        raise ValueError(f"stride must be an int >= 0 (words shared by consecutive windows), got {stride!r}")
+
+
+def plan(record: dict, task: str, size: int, stride: int | None, budget: int,
+         subword_counts: Callable[[list[str]], list[int]]) -> None:
+    """The record's windows of at most `size` words and `budget` subwords that share `stride`
+    words (default `size // 4`), the window that decides each word, and for MRE the window of
+    each pair (only windows holding a pair are read). An error names the record."""
+    words = record["words"]
+    record["windows"], record["owners"], record["pair_windows"] = [], [], []
+    if not words:
+        return
+    stride = size // 4 if stride is None else stride
+    try:
+        if stride >= size:
+            raise ValueError(f"stride={stride} must be smaller than the window of {size} words")
+        counts = subword_counts(words)
+        windows = plan_windows(counts, size, budget, stride)
+        if task == "mre":
+            chosen = [pair_window(windows, head, tail, counts, size, budget) for head, tail in record["pairs"]]
+            used = sorted(set(chosen))
+            record["pair_windows"] = [used.index(k) for k in chosen]
+            windows = [windows[k] for k in used]
+    except ValueError as error:
+        raise ValueError(f"{record['_name']}: {error}") from None
+    record["windows"] = windows
+    record["owners"] = owners(windows, len(words))
+
+
+def subword_counts(encode_words: Callable[[list[str]], Sequence[int | None]], words: list[str]) -> list[int]:
+    """Subwords of each word from a tokenizer's `word_ids` (a word without any counts as one:
+    the processor encodes it as the unknown token)."""
+    counts = [0] * len(words)
+    for word in encode_words(words):
+        if word is not None:
+            counts[word] += 1
+    return [max(1, c) for c in counts]
+
+
+def pieces(records: list[dict]) -> list[tuple[int, int, int, int]]:
+    """`(input, window, start, end)` of every window of every record: one row each."""
+    return [(i, k, start, end) for i, r in enumerate(records) for k, (start, end) in enumerate(r["windows"])]
+
+
+def window_rows(records: list[dict], parts) -> list[dict]:
+    return [{"words": records[i]["words"][start:end], "context": records[i]["context"],
+             "image": records[i]["image"], "_name": records[i]["_name"]} for i, _, start, end in parts]
+
+
+def merge_words(records, parts, tags: np.ndarray, marginals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-word tags `(inputs, words)` and marginals `(inputs, words, labels)` of each input,
+    each word taken from the window that owns it (`windows.owners`)."""
+    width = max(len(r["words"]) for r in records)
+    merged_tags = np.zeros((len(records), width), dtype=np.int64)
+    merged_marginals = np.zeros((len(records), width, marginals.shape[-1]), dtype=marginals.dtype)
+    for p, (i, k, start, end) in enumerate(parts):
+        own = np.asarray(records[i]["owners"][start:end]) == k
+        merged_tags[i, start:end][own] = tags[p, : end - start][own]
+        merged_marginals[i, start:end][own] = marginals[p, : end - start][own]
+    return merged_tags, merged_marginals
+
+
+def span(record: dict, start: int, end: int) -> dict:
+    begin, stop = record["offsets"][start][0], record["offsets"][end - 1][1]
+    return {"word": record["text"][begin:stop], "start": begin, "end": stop}
+
+
+def with_span(record: dict, entity: dict) -> dict:
+    """An entity of word span `[first, last)` as a record with its text and character offsets."""
+    return {"entity_group": entity["entity_group"], "score": entity["score"], **span(record, entity["first"], entity["last"])}
+
+
+def entities_ner(record, tags: np.ndarray, marginals: np.ndarray, id2label) -> list[dict]:
+    """Entities of one input from its tags and marginals; the score is the mean marginal of the
+    decoded tag over the entity's words."""
+    n = len(record["words"])
+    tags = [int(t) for t in tags[:n]]
+    labels = [id2label[t] for t in tags]
+    tag_probs = np.asarray(marginals)[np.arange(n), tags]
+    return [{"entity_group": label, "score": float(tag_probs[first:last].mean()), **span(record, first, last)}
+            for first, last, label in bio_to_spans(labels)]
+
+
+def pairs_mre(records, parts, probs: np.ndarray, labels: np.ndarray) -> list[list[tuple[int, float]]]:
+    """`(label id, probability)` of each pair of each input, read in the pair's window."""
+    row = {(i, k): p for p, (i, k, _, _) in enumerate(parts)}
+    decoded = []
+    for i, record in enumerate(records):
+        found = []
+        for (head, tail), k in zip(record["pairs"] or [], record["pair_windows"]):
+            p, start = row[(i, k)], record["windows"][k][0]
+            h, t = head[0] - start, tail[0] - start
+            label = int(labels[p, 0, h, t])
+            found.append((label, float(probs[p, h, t, label])))
+        decoded.append(found)
+    return decoded
+
+
+def joint_windows(records, parts, probs: np.ndarray, labels: np.ndarray, label_groups, group_sizes) -> list[dict | None]:
+    """Entities and relations of each input (word spans `first`/`last`), each kept from the
+    window that owns its first word (a relation: its head's first word)."""
+    from .grids import decode_mjere
+
+    types, relations = label_groups["entity"], label_groups["relation_start"]
+    offset_start, offset_end = group_sizes[0], group_sizes[0] + group_sizes[1]
+    merged: list[dict | None] = [None if not r["windows"] else {"entities": [], "relations": []} for r in records]
+    for p, (i, k, start, end) in enumerate(parts):
+        owner = records[i]["owners"]
+        entities, triples = decode_mjere(labels[p], end - start)
+        found = {}
+        for e in entities:
+            label = e["type"] + 1
+            found[(e["start"], e["end"])] = {"entity_group": types[label], "first": start + e["start"],
+                                             "last": start + e["end"],
+                                             "score": float(probs[p, e["start"], e["end"] - 1, label])}
+            if owner[start + e["start"]] == k:
+                merged[i]["entities"].append(found[(e["start"], e["end"])])
+        for t in triples:
+            if owner[start + t["head_start"]] != k:
+                continue
+            r = t["relation"] + 1
+            score = (probs[p, t["head_start"], t["tail_start"], offset_start + r]
+                     + probs[p, t["head_end"] - 1, t["tail_end"] - 1, offset_end + r]) / 2
+            merged[i]["relations"].append({
+                "head": dict(found[(t["head_start"], t["head_end"])]),
+                "tail": dict(found[(t["tail_start"], t["tail_end"])]),
+                "label": relations[r], "score": float(score)})
+    return merged
+
+
+def decode_word_pairs(task: str, records, parts, probs: np.ndarray, labels: np.ndarray, label_groups, group_sizes) -> list:
+    """Per-input decisions of a word-pair batch: MRE `(label id, score)` per pair, MJERE
+    entities and relations."""
+    if task == "mre":
+        return pairs_mre(records, parts, probs, labels)
+    return joint_windows(records, parts, probs, labels, label_groups, group_sizes)
+
+
+def finish(task: str, record: dict, id2label, label_groups, ignore_labels=frozenset(), tags=None,
+           marginals=None, decoded=None):
+    """One input's records: NER from its merged `tags` / `marginals`, MRE and MJERE from the
+    `decoded` values of `decode_word_pairs` (None: the input had no words)."""
+    if task == "ner":
+        if not record["words"]:
+            return []
+        entities = entities_ner(record, tags, marginals, id2label)
+        return [e for e in entities if e["entity_group"] not in ignore_labels]
+    if task == "mre":
+        names = label_groups["relation"]
+        return [{"head": span(record, *head), "tail": span(record, *tail), "label": names[label], "score": score}
+                for (head, tail), (label, score) in zip(record["pairs"] or [], decoded or [])
+                if names[label] not in ignore_labels]
+    if decoded is None:
+        return {"entities": [], "relations": []}
+    return {"entities": [with_span(record, e) for e in decoded["entities"] if e["entity_group"] not in ignore_labels],
+            "relations": [{**r, "head": with_span(record, r["head"]), "tail": with_span(record, r["tail"])}
+                          for r in decoded["relations"] if r["label"] not in ignore_labels]}
+
+
+__all__ = ["as_record", "check_window_args", "decode_word_pairs", "finish", "merge_words", "named", "pieces", "plan",
+           "row_record", "subword_counts", "window_rows"]
