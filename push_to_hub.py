@@ -5,6 +5,11 @@ model card rendered from them.
     python push_to_hub.py outputs/twitter2015-minilm --repo-id user/shapca-twitter2015 [--private]
     python push_to_hub.py outputs/mnre-minilm --repo-id user/shapca-mnre --dry-run staged/
 
+ONNX: when the run folder has `onnx/` (`shapca-export RUN RUN --quantize int8 --validation ...`),
+its files (`onnx/model.onnx`, `onnx/model_int8.onnx`, `onnx/vision.onnx`, `onnx/export.json`) are
+uploaded too and the card shows how to load them with their measured F1 and speed;
+`--no-onnx` leaves them out.
+
 `--dry-run OUT` writes exactly what would be uploaded into OUT (a new or empty folder) and
 uploads nothing. Staging happens in a folder beside OUT that is renamed into place when
 complete, so OUT never holds a partial upload.
@@ -92,8 +97,9 @@ def public_results(results: dict) -> dict:
     return results
 
 
-def stage(model_dir: Path, out: Path, repo_id: str) -> list[str]:
-    """Write the upload into `out` (new or empty), atomically; returns the file names."""
+def stage(model_dir: Path, out: Path, repo_id: str, onnx: bool = True) -> list[str]:
+    """Write the upload into `out` (new or empty), atomically; returns the file names (`onnx/`
+    files as `onnx/<name>`). `onnx`: upload the run's `onnx/` folder when it has one."""
     model_dir = Path(model_dir)
     out = Path(out)
     spec = check_run(model_dir)
@@ -118,6 +124,11 @@ def stage(model_dir: Path, out: Path, repo_id: str) -> list[str]:
         results = public_results(json.loads((model_dir / "results.json").read_text()))
         (tmp / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
         (tmp / "README.md").write_text(render_card(tmp, repo_id=repo_id), encoding="utf-8")
+        if onnx and (model_dir / "onnx" / "export.json").is_file():
+            from shapca_training.export import update_card
+
+            shutil.copytree(model_dir / "onnx", tmp / "onnx", ignore=shutil.ignore_patterns(".*"))
+            update_card(tmp, json.loads((tmp / "onnx" / "export.json").read_text(encoding="utf-8")), repo_id)
         scrub_auto_maps(tmp)
         if out.exists():
             out.rmdir()  # empty, checked above
@@ -125,7 +136,7 @@ def stage(model_dir: Path, out: Path, repo_id: str) -> list[str]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return sorted(p.name for p in out.iterdir())
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
 
 
 def main(argv=None) -> list[str]:
@@ -134,16 +145,17 @@ def main(argv=None) -> list[str]:
     parser.add_argument("--repo-id", required=True)
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--dry-run", type=Path, metavar="OUT", help="write the upload here instead of pushing")
+    parser.add_argument("--no-onnx", action="store_true", help="leave the run's onnx/ files out of the upload")
     args = parser.parse_args(argv)
     check_repo_id(args.repo_id)
     if args.dry_run:
-        files = stage(args.model_dir, args.dry_run, args.repo_id)
+        files = stage(args.model_dir, args.dry_run, args.repo_id, onnx=not args.no_onnx)
         print(f"dry run: {len(files)} files in {args.dry_run}: {', '.join(files)}")
         return files
     from huggingface_hub import HfApi
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = stage(args.model_dir, Path(tmp) / "upload", args.repo_id)
+        files = stage(args.model_dir, Path(tmp) / "upload", args.repo_id, onnx=not args.no_onnx)
         api = HfApi()
         api.create_repo(args.repo_id, private=args.private, exist_ok=True)
         api.upload_folder(folder_path=str(Path(tmp) / "upload"), repo_id=args.repo_id,

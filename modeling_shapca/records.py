@@ -19,7 +19,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .inference import bio_to_spans, check_pairs, join_with_offsets, load_image, tokenize_with_offsets
+from .inference import (
+    bio_to_spans, check_pairs, join_with_offsets, load_image, normalize_inputs, tokenize_with_offsets,
+)
 from .windows import owners, pair_window, plan_windows
 
 RECORD_KEYS = {"text", "words", "image", "context", "pairs", "_name"}
@@ -263,5 +265,35 @@ def finish(task: str, record: dict, id2label, label_groups, ignore_labels=frozen
                           for r in decoded["relations"] if r["label"] not in ignore_labels]}
 
 
-__all__ = ["as_record", "check_window_args", "decode_word_pairs", "finish", "merge_words", "named", "pieces", "plan",
+def records_from_lists(inputs, images=None, contexts=None, pairs=None, is_split_into_words=None):
+    """`predict`'s arguments (inputs plus per-input lists) as pipeline records; returns
+    `(records, single)`. For a single input, `images` / `contexts` may be the value itself or
+    a list of one, `pairs` is that input's list of pairs. A string where a per-input list is
+    expected is an error (it would otherwise be read character by character)."""
+    batch, single = normalize_inputs(inputs, is_split_into_words)
+    n = len(batch)
+
+    def per_input(values, name: str, unwrap: bool) -> list:
+        if values is None:
+            return [None] * n
+        if single and (not unwrap or not isinstance(values, (list, tuple))):
+            return [values]
+        if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+            raise TypeError(f"{name}: expected a list with one entry per input ({n}), got {type(values).__name__}")
+        if len(values) != n:
+            raise ValueError(f"got {len(values)} {name} for {n} inputs (use None for a missing one)")
+        return list(values)
+
+    columns = {"image": per_input(images, "images", True), "context": per_input(contexts, "contexts", True),
+               "pairs": per_input(pairs, "pair lists", not single)}
+    records = []
+    for i, item in enumerate(batch):
+        record = {"text": item} if isinstance(item, str) else {"words": list(item)}
+        record.update({key: values[i] for key, values in columns.items() if values[i] is not None})
+        record["_name"] = f"input {i}"
+        records.append(record)
+    return records, single
+
+
+__all__ = ["as_record", "records_from_lists", "check_window_args", "decode_word_pairs", "finish", "merge_words", "named", "pieces", "plan",
            "row_record", "subword_counts", "window_rows"]

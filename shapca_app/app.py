@@ -11,8 +11,11 @@ resolve against its folder. The host is `--host`, else `$GRADIO_SERVER_NAME`, el
 Space (`$SPACE_ID` set) and 127.0.0.1 anywhere else; the port `--port`, else
 `$GRADIO_SERVER_PORT`, else 7860.
 
-Each `--model` is a local folder or a Hub id (the task comes from its config). Models are loaded with this package's classes (nothing from the model
-folder is executed) unless `--trust-remote-code` is given, as for `transformers.pipeline`.
+Each `--model` is a local folder or a Hub id (the task comes from its config). Models are loaded
+with this package's classes (nothing from the model folder is executed) unless
+`--trust-remote-code` is given, as for `transformers.pipeline`. `--backend onnx` serves the
+models' exported `onnx/` graphs with ONNX Runtime instead (`shapca-export`; `--quantized` for
+int8; no PyTorch needed), with the same records; the YAML file may say `backend: onnx` too.
 
 The page takes a text, an optional image (an upload, or a URL / a path inside `--image-dir`), an
 optional context (or one generated from the image when the model's processor has a context
@@ -48,13 +51,19 @@ class LoadedModel:
     has_context_generator: bool
 
 
-def load_model(name: str, trust_remote_code: bool = False) -> LoadedModel:
-    """A model folder or Hub id and its pipeline (the prediction CLI's loading rules)."""
+def load_model(name: str, trust_remote_code: bool = False, backend: str = "torch", quantized: bool = False) -> LoadedModel:
+    """A model folder or Hub id and its pipeline (the prediction CLI's loading rules), or its
+    ONNX predictor (`backend="onnx"`)."""
+    shown = Path(name).name if Path(name).exists() else name  # no local path in the page
+    if backend == "onnx":
+        from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor
+
+        predictor = ShapCAOnnxPredictor.from_pretrained(name, quantized=quantized)
+        return LoadedModel(shown, predictor.spec.name, predictor, bool(predictor.context_generator))
     from modeling_shapca.predict import build_pipeline, load_model as load
 
     model = load(name, trust_remote_code).eval()
     pipe = build_pipeline(model, trust_remote_code)
-    shown = Path(name).name if Path(name).exists() else name  # no local path in the page
     return LoadedModel(shown, pipe.spec.name, pipe, bool(pipe.processor.context_generator))
 
 
@@ -243,6 +252,8 @@ def parse_args(argv=None):
     parser.add_argument("--port", type=int, help="default: $GRADIO_SERVER_PORT, else 7860")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="load the models' own code (for Hub models whose code differs from this package's)")
+    parser.add_argument("--backend", choices=["torch", "onnx"], help="torch (default) or onnx: the exported graphs")
+    parser.add_argument("--quantized", action="store_true", help="with --backend onnx: the int8 graphs")
     args = parser.parse_args(argv)
     if not args.config and not args.model:
         if os.environ.get("SHAPCA_MODELS"):
@@ -264,6 +275,13 @@ def parse_args(argv=None):
         args.model = [near(m) for m in settings.get("models", [])] + args.model
         args.image_dir = args.image_dir or (near(settings["image_dir"]) if settings.get("image_dir") else None)
         args.trust_remote_code = args.trust_remote_code or bool(settings.get("trust_remote_code"))
+        args.backend = args.backend or settings.get("backend")
+        args.quantized = args.quantized or bool(settings.get("quantized"))
+    args.backend = args.backend or "torch"
+    if args.backend not in ("torch", "onnx"):
+        parser.error(f"backend must be torch or onnx, got {args.backend!r}")
+    if args.quantized and args.backend != "onnx":
+        parser.error("quantized needs the onnx backend")
     if not args.model:
         parser.error(f"give at least one --model (e.g. outputs/twitter2015-minilm after `make demo`), a --config, "
                      f"$SHAPCA_MODELS or a {MODELS_FILE} in the working directory")
@@ -292,7 +310,8 @@ def main(argv=None):
     os.environ["GRADIO_TEMP_DIR"] = uploads  # uploads stay in this folder
     _stop_on_sigterm()
     try:
-        app = DemoApp([load_model(name, args.trust_remote_code) for name in args.model], args.image_dir).build()
+        models = [load_model(name, args.trust_remote_code, args.backend, args.quantized) for name in args.model]
+        app = DemoApp(models, args.image_dir).build()
         app.launch(server_name=args.host, server_port=args.port, show_error=False)
     except KeyboardInterrupt:
         pass

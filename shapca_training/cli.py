@@ -1,7 +1,10 @@
 """The console scripts (`shapca-train`, `shapca-predict`, `shapca-build`, `shapca-contexts`,
-`shapca-push`, `shapca-app`): thin wrappers over each job's `main(argv)`, which tests and the
-top-level `train.py` / `push_to_hub.py` call too. A job's return value (results, counts) is
-not an exit status: each wrapper exits 0 when the job ends normally."""
+`shapca-push`, `shapca-app`, `shapca-export`): thin wrappers over each job's `main(argv)`, which
+tests and the top-level `train.py` / `push_to_hub.py` call too. A job's return value (results,
+counts) is not an exit status: each wrapper exits 0 when the job ends normally.
+
+The base install is the torch-free serving stack (`shapca[onnx]` adds ONNX Runtime); a job that
+needs the training stack and does not find it says which extra to install."""
 
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ JOBS = {
     "contexts": "datasets_scripts.generate_contexts:main",
     "push": "push_to_hub:main",
     "app": "shapca_app.app:main",
+    "export": "shapca_training.export:main",
 }
+TRAINING_STACK = ("torch", "transformers", "datasets", "evaluate", "accelerate")
 
 
 def _job(name: str):
@@ -23,7 +28,14 @@ def _job(name: str):
     module, function = JOBS[name].split(":")
 
     def run() -> int:
-        getattr(importlib.import_module(module), function)(sys.argv[1:])
+        try:
+            job = getattr(importlib.import_module(module), function)
+        except ModuleNotFoundError as error:
+            if error.name not in TRAINING_STACK:
+                raise
+            sys.exit(f"shapca-{name} needs {error.name}, which is not installed: pip install \"shapca[train]\" "
+                     "(with your torch build)")
+        job(sys.argv[1:])
         return 0
 
     run.__name__ = run.__qualname__ = name
@@ -31,4 +43,4 @@ def _job(name: str):
     return run
 
 
-train, predict, build, contexts, push, app = (_job(name) for name in JOBS)
+train, predict, build, contexts, push, app, export = (_job(name) for name in JOBS)

@@ -1,0 +1,266 @@
+"""Export a Shap-CA model to ONNX for `onnx_predictor.ShapCAOnnxPredictor` (no PyTorch at
+serving time), checked against PyTorch before anything is written.
+
+    from modeling_shapca.onnx_export import export_onnx
+    report = export_onnx("outputs/twitter2015-minilm", "outputs/twitter2015-minilm-onnx", quantize=True)
+
+Files, under `<output>/onnx/` (with `config.json` and the processor's files beside it, so the
+folder is what the predictor and the Hub need):
+
+* `model.onnx`: text encoder over `[CLS] text [SEP] context [SEP]`, fusion and head, up to the
+  CRF emissions (NER) or the word-pair log-probabilities (MRE, MJERE); dynamic batch, subword,
+  word and image-region axes. Inputs: the processor's (`input_ids`, `attention_mask`,
+  `token_type_ids` for BERT, `word_index`, `word_mask`, `text_mask`, `context_mask`, `pos_ids`)
+  plus `image_regions` `(batch, regions, vision_dim)` and `has_image` `(batch,)`.
+* `vision.onnx`: the vision encoder, `pixel_values` -> `image_regions` (dynamic batch), when the
+  processor has an image processor with a torch-free port (`image_transforms.py`).
+* `model_int8.onnx` (`quantize=True`): `model.onnx` with ONNX Runtime's dynamic int8
+  quantization of its weights (MatMul / Gemm); the vision graph stays fp32.
+* `export.json`: the task, the CRF's parameters (decoded in NumPy), the check below and the
+  int8 figures.
+
+The check: on sample inputs of another batch size and other lengths than the export's (with
+and without contexts and images), the fp32 graph's outputs must equal PyTorch's within `atol`
+(default 1e-4, absolute, on emissions / log-probabilities), or `ExportError` is raised and
+nothing is left in the output folder. The int8 graph's largest difference is reported, not
+bounded: its quality is measured as F1 on data (`shapca-export --validation`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .onnx_predictor import INFO_FILE, INT8_FILE, MODEL_FILE, ONNX_FOLDER, VISION_FILE
+
+ATOL = 1e-4
+OPSET = 18
+PROCESSOR_FILES = ("processor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "preprocessor_config.json")
+SAMPLE_WORDS = [
+    ["Kevin", "Durant", "enters", "Oracle", "Arena", "with", "Stephen", "Curry", "tonight", "."],
+    ["RT", "@cnni", ":", "Floods", "in", "Paris"],
+    ["Go", "#Bears", "!"],
+    ["The", "United", "Nations", "met", "in", "New", "York", "on", "Monday", "about", "the", "crisis", "in", "Syria"],
+]
+SAMPLE_CONTEXTS = ["A basketball player walks onto a court in front of a crowd.", "", "A bear mascot at a stadium.",
+                   "People in suits sit around a long table."]
+
+
+class ExportError(RuntimeError):
+    """The exported graph does not reproduce PyTorch (or cannot be built)."""
+
+
+class _MainGraph(nn.Module):
+    """Text encoder, fusion and head up to the head's logits, with precomputed image regions."""
+
+    def __init__(self, model, with_token_types: bool):
+        super().__init__()
+        self.model, self.with_token_types = model, with_token_types
+
+    def forward(self, input_ids, attention_mask, token_type_ids, word_index, word_mask, text_mask, context_mask,
+                pos_ids, image_regions, has_image):
+        outputs = self.model.shapca(
+            input_ids, attention_mask, word_index, word_mask.bool(), text_mask.bool(), context_mask.bool(), pos_ids,
+            token_type_ids=token_type_ids if self.with_token_types else None, has_image=has_image,
+            compute_alignment=False, image_regions=image_regions,
+        )
+        return self.model.head_logits(outputs)
+
+
+class _VisionGraph(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model.shapca.encode_image(pixel_values)[0]
+
+
+def _main_inputs(batch, model) -> dict[str, torch.Tensor]:
+    """The main graph's inputs for a processor batch (image regions from the PyTorch vision
+    encoder, or the one-region stand-in of a batch without images)."""
+    n = batch["input_ids"].shape[0]
+    has_image = batch["has_image"].bool()
+    if "pixel_values" in batch:
+        with torch.no_grad():
+            regions = model.shapca.encode_image(batch["pixel_values"])[0]
+    else:
+        regions = torch.zeros(n, 1, model.config.vision_hidden_size)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask") if k in batch}
+    inputs["token_type_ids"] = batch.get("token_type_ids", torch.zeros_like(batch["input_ids"]))
+    for key in ("word_index", "word_mask", "text_mask", "context_mask", "pos_ids"):
+        inputs[key] = batch[key].long() if key.endswith("mask") else batch[key]
+    inputs.update(image_regions=regions, has_image=has_image)
+    return inputs
+
+
+def _samples(processor, with_images: bool, rows: slice):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    words, contexts = SAMPLE_WORDS[rows], SAMPLE_CONTEXTS[rows]
+    images = None
+    if with_images:
+        images = [Image.fromarray(rng.integers(0, 255, (48 + 8 * i, 64, 3), dtype=np.uint8)) if i % 2 == 0 else None
+                  for i in range(len(words))]
+    return processor(words=words, contexts=contexts, images=images, return_tensors="pt")
+
+
+def _export(module, args: tuple, names: list[str], dynamic: dict, path: Path, output: str) -> None:
+    dims = {}
+
+    def dim(name):
+        return dims.setdefault(name, torch.export.Dim(name))
+
+    shapes = {name: {axis: dim(label) for axis, label in dynamic[name].items()} if name in dynamic else None
+              for name in names}
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # the exporter's notes on axis names and pytree internals
+            warnings.filterwarnings("ignore", category=UserWarning, module="torch.onnx")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            torch.onnx.export(module, args, str(path), input_names=names, output_names=[output], dynamic_shapes=shapes,
+                              dynamo=True, opset_version=OPSET, external_data=False, verbose=False)
+    except Exception as error:  # the exporter raises many types; name what failed
+        raise ExportError(f"torch.onnx.export of {path.name} failed: {type(error).__name__}: {error}") from error
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _max_difference(session, inputs: dict[str, torch.Tensor], expected: np.ndarray) -> float:
+    names = {i.name for i in session.get_inputs()}
+    got = session.run(None, {k: v.numpy() for k, v in inputs.items() if k in names})[0]
+    if got.shape != expected.shape:
+        raise ExportError(f"the exported graph gives shape {got.shape}, PyTorch {expected.shape}")
+    return float(np.abs(got.astype(np.float64) - expected).max())
+
+
+def export_onnx(model, output_dir: str | Path, processor=None, quantize: bool = False, atol: float = ATOL,
+                with_vision: bool | None = None) -> dict:
+    """Export `model` (a folder / Hub id, or a loaded Shap-CA model with `processor`) into
+    `output_dir` (see the module docstring); returns the report written to `export.json`.
+
+    `with_vision`: export the vision graph (default: when the processor's image processor has a
+    torch-free port). Raises `ExportError` when the check fails, with the output untouched."""
+    from .image_transforms import ImageTransform
+
+    source = None
+    if isinstance(model, (str, Path)):
+        source = str(model)
+        model, processor = _load(source)
+    if processor is None:
+        raise ValueError("export_onnx needs the model's processor (pass processor=, or a model folder)")
+    model = model.eval().float().cpu()
+    config = model.config
+    output_dir = Path(output_dir)
+    image_config = processor.image_processor.to_dict() if processor.image_processor is not None else None
+    if with_vision is None:
+        try:
+            ImageTransform.check(image_config or {})
+            with_vision = True
+        except ValueError:
+            with_vision = False
+    elif with_vision:
+        ImageTransform.check(image_config or {})
+    with_token_types = "token_type_ids" in processor(words=[["a"]], images=None, return_tensors="pt")
+
+    export_batch = _samples(processor, with_vision, slice(0, 2))
+    check_batches = [_samples(processor, with_vision, slice(0, 4)), _samples(processor, False, slice(1, 4))]
+    main = _MainGraph(model, with_token_types)
+    names = ["input_ids", "attention_mask", "token_type_ids", "word_index", "word_mask", "text_mask", "context_mask",
+             "pos_ids", "image_regions", "has_image"]
+    sub, word = {0: "batch", 1: "subwords"}, {0: "batch", 1: "words"}
+    dynamic = {"input_ids": sub, "attention_mask": sub, "token_type_ids": sub, "text_mask": sub, "context_mask": sub,
+               "word_index": word, "word_mask": word, "pos_ids": word, "image_regions": {0: "batch", 1: "regions"},
+               "has_image": {0: "batch"}}
+    report: dict = {"format": 1, "task": config.task, "opset": OPSET,
+                    "vision_hidden_size": config.vision_hidden_size, "files": {"model": MODEL_FILE}}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".onnx-partial-") as tmp:
+        staged = Path(tmp)
+        started = time.perf_counter()
+        example = _main_inputs(export_batch, model)
+        _export(main, tuple(example[n] for n in names), names, dynamic, staged / MODEL_FILE, "logits")
+        if with_vision:
+            _export(_VisionGraph(model), (export_batch["pixel_values"],), ["pixel_values"],
+                    {"pixel_values": {0: "batch"}}, staged / VISION_FILE, "image_regions")
+            report["files"]["vision"] = VISION_FILE
+        report["export_seconds"] = round(time.perf_counter() - started, 1)
+
+        sessions = {"model": _session(staged / MODEL_FILE)}
+        if quantize:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(staged / MODEL_FILE), str(staged / INT8_FILE), weight_type=QuantType.QInt8)
+            sessions["int8"] = _session(staged / INT8_FILE)
+            report["files"]["int8"] = INT8_FILE
+        differences = {key: 0.0 for key in sessions}
+        vision_difference = 0.0
+        for batch in check_batches:
+            inputs = _main_inputs(batch, model)
+            with torch.no_grad():
+                expected = main(*(inputs[n] for n in names)).double().numpy()
+            for key, session in sessions.items():
+                differences[key] = max(differences[key], _max_difference(session, inputs, expected))
+            if with_vision and "pixel_values" in batch:
+                vision_difference = max(vision_difference, _max_difference(
+                    _session(staged / VISION_FILE), {"pixel_values": batch["pixel_values"]},
+                    inputs["image_regions"][: len(batch["pixel_values"])].double().numpy()))
+        report["check"] = {"atol": atol, "max_abs_difference": differences["model"],
+                           "vision_max_abs_difference": vision_difference if with_vision else None,
+                           "batches": [int(b["input_ids"].shape[0]) for b in check_batches]}
+        if quantize:
+            report["int8"] = {"max_abs_difference": differences["int8"], "weights": "int8 (dynamic, per tensor)",
+                              "quantized_ops": ["MatMul", "Gemm"]}
+        failed = {k: v for k, v in (("model", differences["model"]), ("vision", vision_difference)) if v > atol}
+        if failed:
+            raise ExportError("the exported graph does not reproduce PyTorch: largest absolute difference "
+                              + ", ".join(f"{k} {v:.3g}" for k, v in failed.items()) + f" > atol {atol}")
+        if config.task == "ner":
+            report["crf"] = {name: getattr(model.crf, f"{name}_transitions" if name != "transitions" else name)
+                             .detach().float().tolist() for name in ("start", "end", "transitions")}
+        report["sizes_bytes"] = {key: (staged / name).stat().st_size for key, name in report["files"].items()}
+        (staged / INFO_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        _write_beside(model, processor, output_dir, source)
+        target = output_dir / ONNX_FOLDER
+        if target.exists():
+            shutil.rmtree(target)
+        staged.rename(target)
+        Path(tmp).mkdir()  # TemporaryDirectory removes its (now moved) folder on exit
+    return report
+
+
+def _write_beside(model, processor, output_dir: Path, source: str | None) -> None:
+    """`config.json` and the processor's files beside `onnx/` (kept where they already are)."""
+    if source and Path(source).is_dir() and Path(source).resolve() == output_dir.resolve():
+        return
+    model.config.to_json_file(str(output_dir / "config.json"))
+    processor.save_pretrained(str(output_dir))
+
+
+def _load(name: str):
+    """A model folder / Hub id with this package's classes (nothing from the folder runs)."""
+    from . import modeling_shapca as modeling
+    from .configuration_shapca import ShapCAConfig
+    from .processing_shapca import ShapCAProcessor
+    from .tasks import get_task
+
+    config = ShapCAConfig.from_pretrained(name)
+    model = getattr(modeling, get_task(config.task).model_class).from_pretrained(name)
+    return model, ShapCAProcessor.from_pretrained(name, trust_remote_code=False)
+
+
+__all__ = ["ATOL", "ExportError", "export_onnx"]

@@ -1,0 +1,200 @@
+"""`shapca-export MODEL OUT [--quantize int8] [--validation DATA]`: a trained Shap-CA model as
+ONNX files for serving without PyTorch (`modeling_shapca/onnx_export.py` for the files and the
+check against PyTorch, `modeling_shapca/onnx_predictor.py` for the predictor).
+
+With `--validation` (a paper preset such as `twitter2015`, or any data `train.py
+--dataset_path` reads, and `--split`), the export measures the task's F1 of the fp32 graph and,
+with `--quantize int8`, of the int8 graph on that split through the ONNX predictor, and their
+speed (sentences/s on this machine); the figures go to `onnx/export.json` and to the card
+(`README.md`) of OUT when there is one. An int8 model that loses more than `--f1-tolerance`
+F1 points (default 0.5) is reported: a warning, `"within_tolerance": false` in export.json,
+and exit status 2 (the files stay, so you can look at them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("shapca.export")
+F1_TOLERANCE = 0.5
+
+
+def _pad_stack(arrays: list[np.ndarray], value: int = -100) -> np.ndarray:
+    """Arrays `(b_i, ..., n_i, ...)` padded to common trailing sizes and concatenated."""
+    shape = [max(a.shape[d] for a in arrays) for d in range(1, arrays[0].ndim)]
+    out = []
+    for a in arrays:
+        padded = np.full((a.shape[0], *shape), value, dtype=a.dtype)
+        padded[(slice(None), *(slice(0, s) for s in a.shape[1:]))] = a
+        out.append(padded)
+    return np.concatenate(out)
+
+
+def load_split(source: str, split: str, task: str):
+    """A split of a paper preset (by name, built from the shipped raw files) or of any data that
+    `train.py --dataset_path` reads."""
+    from datasets_scripts.sources import build_raw, load_data
+    from modeling_shapca.tasks import DATASETS, get_dataset
+
+    from .resources import resource
+
+    if source in DATASETS:
+        spec = get_dataset(source)
+        dataset, _, _ = build_raw(resource("data", spec.raw_folder), spec.task, None, None, preset=spec.name)
+    else:
+        dataset, _, _ = load_data(source, task)
+    if split not in dataset:
+        raise ValueError(f"{source} has no {split!r} split (it has {sorted(dataset)})")
+    return dataset[split]
+
+
+def measure(predictor, rows, config, batch_size: int = 32) -> dict:
+    """The task's scores of an ONNX predictor on labelled rows, and its speed (the graph and
+    the decoding; the rows' POS tags are given, as in training)."""
+    from modeling_shapca.tasks import get_task
+    from transformers.trainer_utils import EvalPrediction
+
+    from .scoring import make_compute_metrics
+
+    spec = get_task(config.task)
+    compute, _ = make_compute_metrics(config.task, config)
+    predictions, labels, seconds = [], [], 0.0
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        items = [{"words": r["words"], "context": r.get("context") or "",
+                  "image": r.get("image") if r.get("has_image") else None} for r in batch]
+        given = {"pos_tags": [r["pos_tags"] for r in batch]} if "pos_tags" in rows.column_names else {}
+        if spec.is_word_pair:
+            given["pair_labels"] = [spec.encode_row(r) for r in batch]
+        else:
+            given.update(word_labels=[r["tags"] for r in batch], label2id=config.label2id)
+        began = time.perf_counter()
+        feed = predictor.encode(items, **given)
+        predicted, _ = predictor.predictions(feed)
+        seconds += time.perf_counter() - began
+        predictions.append(predicted)
+        labels.append(feed["labels"])
+    scores = compute(EvalPrediction(predictions=_pad_stack(predictions), label_ids=_pad_stack(labels)))
+    return {"f1": round(100 * scores["f1"], 2), "precision": round(100 * scores["precision"], 2),
+            "recall": round(100 * scores["recall"], 2), "sentences": len(rows),
+            "sentences_per_second": round(len(rows) / seconds, 1)}
+
+
+def machine() -> str:
+    return f"{platform.machine()} {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+
+
+def card_section(report: dict, repo: str | None = None) -> str:
+    """The card's ONNX section: files, how to load them, and the measured quality and speed."""
+    files = report["files"]
+    lines = ["## ONNX (serving without PyTorch)", "",
+             f"`onnx/{files['model']}` (fp32)" + (f" and `onnx/{files['int8']}` (dynamic int8)" if "int8" in files else "")
+             + (f", with the vision encoder in `onnx/{files['vision']}`" if "vision" in files else "")
+             + ", exported by `shapca-export` and checked against PyTorch (largest absolute difference "
+             f"{report['check']['max_abs_difference']:.2g}, tolerance {report['check']['atol']}).", "",
+             "```python", "from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor  # pip install \"shapca[onnx]\"",
+             f"predictor = ShapCAOnnxPredictor.from_pretrained({(repo or '<this repo>')!r}"
+             + (", quantized=True)" if "int8" in files else ")"), "predictor(\"Kevin Durant enters Oracle Arena\")", "```", ""]
+    quality = report.get("quality")
+    if quality:
+        lines += [f"Measured on {quality['data']} ({quality['split']}, {quality['fp32']['sentences']} sentences), "
+                  f"{quality['machine']}, {quality['date']}:", "",
+                  "| graph | F1 | sentences/s (batch %d) |" % quality["batch_size"], "|---|---:|---:|"]
+        for key in ("fp32", "int8"):
+            if key in quality:
+                lines.append(f"| {key} | {quality[key]['f1']:.2f} | {quality[key]['sentences_per_second']} |")
+        if "int8" in quality:
+            verdict = "within" if quality["within_tolerance"] else "**outside**"
+            lines += ["", f"int8 F1 change: {quality['int8_f1_change']:+.2f} points, {verdict} the tolerance of "
+                          f"{quality['tolerance']} points."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def update_card(folder: Path, report: dict, repo: str | None = None) -> bool:
+    """Put the ONNX section into `folder/README.md` (replacing an earlier one); False when there
+    is no card."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return False
+    text = card.read_text(encoding="utf-8")
+    marker = "## ONNX (serving without PyTorch)"
+    if marker in text:
+        head, _, rest = text.partition(marker)
+        following = rest.find("\n## ")
+        text = head + (rest[following + 1:] if following >= 0 else "")
+    section = card_section(report, repo)
+    anchor = text.find("\n## Citation")  # before the citation, else at the end
+    text = text.rstrip() + "\n\n" + section if anchor < 0 else text[:anchor + 1] + section + "\n" + text[anchor + 1:]
+    tmp = card.with_name(card.name + ".partial")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(card)
+    return True
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="trained model folder or Hub id")
+    parser.add_argument("output", type=Path, help="folder for onnx/ (the model folder itself adds onnx/ beside the weights)")
+    parser.add_argument("--quantize", choices=["int8"], help="also write onnx/model_int8.onnx (dynamic int8)")
+    parser.add_argument("--validation", help="measure F1 and speed on this data: a preset (twitter2015, mnre, ...) or "
+                                             "any --dataset_path of train.py")
+    parser.add_argument("--split", default="validation", help="split of --validation (default: validation)")
+    parser.add_argument("--f1-tolerance", type=float, default=F1_TOLERANCE,
+                        help=f"largest F1 loss of int8 in points before it is reported (default {F1_TOLERANCE})")
+    parser.add_argument("--atol", type=float, help="largest absolute difference of the fp32 graph from PyTorch")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from modeling_shapca.onnx_export import ATOL, export_onnx
+    from modeling_shapca.onnx_predictor import INFO_FILE, ONNX_FOLDER, ShapCAOnnxPredictor
+
+    report = export_onnx(args.model, args.output, quantize=args.quantize == "int8", atol=args.atol or ATOL)
+    logger.info("exported %s to %s/%s (largest difference from PyTorch %.2g)", report["task"], args.output,
+                ONNX_FOLDER, report["check"]["max_abs_difference"])
+    status = 0
+    if args.validation:
+        from modeling_shapca import ShapCAConfig
+
+        config = ShapCAConfig.from_pretrained(str(args.output))
+        rows = load_split(args.validation, args.split, config.task)
+        quality = {"data": args.validation, "split": args.split, "batch_size": args.batch_size, "machine": machine(),
+                   "date": time.strftime("%Y-%m-%d"), "tolerance": args.f1_tolerance}
+        for key, quantized in (("fp32", False), ("int8", True)) if args.quantize else (("fp32", False),):
+            predictor = ShapCAOnnxPredictor.from_pretrained(args.output, quantized=quantized)
+            quality[key] = measure(predictor, rows, config, args.batch_size)
+            logger.info("%s: F1 %.2f, %.1f sentences/s", key, quality[key]["f1"], quality[key]["sentences_per_second"])
+        if args.quantize:
+            quality["int8_f1_change"] = round(quality["int8"]["f1"] - quality["fp32"]["f1"], 2)
+            quality["within_tolerance"] = quality["int8_f1_change"] >= -args.f1_tolerance
+            report["int8"]["within_tolerance"] = quality["within_tolerance"]
+            if not quality["within_tolerance"]:
+                logger.warning("int8 loses %.2f F1 points on %s (%s), more than the tolerance of %.2f: serve the "
+                               "fp32 graph, or raise --f1-tolerance knowingly", -quality["int8_f1_change"],
+                               args.validation, args.split, args.f1_tolerance)
+                status = 2
+        report["quality"] = quality
+        info = args.output / ONNX_FOLDER / INFO_FILE
+        tmp = info.with_name(info.name + ".partial")
+        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(info)
+    if update_card(args.output, report):
+        logger.info("added the ONNX section to %s", args.output / "README.md")
+    if status:
+        sys.exit(status)
+    return report
+
+
+if __name__ == "__main__":
+    main()

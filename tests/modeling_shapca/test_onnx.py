@@ -1,0 +1,209 @@
+"""ONNX export and the torch-free predictor: tiny models of the three tasks exported, checked
+against PyTorch, quantized, served by ONNX Runtime with the pipeline's records, from the CLI,
+the Hub folder layout and a process where torch cannot be imported."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from modeling_shapca import ShapCAForTokenClassification, ShapCAForWordPairExtraction, ShapCAProcessor
+from modeling_shapca.onnx_export import ExportError, export_onnx
+from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor
+from modeling_shapca.pipeline_shapca import ShapCAPipeline
+
+from ..conftest import MINILM_PATH, ROOT, random_image, tiny_config
+
+GROUPS = {
+    "mre": {"relation": ["None", "/per/per/peer", "/org/loc/place"]},
+    "mjere": {"entity": ["None", "per", "org"], "relation_start": ["None", "peer"], "relation_end": ["None", "peer"]},
+}
+TEXTS = {
+    "ner": ["Kevin Durant enters Oracle Arena tonight with Stephen Curry", "RT @cnni : Paris floods", "Go #Bears !"],
+    "mre": [{"text": "Kevin Durant joins the Golden State Warriors", "pairs": [[[0, 2], [3, 6]], [[3, 6], [0, 2]]]},
+            {"text": "Paris floods again", "pairs": [[[0, 1], [1, 2]]]}],
+    "mjere": ["Kevin Durant joins the Golden State Warriors in Oakland", "Paris floods again", "Go #Bears"],
+}
+
+
+def _model(task: str):
+    torch.manual_seed(0)
+    if task == "ner":
+        return ShapCAForTokenClassification(tiny_config())
+    model = ShapCAForWordPairExtraction(tiny_config(task=task, label_groups=GROUPS[task]))
+    with torch.no_grad():  # less mass on "None", so that random weights predict relations and entities
+        sizes = [len(g) for g in GROUPS[task].values()]
+        starts = np.cumsum([0, *sizes[:-1]])
+        model.pair_layer.joint_head.bias[list(starts)] -= 1.5
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """{task: (model, processor, folder)}: each tiny model saved, then exported into its own
+    folder (NER with its vision graph and int8, the word-pair tasks text-only)."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(MINILM_PATH)
+    out = {}
+    for task in ("ner", "mre", "mjere"):
+        processor = ShapCAProcessor(transformers.ConvNextImageProcessorPil(size={"shortest_edge": 32}), tokenizer,
+                                    max_length=64, max_words=64)
+        model = _model(task).eval()
+        folder = tmp_path_factory.mktemp(f"onnx-{task}")
+        report = export_onnx(model, folder, processor=processor, quantize=True, with_vision=task == "ner")
+        out[task] = (model, processor, folder, report)
+    return out
+
+
+def _pipeline(model, processor):
+    from modeling_shapca.tasks import get_task
+
+    return ShapCAPipeline(model=model, processor=processor, task=get_task(model.config.task).pipeline_task)
+
+
+def assert_same_records(got, expected, atol=1e-4):
+    """Same structure, labels, words and offsets; scores within `atol`."""
+    if isinstance(expected, dict):
+        assert set(got) == set(expected)
+        for key in expected:
+            if key == "score":
+                assert abs(got[key] - expected[key]) <= atol, (got, expected)
+            else:
+                assert_same_records(got[key], expected[key], atol)
+    elif isinstance(expected, list):
+        assert len(got) == len(expected), (got, expected)
+        for a, b in zip(got, expected):
+            assert_same_records(a, b, atol)
+    else:
+        assert got == expected
+
+
+def _count(records) -> int:
+    """Entities and relations found (so a comparison of empty outputs is not taken for a check)."""
+    if isinstance(records, dict):
+        return len(records.get("entities", [])) + len(records.get("relations", []))
+    return sum(_count(r) for r in records) if records and isinstance(records[0], (list, dict)) and \
+        not ("entity_group" in records[0] or "label" in records[0]) else len(records)
+
+
+def test_export_writes_checked_graphs_and_their_report(exported):
+    _, _, folder, report = exported["ner"]
+    files = sorted(p.name for p in (folder / "onnx").iterdir())
+    assert files == ["export.json", "model.onnx", "model_int8.onnx", "vision.onnx"]
+    assert json.loads((folder / "onnx" / "export.json").read_text()) == report
+    assert report["check"]["max_abs_difference"] <= 1e-4 and report["check"]["vision_max_abs_difference"] <= 1e-4
+    assert report["check"]["batches"] == [4, 3]  # other batch sizes and lengths than the export's 2
+    assert report["sizes_bytes"]["int8"] < report["sizes_bytes"]["model"] / 2
+    assert len(report["crf"]["transitions"]) == 9 and report["task"] == "ner"
+    assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
+    assert sorted(p.name for p in (exported["mre"][2] / "onnx").iterdir()) == ["export.json", "model.onnx",
+                                                                                "model_int8.onnx"]
+
+
+@pytest.mark.parametrize("task", ["ner", "mre", "mjere"])
+def test_fp32_records_equal_the_pytorch_pipeline(exported, task):
+    model, processor, folder, _ = exported[task]
+    inputs = list(TEXTS[task])
+    if task == "ner":  # an image on one input, a context on another
+        inputs[1] = {"text": inputs[1], "image": random_image(3), "context": "A flooded street."}
+    expected = _pipeline(model, processor)(inputs, batch_size=2)
+    predictor = ShapCAOnnxPredictor.from_pretrained(folder)
+    got = predictor(inputs, batch_size=2)
+    assert _count(expected) >= 2
+    assert_same_records(got, expected)
+    assert_same_records(predictor(inputs[0]), expected[0])  # a single input gives its own records
+
+
+def test_windows_streams_and_ignored_labels_as_the_pipeline(exported):
+    model, processor, folder, _ = exported["ner"]
+    predictor, pipe = ShapCAOnnxPredictor.from_pretrained(folder), _pipeline(model, processor)
+    long_text = " ".join(["Kevin Durant enters Oracle Arena tonight ."] * 30)  # 210 words, windows of 64
+    expected = pipe(long_text, window=40, stride=10)
+    assert_same_records(predictor(long_text, window=40, stride=10), expected)
+    assert expected[-1]["end"] > len(long_text) - 10  # the whole text is read
+    assert_same_records(list(predictor(iter(TEXTS["ner"]), batch_size=2)), pipe(TEXTS["ner"]))
+    kept = predictor(TEXTS["ner"], ignore_labels=["ORG", "MISC"])
+    assert_same_records(kept, pipe(TEXTS["ner"], ignore_labels=["ORG", "MISC"]))
+    with pytest.raises(ValueError, match="input 1: word 0 must be a non-empty string"):
+        predictor([{"words": ["ok"]}, {"words": [""]}])
+    with pytest.raises(ValueError, match="window must be a positive int"):
+        predictor("text", window=0)
+
+
+def test_int8_serves_the_same_records_structure(exported):
+    model, processor, folder, report = exported["mjere"]
+    fp32 = ShapCAOnnxPredictor.from_pretrained(folder)
+    int8 = ShapCAOnnxPredictor.from_pretrained(folder, quantized=True)
+    feed = fp32.encode([{"words": t.split(), "context": "", "image": None} for t in TEXTS["mjere"]])
+    difference = np.abs(int8.logits(feed) - fp32.logits(feed)).max()
+    assert 0 < difference <= report["int8"]["max_abs_difference"] + 1e-6 or difference == pytest.approx(
+        report["int8"]["max_abs_difference"], rel=0.5)
+    records = int8(TEXTS["mjere"])
+    assert [set(r) for r in records] == [{"entities", "relations"}] * 3
+
+
+def test_a_failed_check_raises_and_leaves_no_files(exported, tmp_path):
+    model, processor, _, _ = exported["mre"]
+    with pytest.raises(ExportError, match=r"largest absolute difference model .* > atol 0"):
+        export_onnx(model, tmp_path / "out", processor=processor, atol=0.0, with_vision=False)
+    assert not (tmp_path / "out" / "onnx").exists() and list((tmp_path / "out").iterdir()) == []
+
+
+def test_missing_int8_and_unexported_folders_are_named(exported, tmp_path):
+    folder = exported["ner"][2]
+    (tmp_path / "config.json").write_text((folder / "config.json").read_text())
+    with pytest.raises(OSError, match="has no export.json: export the model with `shapca-export` first"):
+        ShapCAOnnxPredictor(tmp_path)
+    with pytest.raises(OSError, match="has no onnx/model_q.onnx"):
+        ShapCAOnnxPredictor(folder, file="model_q.onnx")
+
+
+HIDE_TORCH = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "datasets", "accelerate"):
+            raise ImportError(name + " is hidden: the ONNX predictor must not need it")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_the_predictor_runs_where_torch_cannot_be_imported(exported, tmp_path):
+    model, processor, folder, _ = exported["ner"]
+    inputs = [TEXTS["ner"][0], {"text": TEXTS["ner"][1], "image": str(tmp_path / "tweet.png"), "context": "A street."}]
+    random_image(4).save(tmp_path / "tweet.png")
+    expected = _pipeline(model, processor)(inputs)
+    script = HIDE_TORCH + f"""
+sys.path.insert(0, {str(ROOT)!r})
+import json
+from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor
+records = ShapCAOnnxPredictor.from_pretrained({str(folder)!r})({inputs!r})
+try:
+    import torch
+except ImportError:
+    print(json.dumps(records))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_same_records(json.loads(result.stdout), expected)
+
+
+def test_predict_cli_onnx_backend_writes_the_torch_records(exported, tmp_path):
+    from modeling_shapca.predict import main
+
+    model, processor, folder, _ = exported["mre"]
+    model.save_pretrained(folder)  # the folder then holds both backends, as after `shapca-export RUN RUN`
+    lines = [json.dumps({"id": i, **r}) for i, r in enumerate(TEXTS["mre"])]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    main([str(folder), "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "torch.jsonl")])
+    main([str(folder), "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "onnx.jsonl"),
+          "--backend", "onnx"])
+    torch_rows = [json.loads(line) for line in (tmp_path / "torch.jsonl").read_text().splitlines()]
+    onnx_rows = [json.loads(line) for line in (tmp_path / "onnx.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in onnx_rows] == [0, 1] and sum(len(r["relations"]) for r in onnx_rows) == 3
+    assert_same_records(onnx_rows, torch_rows)
+    with pytest.raises(SystemExit):
+        main([str(folder), "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "x.jsonl"), "--quantized"])
