@@ -57,28 +57,35 @@ def load_split(source: str, split: str, task: str):
     return dataset[split]
 
 
-def measure(predictor, rows, config, batch_size: int = 32) -> dict:
-    """The task's scores of an ONNX predictor on labelled rows, and its speed (the graph and
-    the decoding; the rows' POS tags are given, as in training)."""
+def labelled_feed(predictor, batch: list[dict], config) -> dict:
+    """The predictor's graph inputs for dataset rows, with the task's labels under `labels`
+    (the rows' POS tags are used where the dataset has them, as in training)."""
     from modeling_shapca.tasks import get_task
+
+    spec = get_task(config.task)
+    items = [{"words": r["words"], "context": r.get("context") or "",
+              "image": r.get("image") if r.get("has_image") else None} for r in batch]
+    given = {"pos_tags": [r["pos_tags"] for r in batch]} if all("pos_tags" in r for r in batch) else {}
+    if spec.is_word_pair:
+        given["pair_labels"] = [spec.encode_row(r) for r in batch]
+    else:
+        given.update(word_labels=[r["tags"] for r in batch], label2id=config.label2id)
+    return predictor.encode(items, **given)
+
+
+def measure(predictor, rows, config, batch_size: int = 32) -> dict:
+    """The task's scores of an ONNX predictor on labelled rows (a `datasets.Dataset`), and its
+    speed (encoding, the graph and the decoding)."""
     from transformers.trainer_utils import EvalPrediction
 
     from .scoring import make_compute_metrics
 
-    spec = get_task(config.task)
     compute, _ = make_compute_metrics(config.task, config)
     predictions, labels, seconds = [], [], 0.0
     for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        items = [{"words": r["words"], "context": r.get("context") or "",
-                  "image": r.get("image") if r.get("has_image") else None} for r in batch]
-        given = {"pos_tags": [r["pos_tags"] for r in batch]} if "pos_tags" in rows.column_names else {}
-        if spec.is_word_pair:
-            given["pair_labels"] = [spec.encode_row(r) for r in batch]
-        else:
-            given.update(word_labels=[r["tags"] for r in batch], label2id=config.label2id)
+        batch = list(rows.select(range(start, min(start + batch_size, len(rows)))))
         began = time.perf_counter()
-        feed = predictor.encode(items, **given)
+        feed = labelled_feed(predictor, batch, config)
         predicted, _ = predictor.predictions(feed)
         seconds += time.perf_counter() - began
         predictions.append(predicted)
