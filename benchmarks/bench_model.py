@@ -244,11 +244,15 @@ def profile_table(fn, device, calls: int = 5, rows: int = 25) -> str:
 def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bool = False,
         iterations: int = 3, repeats: int = 7, head: str = "ner", gradient_checkpointing: bool = False,
         inference_only: bool = False, overrides: dict | None = None, compile_mode: str | None = None,
-        profile: str | None = None) -> dict:
+        profile: str | None = None, capture_alignment: str | None = None, train_only: bool = False) -> dict:
     """Measure one setting (`SETTINGS[setting_name]` updated with `overrides`). With `compile_`,
     both models go through `torch.compile(mode=compile_mode)` and the first call of each
     (tracing + compiling + running) is reported as `compile_s_*`. With `profile`, a
-    `torch.profiler` table of Shap-CA inference and of a train step is written to that file."""
+    `torch.profiler` table of Shap-CA inference and of a train step is written to that file.
+    With `capture_alignment` ("default", "reduce-overhead" or a backend name), the alignment runs
+    as its compiled region (`ShapCAModel.capture_alignment`, what `train.py --capture_alignment`
+    switches on); its first call (compiling forward and backward) is `compile_s_alignment` and
+    the kernels inductor generated for it `alignment_generated_kernels`."""
     setting = dict(SETTINGS[setting_name], **(overrides or {}))
     device = torch.device(device)
     torch.manual_seed(0)
@@ -298,6 +302,19 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
         semantic, modality = model.shapca._alignment_losses(*features, present, present)
         (semantic + modality).backward()
 
+    if capture_alignment:
+        from torch._inductor import metrics
+
+        mode = capture_alignment if capture_alignment in ("default", "reduce-overhead") else None
+        model.shapca.capture_alignment(backend="inductor" if mode else capture_alignment, mode=mode)
+        metrics.reset()
+        began = time.perf_counter()
+        alignment_only()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        compile_s_alignment = round(time.perf_counter() - began, 1)
+        generated_kernels = metrics.generated_kernel_count
+
     b = setting["batch"]
     result = {
         "setting": setting_name, "head": head, "device": str(device), "bf16": bf16, "compile": compile_, "batch": b,
@@ -307,6 +324,9 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
     result.update(gpu_info())
     if compile_:
         result["compile_mode"] = compile_mode or "default"
+    if capture_alignment:
+        result.update(capture_alignment=capture_alignment, compile_s_alignment=compile_s_alignment,
+                      alignment_generated_kernels=generated_kernels)
 
     def first_call_s(fn) -> float:  # tracing + compiling + one run
         return round(Timer(device)(fn, 1), 1)
@@ -319,8 +339,13 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
         train_times = paired(shapca_train, backbone_train, device, repeats, iterations)
         t_shapca_train, t_backbone_train = train_times["a"], train_times["b"]
         t_alignment = single(alignment_only, device, repeats, max(iterations, 20))
+        # Counted eagerly: a compiled region cannot run under the counting dispatch mode; the
+        # captured alignment's own count is inductor's `alignment_generated_kernels`.
+        captured = model.shapca._captured_alignment if capture_alignment else None
+        model.shapca._captured_alignment = None
         counts = {name: count_dispatch(fn) for name, fn in (
             ("shapca", shapca_train), ("backbone", backbone_train), ("alignment", alignment_only))}
+        model.shapca._captured_alignment = captured
         with autocast:
             shapca_bytes = saved_activation_bytes(lambda: model(**batch), model)
             backbone_bytes = saved_activation_bytes(lambda: backbone(**backbone_inputs, labels=word_labels), backbone)
@@ -342,6 +367,10 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
             "head_activation_mb": round((shapca_bytes - backbone_bytes) / 2**20, 1),
             "backbone_activation_mb": round(backbone_bytes / 2**20, 1),
         })
+    if train_only:
+        result.update({"repeats": repeats, "torch": torch.__version__, "machine": platform.machine(),
+                       "threads": torch.get_num_threads()})
+        return result
     model.eval(), backbone.eval()
     if compile_:
         result["compile_s_infer_shapca"] = first_call_s(shapca_infer)
@@ -385,11 +414,14 @@ def main(argv=None):
     parser.add_argument("--words", type=int, help="override the setting's words per sentence (grows seq to fit)")
     parser.add_argument("--gradient_checkpointing", action="store_true")
     parser.add_argument("--inference_only", action="store_true", help="skip the train-step measurements")
+    parser.add_argument("--train_only", action="store_true", help="skip the inference measurements")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--compile_mode", choices=["default", "reduce-overhead", "max-autotune"],
                         help="torch.compile mode (reduce-overhead: CUDA graphs, the captured inference path)")
+    parser.add_argument("--capture_alignment", choices=["default", "reduce-overhead", "aot_eager"],
+                        help="run the alignment as its compiled region (train.py --capture_alignment)")
     parser.add_argument("--profile", help="append torch.profiler tables (Shap-CA and backbones) to this file")
     parser.add_argument("--iterations", type=int, default=3, help="calls per timed repeat")
     parser.add_argument("--repeats", type=int, default=7, help="alternating Shap-CA / backbone repeats (median, spread)")
@@ -402,7 +434,7 @@ def main(argv=None):
     result = run(args.setting, args.device, args.bf16, args.compile, args.iterations, args.repeats, head=args.head,
                  gradient_checkpointing=args.gradient_checkpointing, inference_only=args.inference_only,
                  overrides=overrides, compile_mode=None if args.compile_mode == "default" else args.compile_mode,
-                 profile=args.profile)
+                 profile=args.profile, capture_alignment=args.capture_alignment, train_only=args.train_only)
     print(json.dumps(result))
     return result
 

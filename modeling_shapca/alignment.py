@@ -107,11 +107,19 @@ def _cyclic_orders(
     return orders[0] if games is None else orders
 
 
+def draw_orders(k: int, games: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """Alg. 1's player orderings of `games` independent games of `k` players, `(games, rounds,
+    k)`: what `cyclic_shapley` draws itself, drawn ahead (the captured alignment draws them
+    outside its compiled region, where the generator lives)."""
+    return _cyclic_orders(k, generator, device, games=games)
+
+
 def cyclic_shapley(
     sim: torch.Tensor,
     tau: float,
     generator: torch.Generator | None = None,
     player_mask: torch.Tensor | None = None,
+    orders: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cyclic Shapley value approximation (Alg. 1), vectorised over games, anchors, players
     and rounds.
@@ -132,6 +140,8 @@ def cyclic_shapley(
         generator: optional `torch.Generator` for the permutations (best on `sim`'s device).
         player_mask: optional `(K,)` (or `(..., K)`) bool; masked players are null players
             (value 0).
+        orders: optional orderings from `draw_orders(K, games, ...)` (`games` = the number of
+            `(A, K)` games in `sim`) instead of drawing them here.
 
     Returns:
         `(..., A, K)` Shapley value estimates `phi[..., j, i]`.
@@ -139,7 +149,8 @@ def cyclic_shapley(
     *lead, anchors, k = sim.shape
     games = sim.reshape(-1, anchors, k)
     mask = None if player_mask is None else player_mask.expand(*lead, k).reshape(-1, k)
-    orders = _cyclic_orders(k, generator, sim.device, games=games.shape[0])
+    if orders is None:
+        orders = _cyclic_orders(k, generator, sim.device, games=games.shape[0])
     phi = _marginals_per_player(games, orders, tau, mask).mean(dim=2)
     return phi.view(*lead, anchors, k)
 
@@ -212,6 +223,7 @@ def shapley_contrastive_loss(
     tau: float,
     pair_mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    orders: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric Shapley contrastive loss (Eqs. 5-7).
 
@@ -223,7 +235,8 @@ def shapley_contrastive_loss(
     computed without a data-dependent branch, so no host-device sync).
 
     Batched: `sim` `(..., k, k)` and `pair_mask` `(..., k)` give one loss per leading index;
-    all directions of all of them are played as one batch of games.
+    all directions of all of them are played as one batch of games (`2 * prod(...)` games: the
+    `orders` of `draw_orders`, when given).
     """
     sim = sim.float()
     if pair_mask is not None:
@@ -232,7 +245,7 @@ def shapley_contrastive_loss(
         sim = _mask_pairs(sim, pair_mask, 0.0)
         pair_mask = pair_mask.unsqueeze(-2).expand(*sim.shape[:-2], 2, sim.shape[-1])
     both = torch.stack([sim, sim.transpose(-1, -2)], dim=-3)  # (..., 2, k, k): rows, then columns as anchors
-    phi = cyclic_shapley(both, tau, generator=generator, player_mask=pair_mask)
+    phi = cyclic_shapley(both, tau, generator=generator, player_mask=pair_mask, orders=orders)
     mask_f = None if pair_mask is None else pair_mask.to(sim.dtype)
     return _directional_loss(phi, mask_f).mean(-1)
 
@@ -259,19 +272,46 @@ def alignment_loss(
     tau: float,
     method: str = "shapley",
     generator: torch.Generator | None = None,
+    orders: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cosine similarities of two batches of pooled features `(k, d)`, then the chosen
     contrastive loss. Stacked inputs `(G, k, d)` with masks `(G, k)` give `G` losses at once."""
     sim = F.normalize(first.float(), dim=-1) @ F.normalize(second.float(), dim=-1).transpose(-1, -2)
     if method == "shapley":
-        return shapley_contrastive_loss(sim, tau, pair_mask=pair_mask, generator=generator)
+        return shapley_contrastive_loss(sim, tau, pair_mask=pair_mask, generator=generator, orders=orders)
     if method == "infonce":
         return info_nce_loss(sim, tau, pair_mask=pair_mask)
     raise ValueError(f"unknown alignment method {method!r}; expected 'shapley' or 'infonce'")
 
 
+class CapturedAlignment:
+    """`alignment_loss` as one `torch.compile`d region (static shapes: the pooled features are
+    `(games, batch, dim)`), forward and backward: inductor fuses Alg. 1's ~160 small kernels into
+    a few, and on a GPU with `mode="reduce-overhead"` replays them as a CUDA graph. The random
+    orderings are drawn before the region (`draw_orders`, with the model's generator), so the
+    losses are those of the eager code for the same draws. One compiled graph per batch size
+    (the last batch of an epoch adds one)."""
+
+    def __init__(self, tau: float, method: str, backend: str = "inductor", mode: str | None = None):
+        self.tau, self.method = tau, method
+
+        def loss(first, second, pair_mask, orders):
+            return alignment_loss(first, second, pair_mask, tau, method, orders=orders)
+
+        self.compiled = torch.compile(loss, backend=backend, mode=mode, fullgraph=True, dynamic=False)
+
+    def __call__(self, first, second, pair_mask, generator=None) -> torch.Tensor:
+        orders = None
+        if self.method == "shapley":
+            games = 2 * (first.shape[0] if first.dim() == 3 else 1)  # two directions per loss
+            orders = draw_orders(first.shape[-2], games, generator, first.device)
+        return self.compiled(first, second, pair_mask, orders)
+
+
 __all__ = [
+    "CapturedAlignment",
     "alignment_loss",
+    "draw_orders",
     "coalition_utilities",
     "cyclic_shapley",
     "exact_shapley",

@@ -99,6 +99,12 @@ class ModelArguments:
     image_size: int = field(default=224, metadata={"help": "Image side for the image processor."})
     head_learning_rate: float = field(default=3e-4, metadata={"help": "LR of everything but the two encoders."})
     max_length: int = field(default=256, metadata={"help": "Subword budget of text + context."})
+    capture_alignment: str | None = field(default=None, metadata={
+        "help": "Run the alignment losses (Alg. 1, four directions, forward and backward) as one torch.compile'd "
+                "region: 'default' (inductor: few fused kernels instead of ~160 per step), 'reduce-overhead' "
+                "(also CUDA graphs, GPU), or a torch.compile backend name such as 'aot_eager'. Losses equal the "
+                "eager ones; compiles once per batch size. Not saved with the model.",
+        "choices": ["default", "reduce-overhead", "aot_eager", "inductor"]})
 
 
 @dataclass

@@ -321,6 +321,10 @@ def main(argv: list[str] | None = None) -> dict:
                              f"{info.task!r} data")
         check_metric(training_args, info.task)
     task = get_task(info.task)
+    if model_args.capture_alignment:
+        choice = model_args.capture_alignment
+        mode = choice if choice in ("default", "reduce-overhead") else None
+        model.shapca.capture_alignment(backend="inductor" if mode else choice, mode=mode)
     if info.context_settings:  # inference will describe images the way the training contexts were written
         processor.set_context_settings(ContextSettings(**info.context_settings))
 

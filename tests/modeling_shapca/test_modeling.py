@@ -225,3 +225,33 @@ def test_region_grid_must_be_positive_int(grid):
 
     with pytest.raises(ValueError, match="image_region_grid"):
         tiny_config(image_region_grid=grid)
+
+
+@pytest.mark.parametrize("alignment,context_in_alignment", [("shapley", True), ("shapley", False), ("infonce", True)])
+def test_captured_alignment_equals_eager(make_model, batch, alignment, context_in_alignment):
+    """The compiled alignment region (train.py --capture_alignment) gives the eager losses and
+    gradients for the same random orderings (aot_eager: the captured forward and backward graphs
+    run without a C++ compiler; inductor fuses the same graphs)."""
+    def step(model):
+        model.shapca._shapley_generator = torch.Generator().manual_seed(7)  # the same Alg. 1 draws
+        torch.manual_seed(0)
+        out = model(**batch)
+        (out.semantic_loss + out.modality_loss).backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters()
+                 if p.grad is not None and name.startswith("shapca.")}
+        return out, grads
+
+    model = make_model(alignment=alignment, context_in_alignment=context_in_alignment, dropout=0.0).train()
+    eager, eager_grads = step(model)
+    model.zero_grad()
+    model.shapca.capture_alignment(backend="aot_eager")
+    captured, captured_grads = step(model)
+    assert model.shapca._captured_alignment is not None
+    assert float(eager.modality_loss.detach()) != 0.0
+    for key in ("semantic_loss", "modality_loss", "main_loss"):
+        assert torch.allclose(getattr(captured, key), getattr(eager, key), atol=1e-6), key
+    assert set(captured_grads) == set(eager_grads) and any("text_projection" in n for n in eager_grads)
+    for name, grad in eager_grads.items():
+        assert torch.allclose(captured_grads[name], grad, atol=1e-6, rtol=1e-5), name
+    model.shapca.capture_alignment(False)
+    assert model.shapca._captured_alignment is None
