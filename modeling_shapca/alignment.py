@@ -284,6 +284,20 @@ def alignment_loss(
     raise ValueError(f"unknown alignment method {method!r}; expected 'shapley' or 'infonce'")
 
 
+class _FreshGrad(torch.autograd.Function):
+    """Identity whose backward hands on a copy of the gradient: what leaves a CUDA graph replay
+    must not alias the graph's memory, which the next replay overwrites (a leaf's `.grad`, or a
+    gradient that autograd adds to another)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clone()
+
+
 class CapturedAlignment:
     """`alignment_loss` as one `torch.compile`d region (static shapes: the pooled features are
     `(games, batch, dim)`), forward and backward: inductor fuses Alg. 1's ~160 small kernels into
@@ -293,7 +307,7 @@ class CapturedAlignment:
     (the last batch of an epoch adds one)."""
 
     def __init__(self, tau: float, method: str, backend: str = "inductor", mode: str | None = None):
-        self.tau, self.method = tau, method
+        self.tau, self.method, self.cuda_graphs = tau, method, mode == "reduce-overhead"
 
         def loss(first, second, pair_mask, orders):
             return alignment_loss(first, second, pair_mask, tau, method, orders=orders)
@@ -305,7 +319,12 @@ class CapturedAlignment:
         if self.method == "shapley":
             games = 2 * (first.shape[0] if first.dim() == 3 else 1)  # two directions per loss
             orders = draw_orders(first.shape[-2], games, generator, first.device)
-        return self.compiled(first, second, pair_mask, orders)
+        if not self.cuda_graphs:
+            return self.compiled(first, second, pair_mask, orders)
+        # A new step: the previous replay's memory may be reused (CUDA graph trees' rule); what
+        # leaves the graph (losses forward, gradients backward) is copied out of it.
+        torch.compiler.cudagraph_mark_step_begin()
+        return self.compiled(_FreshGrad.apply(first), _FreshGrad.apply(second), pair_mask, orders).clone()
 
 
 __all__ = [
