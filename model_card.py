@@ -24,7 +24,10 @@ HYPERPARAMETERS = (
 
 
 def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
-    """Training loss per logging step and validation F1 per epoch, as a PNG."""
+    """Training loss per logging step and validation F1 per epoch, as a PNG; when the run logged
+    the Shapley games (`shapley/...`, Shapley alignment with image-context or text-context
+    pairs), a second panel beside it: the alignment losses and the mean Shapley value of the
+    matching player (solid) and of a non-matching one (dashed) in each game."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,7 +37,9 @@ def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
     evals = [(e["epoch"], e["eval_f1"]) for e in log_history if "eval_f1" in e]
     if not train and not evals:
         return None
-    fig, loss_ax = plt.subplots(figsize=(7, 4))
+    games = sorted({k.rsplit("/", 1)[0] for e in log_history for k in e if k.startswith("shapley/")})
+    fig, axes = plt.subplots(1, 2 if games else 1, figsize=(13 if games else 7, 4), squeeze=False)
+    loss_ax = axes[0][0]
     if train:
         loss_ax.plot(*zip(*train), color="tab:blue", label="training loss")
     loss_ax.set_xlabel("epoch")
@@ -43,6 +48,24 @@ def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
         f1_ax = loss_ax.twinx()
         f1_ax.plot(*zip(*evals), color="tab:red", marker="o", label="validation F1")
         f1_ax.set_ylabel("validation F1", color="tab:red")
+    if games:
+        ax = axes[0][1]
+        for name, style in (("semantic_loss", ":"), ("modality_loss", "-.")):
+            points = [(e["epoch"], e[name]) for e in log_history if name in e and "epoch" in e]
+            if points and any(v for _, v in points):
+                ax.plot(*zip(*points), color="grey", linestyle=style, label=name.replace("_", " "))
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for colour, game in zip(colours, games):
+            for kind, style in (("matching", "-"), ("others", "--")):
+                key = f"{game}/{kind}"
+                points = [(e["epoch"], e[key]) for e in log_history if key in e and "epoch" in e]
+                if points:
+                    label = f"{game.removeprefix('shapley/')} players, {kind}"
+                    ax.plot(*zip(*points), color=colour, linestyle=style, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("Shapley value / alignment loss")
+        ax.set_title("the alignment games (Alg. 1)")
+        ax.legend(fontsize=7)
     fig.suptitle("Shap-CA training")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

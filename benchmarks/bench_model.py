@@ -299,7 +299,7 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
     present = torch.ones(setting["batch"], dtype=torch.bool, device=device)
 
     def alignment_only():  # the model's own call: both losses, all four directions
-        semantic, modality = model.shapca._alignment_losses(*features, present, present)
+        semantic, modality, _ = model.shapca._alignment_losses(*features, present, present)
         (semantic + modality).backward()
 
     if capture_alignment:

@@ -51,10 +51,11 @@ VARIANTS = {
 }
 
 
-def picture(kind: str, shape: str, rng: random.Random, size: int = 32) -> Image.Image:
-    """The type's colour as background (with noise) and a random shape in grey."""
+def picture(kind: str, shape: str, rng: random.Random, size: int = 32, noise_sd: float = 20.0) -> Image.Image:
+    """The type's colour as background (with Gaussian noise of `noise_sd` per pixel and
+    channel) and a random shape in grey."""
     colour = np.array(TYPES[kind][1], dtype=np.float32)
-    noise = np.random.default_rng(rng.randrange(2**32)).normal(0, 20, (size, size, 3))
+    noise = np.random.default_rng(rng.randrange(2**32)).normal(0, noise_sd, (size, size, 3))
     image = Image.fromarray(np.clip(colour + noise, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     a, b = rng.randrange(2, size // 3), rng.randrange(2 * size // 3, size - 2)
@@ -67,8 +68,9 @@ def picture(kind: str, shape: str, rng: random.Random, size: int = 32) -> Image.
     return image
 
 
-def write_corpus(folder: Path, sizes: dict[str, int], seed: int = 0) -> None:
-    """raw/{train,valid,test}.txt (Twitter format), images/<id>.jpg, contexts.jsonl."""
+def write_corpus(folder: Path, sizes: dict[str, int], seed: int = 0, noise: float = 20.0) -> None:
+    """raw/{train,valid,test}.txt (Twitter format), images/<id>.jpg (pixel noise `noise`),
+    contexts.jsonl."""
     rng = random.Random(seed)
     (folder / "raw").mkdir(parents=True)
     (folder / "images").mkdir()
@@ -83,7 +85,7 @@ def write_corpus(folder: Path, sizes: dict[str, int], seed: int = 0) -> None:
             lines.append(f"IMGID:{image_id}")
             lines += [f"{w}\t{'B-' + kind if i == name_at else 'O'}" for i, w in enumerate(words)]
             lines.append("")
-            picture(kind, shape, rng).save(folder / "images" / f"{image_id}.jpg", quality=95)
+            picture(kind, shape, rng, noise_sd=noise).save(folder / "images" / f"{image_id}.jpg", quality=95)
             contexts.append({"image_id": f"{image_id}.jpg", "context": f"a {TYPES[kind][0]} picture with a {shape}",
                              "generator": "synthetic", "prompt": "the colour and the shape"})
         name = {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"}[split]

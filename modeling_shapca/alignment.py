@@ -224,7 +224,8 @@ def shapley_contrastive_loss(
     pair_mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     orders: torch.Tensor | None = None,
-) -> torch.Tensor:
+    values: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Symmetric Shapley contrastive loss (Eqs. 5-7).
 
     `sim[a, b]` is the similarity of the first modality of pair `a` (e.g. text `x_t`) and the
@@ -236,7 +237,8 @@ def shapley_contrastive_loss(
 
     Batched: `sim` `(..., k, k)` and `pair_mask` `(..., k)` give one loss per leading index;
     all directions of all of them are played as one batch of games (`2 * prod(...)` games: the
-    `orders` of `draw_orders`, when given).
+    `orders` of `draw_orders`, when given). `values=True` also returns `shapley_diagnostics` of
+    both directions, `(..., 2, 2)`: `[direction, (matching, non-matching)]`, rows-as-anchors first.
     """
     sim = sim.float()
     if pair_mask is not None:
@@ -247,7 +249,22 @@ def shapley_contrastive_loss(
     both = torch.stack([sim, sim.transpose(-1, -2)], dim=-3)  # (..., 2, k, k): rows, then columns as anchors
     phi = cyclic_shapley(both, tau, generator=generator, player_mask=pair_mask, orders=orders)
     mask_f = None if pair_mask is None else pair_mask.to(sim.dtype)
-    return _directional_loss(phi, mask_f).mean(-1)
+    loss = _directional_loss(phi, mask_f).mean(-1)
+    return (loss, shapley_diagnostics(phi.detach(), mask_f)) if values else loss
+
+
+def shapley_diagnostics(phi: torch.Tensor, anchor_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """What the games of a batch look like: for `phi` `(..., k, k)` (anchor j's game in row j),
+    the mean over anchors of the matching player's Shapley value `phi_j(u_j)` and of a
+    non-matching player's mean value, `(..., 2)`. Training pushes the first up and the second
+    down (Eq. 5 is minus their difference, the second summed over players)."""
+    own = phi.diagonal(dim1=-2, dim2=-1)
+    valid = torch.ones_like(own) if anchor_mask is None else anchor_mask
+    players = valid.sum(-1, keepdim=True)
+    others = (phi * valid.unsqueeze(-2)).sum(-1) - own * valid  # masked players have value 0 anyway
+    others = others / (players - 1).clamp(min=1)
+    count = valid.sum(-1).clamp(min=1)
+    return torch.stack([(own * valid).sum(-1) / count, (others * valid).sum(-1) / count], dim=-1)
 
 
 def info_nce_loss(sim: torch.Tensor, tau: float, pair_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -273,14 +290,19 @@ def alignment_loss(
     method: str = "shapley",
     generator: torch.Generator | None = None,
     orders: torch.Tensor | None = None,
-) -> torch.Tensor:
+    values: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """Cosine similarities of two batches of pooled features `(k, d)`, then the chosen
-    contrastive loss. Stacked inputs `(G, k, d)` with masks `(G, k)` give `G` losses at once."""
+    contrastive loss. Stacked inputs `(G, k, d)` with masks `(G, k)` give `G` losses at once.
+    `values=True` returns `(loss, diagnostics)`: Shapley's `shapley_diagnostics` per direction
+    (`first` as anchors, then `second`), None for InfoNCE."""
     sim = F.normalize(first.float(), dim=-1) @ F.normalize(second.float(), dim=-1).transpose(-1, -2)
     if method == "shapley":
-        return shapley_contrastive_loss(sim, tau, pair_mask=pair_mask, generator=generator, orders=orders)
+        return shapley_contrastive_loss(sim, tau, pair_mask=pair_mask, generator=generator, orders=orders,
+                                        values=values)
     if method == "infonce":
-        return info_nce_loss(sim, tau, pair_mask=pair_mask)
+        loss = info_nce_loss(sim, tau, pair_mask=pair_mask)
+        return (loss, None) if values else loss
     raise ValueError(f"unknown alignment method {method!r}; expected 'shapley' or 'infonce'")
 
 
@@ -310,11 +332,12 @@ class CapturedAlignment:
         self.tau, self.method, self.cuda_graphs = tau, method, mode == "reduce-overhead"
 
         def loss(first, second, pair_mask, orders):
-            return alignment_loss(first, second, pair_mask, tau, method, orders=orders)
+            return alignment_loss(first, second, pair_mask, tau, method, orders=orders, values=True)
 
         self.compiled = torch.compile(loss, backend=backend, mode=mode, fullgraph=True, dynamic=False)
 
-    def __call__(self, first, second, pair_mask, generator=None) -> torch.Tensor:
+    def __call__(self, first, second, pair_mask, generator=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`(losses, diagnostics)` as `alignment_loss(..., values=True)`."""
         orders = None
         if self.method == "shapley":
             games = 2 * (first.shape[0] if first.dim() == 3 else 1)  # two directions per loss
@@ -324,7 +347,8 @@ class CapturedAlignment:
         # A new step: the previous replay's memory may be reused (CUDA graph trees' rule); what
         # leaves the graph (losses forward, gradients backward) is copied out of it.
         torch.compiler.cudagraph_mark_step_begin()
-        return self.compiled(_FreshGrad.apply(first), _FreshGrad.apply(second), pair_mask, orders).clone()
+        loss, diagnostics = self.compiled(_FreshGrad.apply(first), _FreshGrad.apply(second), pair_mask, orders)
+        return loss.clone(), None if diagnostics is None else diagnostics.clone()
 
 
 __all__ = [
@@ -337,4 +361,5 @@ __all__ = [
     "info_nce_loss",
     "monte_carlo_shapley",
     "shapley_contrastive_loss",
+    "shapley_diagnostics",
 ]

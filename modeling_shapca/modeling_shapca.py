@@ -42,6 +42,10 @@ class ShapCAModelOutput(ModelOutput):
         modality_loss: `L_modality` (Eq. 7), `None` unless alignment was computed.
         text_embeds, context_embeds, image_embeds: projected pooled features `x_t`, `x_c`, `x_v`
             (`image_embeds` is `None` without pixel values).
+        shapley_values: what the Shapley games of the batch look like (Shapley alignment only,
+            detached): `"shapley/<loss>/<players>/matching"`, the mean Shapley value of the
+            matching player in the anchors' games (e.g. `semantic/text`: texts as players of the
+            contexts' games), and `.../others`, the mean value of a non-matching player.
     """
 
     word_features: torch.FloatTensor | None = None
@@ -52,6 +56,7 @@ class ShapCAModelOutput(ModelOutput):
     text_embeds: torch.FloatTensor | None = None
     context_embeds: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
+    shapley_values: dict | None = None
 
 
 @dataclass
@@ -64,6 +69,7 @@ class ShapCATokenClassifierOutput(ModelOutput):
         predictions: Viterbi tags, `(batch, n_words)`, `-100` on padding (eval mode only).
         main_loss: CRF negative log-likelihood (Eq. 13), mean over sentences.
         semantic_loss, modality_loss: the alignment losses (Eqs. 6-7).
+        shapley_values: the games' diagnostics (see `ShapCAModelOutput`), logged by the Trainer.
     """
 
     loss: torch.FloatTensor | None = None
@@ -72,6 +78,7 @@ class ShapCATokenClassifierOutput(ModelOutput):
     main_loss: torch.FloatTensor | None = None
     semantic_loss: torch.FloatTensor | None = None
     modality_loss: torch.FloatTensor | None = None
+    shapley_values: dict | None = None
 
 
 def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -289,10 +296,11 @@ class ShapCAModel(ShapCAPreTrainedModel):
         return regions, region_mask, pooled
 
     def _alignment_losses(self, x_t, x_c, x_v, has_context, has_image):
+        """`(L_semantic, L_modality, shapley_values)`; see `ShapCAModelOutput.shapley_values`."""
         cfg = self.config
         zero = x_t.sum() * 0.0
         if cfg.alignment == "none":
-            return zero, zero
+            return zero, zero, None
         if has_image is None:
             has_image = torch.zeros_like(has_context) if x_v is None else torch.ones_like(has_context)
         if x_v is None:  # no image in the batch: keep the loss in the graph at 0
@@ -307,18 +315,29 @@ class ShapCAModel(ShapCAPreTrainedModel):
             first = torch.stack([x_t.float(), x_v.float()])
             second = x_c.float().expand(2, -1, -1)
             masks = torch.stack([has_context, has_context & has_image])
-            semantic, modality = self._alignment(first, second, masks, generator).unbind(0)
+            losses, diagnostics = self._alignment(first, second, masks, generator)
+            semantic, modality = losses.unbind(0)
+            # games of each direction: its players (rows: text / image anchors, context players)
+            players = [["semantic/context", "semantic/text"], ["modality/context", "modality/image"]]
         else:  # ablation: align text and image directly
             semantic = zero
-            modality = self._alignment(x_v, x_t, has_image, generator)
-        return semantic, modality
+            modality, diagnostics = self._alignment(x_v, x_t, has_image, generator)
+            players, diagnostics = [["modality/text", "modality/image"]], (
+                None if diagnostics is None else diagnostics.unsqueeze(0))
+        values = None
+        if diagnostics is not None:
+            values = {f"shapley/{name}/{kind}": diagnostics[g, d, s]
+                      for g, names in enumerate(players) for d, name in enumerate(names)
+                      for s, kind in enumerate(("matching", "others"))}
+        return semantic, modality, values
 
     def _alignment(self, first, second, masks, generator):
+        """`(losses, diagnostics)` of `alignment_loss(..., values=True)`, captured when switched on."""
         captured = getattr(self, "_captured_alignment", None)
         cfg = self.config
         if captured is not None and (captured.tau, captured.method) == (cfg.tau, cfg.alignment):
             return captured(first, second, masks, generator)
-        return alignment_loss(first, second, masks, cfg.tau, cfg.alignment, generator)
+        return alignment_loss(first, second, masks, cfg.tau, cfg.alignment, generator, values=True)
 
     def capture_alignment(self, enabled: bool = True, backend: str = "inductor", mode: str | None = None) -> None:
         """Compute the alignment losses (Alg. 1, all four directions, forward and backward) as
@@ -390,13 +409,13 @@ class ShapCAModel(ShapCAPreTrainedModel):
         regions, region_mask, pooled_image = self._encode_image(pixel_values, has_image, batch, input_ids.device,
                                                                  image_regions)
 
-        semantic = modality = x_t = x_c = x_v = None
+        semantic = modality = x_t = x_c = x_v = shapley_values = None
         if compute_alignment:  # the pooled features serve the alignment only (not computed at inference)
             # x_t and x_c: one batched masked mean and one projection for both segments
             x_t, x_c = self.text_projection(masked_mean(states, torch.stack([text_mask, context_mask], 1))).unbind(1)
             x_v = None if pooled_image is None else self.vision_projection(pooled_image)
             has_context = context_mask.any(dim=1)
-            semantic, modality = self._alignment_losses(x_t, x_c, x_v, has_context, has_image)
+            semantic, modality, shapley_values = self._alignment_losses(x_t, x_c, x_v, has_context, has_image)
 
         fused = self.fusion(word_states, states, context_mask, regions, region_mask)
         # M_p: word j's position embedding is row j of the table (a view: no lookup kernel)
@@ -410,6 +429,7 @@ class ShapCAModel(ShapCAPreTrainedModel):
             text_embeds=x_t,
             context_embeds=x_c,
             image_embeds=x_v,
+            shapley_values=shapley_values,
         )
 
 
@@ -526,6 +546,7 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
             main_loss=main_loss,
             semantic_loss=outputs.semantic_loss,
             modality_loss=outputs.modality_loss,
+            shapley_values=outputs.shapley_values,
         )
         return output if _return_dict(self.config, return_dict) else output.to_tuple()
 
@@ -597,6 +618,7 @@ class ShapCAForWordPairExtraction(ShapCAPreTrainedModel):
             main_loss=main_loss,
             semantic_loss=outputs.semantic_loss,
             modality_loss=outputs.modality_loss,
+            shapley_values=outputs.shapley_values,
         )
         return output if _return_dict(self.config, return_dict) else output.to_tuple()
 

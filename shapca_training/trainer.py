@@ -60,10 +60,12 @@ class ShapCATrainer(Trainer):
                 value = getattr(outputs, name)
                 if value is not None:
                     self._loss_parts.setdefault(name, []).append(value.detach())
+            for name, value in (getattr(outputs, "shapley_values", None) or {}).items():
+                self._loss_parts.setdefault(name, []).append(value.detach())
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs, *args, **kwargs):
-        if "loss" in logs and self._loss_parts:  # a training log: add the three losses
+        if "loss" in logs and self._loss_parts:  # a training log: the three losses and the games' Shapley values
             # every rank logs at the same step, so the mean over all ranks is one collective
             means = torch.stack([torch.stack(values).float().mean() for values in self._loss_parts.values()])
             means = self.accelerator.reduce(means.to(self.args.device), reduction="mean")

@@ -151,3 +151,58 @@ def test_bench_model_profile_writes_where_the_time_goes(tmp_path):
     assert headers == ["# tiny ner batch 2 bf16=False: Shap-CA inference",
                        "# tiny ner batch 2 bf16=False: backbones only, inference"]
     assert "aten::addmm" in text and "Self CPU time total" in text
+
+
+def test_ablation_regimes_are_built_as_documented_and_the_switches_change_the_losses(tmp_path):
+    """The quick size of `benchmarks.alignment_ablation`: the regime's test split has no context
+    (train and validation keep theirs), every example has its image, and each Table 3 switch
+    changes which alignment losses the model computes on the regime's data."""
+    import json
+
+    import datasets
+
+    from benchmarks import alignment_ablation as ablation
+    from benchmarks import synthetic_multimodal as synthetic
+    from modeling_shapca import ShapCAConfig, ShapCAForTokenClassification, ShapCAProcessor
+    from shapca_training.data import ShapCACollator
+
+    folder = ablation.build_regime(tmp_path, "test-without-context", ablation.REGIMES["test-without-context"], quick=True)
+    dataset = datasets.load_from_disk(str(folder))
+    assert {k: len(v) for k, v in dataset.items()} == {"train": 32, "validation": 8, "test": 16}
+    assert all(dataset["train"]["has_image"]) and all(dataset["test"]["has_image"])
+    assert all(c for c in dataset["train"]["context"]) and all(c for c in dataset["validation"]["context"])
+    assert set(dataset["test"]["context"]) == {""}
+    assert json.loads((folder / "shapca_dataset.json").read_text())["task"] == "ner"
+    few = ablation.REGIMES["few-labels"]
+    assert few["train_size"] == 48 and few["test_contexts"]
+    assert ablation.REGIMES["noisy-images"]["image_noise"] == 90.0
+
+    text_model = synthetic.tiny_text_model(tmp_path / "text")
+    import transformers
+
+    processor = ShapCAProcessor(transformers.ConvNextImageProcessorPil(size={"shortest_edge": 32}),
+                                transformers.AutoTokenizer.from_pretrained(text_model), max_length=64, max_words=64)
+    rows = [dict(row, pos_tags=["NOUN"] * len(row["words"])) for row in dataset["train"].select(range(8))]
+    batch = ShapCACollator(processor, "ner")(rows)
+    losses = {}
+    for variant, flags in ablation.VARIANTS.items():
+        settings = dict(zip(flags[::2], flags[1::2]))
+        config = ShapCAConfig.from_text_vision_pretrained(
+            text_model, {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]},
+            label2id={n: i for i, n in enumerate(dataset["train"].features["tags"].feature.names)},
+            id2label=dict(enumerate(dataset["train"].features["tags"].feature.names)),
+            projection_dim=16, fusion_dim=16, fusion_heads=2, hidden_dim=16, max_words=64,
+            alignment=settings.get("--alignment", "shapley"), fusion=settings.get("--fusion", "adaptive"),
+            context_in_alignment=settings.get("--context_in_alignment", "true") == "true")
+        torch.manual_seed(0)
+        out = ShapCAForTokenClassification(config).train()(**batch)
+        losses[variant] = (float(out.semantic_loss), float(out.modality_loss), out.shapley_values is not None)
+    full = losses["Shap-CA (full)"]
+    assert full[0] != 0 and full[1] != 0 and full[2]
+    assert losses["w/o alignment (none)"] == (0.0, 0.0, False)
+    assert losses["w/o context in alignment"][0] == 0 and losses["w/o context in alignment"][1] != full[1]
+    assert losses["w/o Shapley value (infonce)"][0] > 0 and not losses["w/o Shapley value (infonce)"][2]
+    plain = losses["w/o adaptive fusion (plain)"]  # fusion is not a loss switch: both games are played
+    assert plain[0] != 0 and plain[1] != 0 and plain[2]
+    args = ablation.train_args(folder, text_model, tmp_path / "run", 3, 8, ablation.VARIANTS["w/o alignment (none)"])
+    assert args[-2:] == ["--alignment", "none"] and args[args.index("--seed") + 1] == "3"

@@ -104,7 +104,7 @@ def test_contrastive_loss_is_eq5_with_exact_values(monkeypatch):
     sim = random_sim(5, 5, seed=8)
     import modeling_shapca.alignment as alignment
 
-    monkeypatch.setattr(alignment, "cyclic_shapley", lambda s, tau, generator=None, player_mask=None: exact_shapley(s, tau))
+    monkeypatch.setattr(alignment, "cyclic_shapley", lambda s, tau, generator=None, player_mask=None, orders=None: exact_shapley(s, tau))
     loss = alignment.shapley_contrastive_loss(sim, 0.2)
 
     def direction(s):
@@ -174,6 +174,27 @@ def test_batched_losses_equal_one_by_one(monkeypatch):
     one_by_one = torch.stack([alignment.alignment_loss(first[g], second[g], masks[g], 0.1, "infonce") for g in range(2)])
     assert batched.shape == (2,) and torch.allclose(batched, one_by_one)
     # The Shapley loss draws permutations; with exact values it is deterministic and must agree too.
-    monkeypatch.setattr(alignment, "cyclic_shapley", lambda s, tau, generator=None, player_mask=None: exact_shapley(s, tau))
+    monkeypatch.setattr(alignment, "cyclic_shapley", lambda s, tau, generator=None, player_mask=None, orders=None: exact_shapley(s, tau))
     unmasked = alignment.alignment_loss(first, second, None, 0.1)
     assert torch.allclose(unmasked, torch.stack([alignment.alignment_loss(first[g], second[g], None, 0.1) for g in range(2)]))
+
+
+def test_shapley_diagnostics_are_the_loss_decomposed():
+    """The logged values: the matching player's mean Shapley value and a non-matching player's
+    mean; Eq. 5 is minus (matching - (k - 1) * others), per direction."""
+    import modeling_shapca.alignment as alignment
+
+    torch.manual_seed(0)
+    sim = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1) @ torch.nn.functional.normalize(
+        torch.randn(5, 8), dim=-1).T
+    generator = torch.Generator().manual_seed(3)
+    loss, values = shapley_contrastive_loss(sim, 0.5, generator=generator, values=True)
+    assert values.shape == (2, 2)
+    per_direction = -(values[:, 0] - 4 * values[:, 1])
+    assert torch.allclose(per_direction.mean(), loss, atol=1e-6)
+    phi = exact_shapley(torch.stack([sim, sim.T]), 0.5)
+    exact = alignment.shapley_diagnostics(phi)
+    assert torch.allclose(exact[:, 0], phi.diagonal(dim1=-2, dim2=-1).mean(-1))
+    mask = torch.tensor([True, True, False, True, True])  # a masked pair: 4 players and anchors
+    _, masked = shapley_contrastive_loss(sim, 0.5, pair_mask=mask, generator=generator, values=True)
+    assert masked.shape == (2, 2) and torch.isfinite(masked).all()
