@@ -181,7 +181,7 @@ def export_onnx(model, output_dir: str | Path, processor=None, quantize: bool = 
 
     export_batch = _samples(processor, with_vision, slice(0, 2))
     check_batches = [_samples(processor, with_vision, slice(0, 4)), _samples(processor, False, slice(1, 4))]
-    main = _MainGraph(model, with_token_types)
+    main = _MainGraph(model, with_token_types).eval()
     names = ["input_ids", "attention_mask", "token_type_ids", "word_index", "word_mask", "text_mask", "context_mask",
              "pos_ids", "image_regions", "has_image"]
     sub, word = {0: "batch", 1: "subwords"}, {0: "batch", 1: "words"}
@@ -197,7 +197,7 @@ def export_onnx(model, output_dir: str | Path, processor=None, quantize: bool = 
         example = _main_inputs(export_batch, model)
         _export(main, tuple(example[n] for n in names), names, dynamic, staged / MODEL_FILE, "logits")
         if with_vision:
-            _export(_VisionGraph(model), (export_batch["pixel_values"],), ["pixel_values"],
+            _export(_VisionGraph(model).eval(), (export_batch["pixel_values"],), ["pixel_values"],
                     {"pixel_values": {0: "batch"}}, staged / VISION_FILE, "image_regions")
             report["files"]["vision"] = VISION_FILE
         report["export_seconds"] = round(time.perf_counter() - started, 1)
