@@ -237,8 +237,10 @@ def shapley_contrastive_loss(
 
     Batched: `sim` `(..., k, k)` and `pair_mask` `(..., k)` give one loss per leading index;
     all directions of all of them are played as one batch of games (`2 * prod(...)` games: the
-    `orders` of `draw_orders`, when given). `values=True` also returns `shapley_diagnostics` of
-    both directions, `(..., 2, 2)`: `[direction, (matching, non-matching)]`, rows-as-anchors first.
+    `orders` of `draw_orders`, when given). `values=True` also returns the games, `(phi, mask)`:
+    the Shapley values `(..., 2, k, k)` of both directions (rows-as-anchors first), detached, and
+    the anchors' mask (or None); `shapley_diagnostics` summarises them. Returning them launches
+    nothing (a detached view), so a train step costs the same kernels with or without them.
     """
     sim = sim.float()
     if pair_mask is not None:
@@ -250,7 +252,23 @@ def shapley_contrastive_loss(
     phi = cyclic_shapley(both, tau, generator=generator, player_mask=pair_mask, orders=orders)
     mask_f = None if pair_mask is None else pair_mask.to(sim.dtype)
     loss = _directional_loss(phi, mask_f).mean(-1)
-    return (loss, shapley_diagnostics(phi.detach(), mask_f)) if values else loss
+    return (loss, (phi.detach(), mask_f)) if values else loss
+
+
+class ShapleyGames:
+    """The Shapley values of a step's alignment games, kept as they are (detached, no work done)
+    until someone asks for their summary: `values()` runs `shapley_diagnostics` then. `games` is
+    `(phi, mask)` with `phi` `(losses, 2, k, k)`; `players[loss][direction]` names each
+    direction's players (e.g. `"semantic/text"`)."""
+
+    def __init__(self, phi: torch.Tensor, mask: torch.Tensor | None, players: list[list[str]]):
+        self.phi, self.mask, self.players = phi, mask, players
+
+    def values(self) -> dict[str, torch.Tensor]:
+        """`{"shapley/<loss>/<players>/matching" | ".../others": 0-dim tensor}`."""
+        summary = shapley_diagnostics(self.phi, self.mask)  # (losses, 2, 2)
+        return {f"shapley/{name}/{kind}": summary[g, d, s] for g, names in enumerate(self.players)
+                for d, name in enumerate(names) for s, kind in enumerate(("matching", "others"))}
 
 
 def shapley_diagnostics(phi: torch.Tensor, anchor_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -294,8 +312,8 @@ def alignment_loss(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """Cosine similarities of two batches of pooled features `(k, d)`, then the chosen
     contrastive loss. Stacked inputs `(G, k, d)` with masks `(G, k)` give `G` losses at once.
-    `values=True` returns `(loss, diagnostics)`: Shapley's `shapley_diagnostics` per direction
-    (`first` as anchors, then `second`), None for InfoNCE."""
+    `values=True` returns `(loss, games)`: Shapley's `(phi, mask)` per direction (`first` as
+    anchors, then `second`; see `shapley_contrastive_loss`), None for InfoNCE."""
     sim = F.normalize(first.float(), dim=-1) @ F.normalize(second.float(), dim=-1).transpose(-1, -2)
     if method == "shapley":
         return shapley_contrastive_loss(sim, tau, pair_mask=pair_mask, generator=generator, orders=orders,
@@ -337,7 +355,7 @@ class CapturedAlignment:
         self.compiled = torch.compile(loss, backend=backend, mode=mode, fullgraph=True, dynamic=False)
 
     def __call__(self, first, second, pair_mask, generator=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`(losses, diagnostics)` as `alignment_loss(..., values=True)`."""
+        """`(losses, games)` as `alignment_loss(..., values=True)`."""
         orders = None
         if self.method == "shapley":
             games = 2 * (first.shape[0] if first.dim() == 3 else 1)  # two directions per loss
@@ -347,12 +365,15 @@ class CapturedAlignment:
         # A new step: the previous replay's memory may be reused (CUDA graph trees' rule); what
         # leaves the graph (losses forward, gradients backward) is copied out of it.
         torch.compiler.cudagraph_mark_step_begin()
-        loss, diagnostics = self.compiled(_FreshGrad.apply(first), _FreshGrad.apply(second), pair_mask, orders)
-        return loss.clone(), None if diagnostics is None else diagnostics.clone()
+        loss, games = self.compiled(_FreshGrad.apply(first), _FreshGrad.apply(second), pair_mask, orders)
+        if games is not None:
+            games = (games[0].clone(), None if games[1] is None else games[1].clone())
+        return loss.clone(), games
 
 
 __all__ = [
     "CapturedAlignment",
+    "ShapleyGames",
     "alignment_loss",
     "draw_orders",
     "coalition_utilities",

@@ -20,7 +20,7 @@ from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .alignment import CapturedAlignment, alignment_loss
+from .alignment import CapturedAlignment, ShapleyGames, alignment_loss
 from .configuration_shapca import ShapCAConfig
 from .crf import LinearChainCRF, bio_constraints
 from .fusion import AdaptiveFusion
@@ -42,10 +42,11 @@ class ShapCAModelOutput(ModelOutput):
         modality_loss: `L_modality` (Eq. 7), `None` unless alignment was computed.
         text_embeds, context_embeds, image_embeds: projected pooled features `x_t`, `x_c`, `x_v`
             (`image_embeds` is `None` without pixel values).
-        shapley_values: what the Shapley games of the batch look like (Shapley alignment only,
-            detached): `"shapley/<loss>/<players>/matching"`, the mean Shapley value of the
-            matching player in the anchors' games (e.g. `semantic/text`: texts as players of the
-            contexts' games), and `.../others`, the mean value of a non-matching player.
+        shapley_games: the batch's Shapley games (Shapley alignment only; `alignment.ShapleyGames`,
+            detached, nothing computed until asked): `.values()` gives
+            `"shapley/<loss>/<players>/matching"`, the mean Shapley value of the matching player
+            in the anchors' games (e.g. `semantic/text`: texts as players of the contexts' games),
+            and `.../others`, the mean value of a non-matching player.
     """
 
     word_features: torch.FloatTensor | None = None
@@ -56,7 +57,7 @@ class ShapCAModelOutput(ModelOutput):
     text_embeds: torch.FloatTensor | None = None
     context_embeds: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
-    shapley_values: dict | None = None
+    shapley_games: ShapleyGames | None = None
 
 
 @dataclass
@@ -69,7 +70,7 @@ class ShapCATokenClassifierOutput(ModelOutput):
         predictions: Viterbi tags, `(batch, n_words)`, `-100` on padding (eval mode only).
         main_loss: CRF negative log-likelihood (Eq. 13), mean over sentences.
         semantic_loss, modality_loss: the alignment losses (Eqs. 6-7).
-        shapley_values: the games' diagnostics (see `ShapCAModelOutput`), logged by the Trainer.
+        shapley_games: the alignment games (see `ShapCAModelOutput`), summarised in the Trainer's logs.
     """
 
     loss: torch.FloatTensor | None = None
@@ -78,7 +79,7 @@ class ShapCATokenClassifierOutput(ModelOutput):
     main_loss: torch.FloatTensor | None = None
     semantic_loss: torch.FloatTensor | None = None
     modality_loss: torch.FloatTensor | None = None
-    shapley_values: dict | None = None
+    shapley_games: ShapleyGames | None = None
 
 
 def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -296,7 +297,7 @@ class ShapCAModel(ShapCAPreTrainedModel):
         return regions, region_mask, pooled
 
     def _alignment_losses(self, x_t, x_c, x_v, has_context, has_image):
-        """`(L_semantic, L_modality, shapley_values)`; see `ShapCAModelOutput.shapley_values`."""
+        """`(L_semantic, L_modality, shapley_games)`; see `ShapCAModelOutput.shapley_games`."""
         cfg = self.config
         zero = x_t.sum() * 0.0
         if cfg.alignment == "none":
@@ -315,24 +316,20 @@ class ShapCAModel(ShapCAPreTrainedModel):
             first = torch.stack([x_t.float(), x_v.float()])
             second = x_c.float().expand(2, -1, -1)
             masks = torch.stack([has_context, has_context & has_image])
-            losses, diagnostics = self._alignment(first, second, masks, generator)
+            losses, games = self._alignment(first, second, masks, generator)
             semantic, modality = losses.unbind(0)
-            # games of each direction: its players (rows: text / image anchors, context players)
+            # each direction's players (rows: text / image anchors with context players, then the reverse)
             players = [["semantic/context", "semantic/text"], ["modality/context", "modality/image"]]
         else:  # ablation: align text and image directly
             semantic = zero
-            modality, diagnostics = self._alignment(x_v, x_t, has_image, generator)
-            players, diagnostics = [["modality/text", "modality/image"]], (
-                None if diagnostics is None else diagnostics.unsqueeze(0))
-        values = None
-        if diagnostics is not None:
-            values = {f"shapley/{name}/{kind}": diagnostics[g, d, s]
-                      for g, names in enumerate(players) for d, name in enumerate(names)
-                      for s, kind in enumerate(("matching", "others"))}
-        return semantic, modality, values
+            modality, games = self._alignment(x_v, x_t, has_image, generator)
+            players = [["modality/text", "modality/image"]]
+            if games is not None:
+                games = (games[0].unsqueeze(0), None if games[1] is None else games[1].unsqueeze(0))
+        return semantic, modality, None if games is None else ShapleyGames(*games, players)
 
     def _alignment(self, first, second, masks, generator):
-        """`(losses, diagnostics)` of `alignment_loss(..., values=True)`, captured when switched on."""
+        """`(losses, games)` of `alignment_loss(..., values=True)`, captured when switched on."""
         captured = getattr(self, "_captured_alignment", None)
         cfg = self.config
         if captured is not None and (captured.tau, captured.method) == (cfg.tau, cfg.alignment):
@@ -409,13 +406,13 @@ class ShapCAModel(ShapCAPreTrainedModel):
         regions, region_mask, pooled_image = self._encode_image(pixel_values, has_image, batch, input_ids.device,
                                                                  image_regions)
 
-        semantic = modality = x_t = x_c = x_v = shapley_values = None
+        semantic = modality = x_t = x_c = x_v = shapley_games = None
         if compute_alignment:  # the pooled features serve the alignment only (not computed at inference)
             # x_t and x_c: one batched masked mean and one projection for both segments
             x_t, x_c = self.text_projection(masked_mean(states, torch.stack([text_mask, context_mask], 1))).unbind(1)
             x_v = None if pooled_image is None else self.vision_projection(pooled_image)
             has_context = context_mask.any(dim=1)
-            semantic, modality, shapley_values = self._alignment_losses(x_t, x_c, x_v, has_context, has_image)
+            semantic, modality, shapley_games = self._alignment_losses(x_t, x_c, x_v, has_context, has_image)
 
         fused = self.fusion(word_states, states, context_mask, regions, region_mask)
         # M_p: word j's position embedding is row j of the table (a view: no lookup kernel)
@@ -429,7 +426,7 @@ class ShapCAModel(ShapCAPreTrainedModel):
             text_embeds=x_t,
             context_embeds=x_c,
             image_embeds=x_v,
-            shapley_values=shapley_values,
+            shapley_games=shapley_games,
         )
 
 
@@ -546,7 +543,7 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
             main_loss=main_loss,
             semantic_loss=outputs.semantic_loss,
             modality_loss=outputs.modality_loss,
-            shapley_values=outputs.shapley_values,
+            shapley_games=outputs.shapley_games,
         )
         return output if _return_dict(self.config, return_dict) else output.to_tuple()
 
@@ -618,7 +615,7 @@ class ShapCAForWordPairExtraction(ShapCAPreTrainedModel):
             main_loss=main_loss,
             semantic_loss=outputs.semantic_loss,
             modality_loss=outputs.modality_loss,
-            shapley_values=outputs.shapley_values,
+            shapley_games=outputs.shapley_games,
         )
         return output if _return_dict(self.config, return_dict) else output.to_tuple()
 

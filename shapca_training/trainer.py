@@ -36,6 +36,7 @@ class ShapCATrainer(Trainer):
         self.head_learning_rate = head_learning_rate
         self.grid_size = grid_size
         self._loss_parts: dict[str, list[torch.Tensor]] = {}
+        self._last_games = None
 
     def create_optimizer(self, model=None):
         """The optimizer `--optim` names (with `--optim_args`), over Shap-CA's two learning-rate
@@ -60,18 +61,21 @@ class ShapCATrainer(Trainer):
                 value = getattr(outputs, name)
                 if value is not None:
                     self._loss_parts.setdefault(name, []).append(value.detach())
-            for name, value in (getattr(outputs, "shapley_values", None) or {}).items():
-                self._loss_parts.setdefault(name, []).append(value.detach())
+            # the step's Shapley games, summarised only when a log is written (no work per step)
+            self._last_games = getattr(outputs, "shapley_games", None)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs, *args, **kwargs):
         if "loss" in logs and self._loss_parts:  # a training log: the three losses and the games' Shapley values
             # every rank logs at the same step, so the mean over all ranks is one collective
-            means = torch.stack([torch.stack(values).float().mean() for values in self._loss_parts.values()])
-            means = self.accelerator.reduce(means.to(self.args.device), reduction="mean")
-            for name, value in zip(self._loss_parts, means.tolist()):
+            parts = {name: torch.stack(values).float().mean() for name, values in self._loss_parts.items()}
+            games = getattr(self, "_last_games", None)
+            if games is not None:  # the last step's games (Shapley values of matching and other players)
+                parts.update({name: value.float() for name, value in games.values().items()})
+            means = self.accelerator.reduce(torch.stack(list(parts.values())).to(self.args.device), reduction="mean")
+            for name, value in zip(parts, means.tolist()):
                 logs[name] = round(value, 4)
-            self._loss_parts = {}
+            self._loss_parts, self._last_games = {}, None
         super().log(logs, *args, **kwargs)
 
     def _pad_grid(self, grid: torch.Tensor) -> torch.Tensor:

@@ -196,7 +196,9 @@ def test_ablation_regimes_are_built_as_documented_and_the_switches_change_the_lo
             context_in_alignment=settings.get("--context_in_alignment", "true") == "true")
         torch.manual_seed(0)
         out = ShapCAForTokenClassification(config).train()(**batch)
-        losses[variant] = (float(out.semantic_loss), float(out.modality_loss), out.shapley_values is not None)
+        losses[variant] = (float(out.semantic_loss), float(out.modality_loss), out.shapley_games is not None)
+        if out.shapley_games is not None:
+            assert len(out.shapley_games.values()) == 8 if variant != "w/o context in alignment" else 4
     full = losses["Shap-CA (full)"]
     assert full[0] != 0 and full[1] != 0 and full[2]
     assert losses["w/o alignment (none)"] == (0.0, 0.0, False)

@@ -188,13 +188,16 @@ def test_shapley_diagnostics_are_the_loss_decomposed():
     sim = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1) @ torch.nn.functional.normalize(
         torch.randn(5, 8), dim=-1).T
     generator = torch.Generator().manual_seed(3)
-    loss, values = shapley_contrastive_loss(sim, 0.5, generator=generator, values=True)
-    assert values.shape == (2, 2)
+    loss, (phi, mask) = shapley_contrastive_loss(sim, 0.5, generator=generator, values=True)
+    values = alignment.shapley_diagnostics(phi, mask)
+    assert values.shape == (2, 2) and mask is None and not phi.requires_grad
     per_direction = -(values[:, 0] - 4 * values[:, 1])
     assert torch.allclose(per_direction.mean(), loss, atol=1e-6)
     phi = exact_shapley(torch.stack([sim, sim.T]), 0.5)
     exact = alignment.shapley_diagnostics(phi)
     assert torch.allclose(exact[:, 0], phi.diagonal(dim1=-2, dim2=-1).mean(-1))
     mask = torch.tensor([True, True, False, True, True])  # a masked pair: 4 players and anchors
-    _, masked = shapley_contrastive_loss(sim, 0.5, pair_mask=mask, generator=generator, values=True)
+    _, games = shapley_contrastive_loss(sim, 0.5, pair_mask=mask, generator=generator, values=True)
+    masked = alignment.shapley_diagnostics(*games)
     assert masked.shape == (2, 2) and torch.isfinite(masked).all()
+    assert torch.allclose(masked[:, 0], games[0].diagonal(dim1=-2, dim2=-1)[:, mask].mean(-1))
