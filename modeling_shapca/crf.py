@@ -207,12 +207,18 @@ def crf_marginals(
 
     `d log Z / d emissions[t, k]` is exactly the marginal of tag `k` at `t` (forward-backward as
     the gradient of the forward algorithm), so the log-depth partition function gives them in
-    one backward pass; this runs under `torch.enable_grad()` even inside `no_grad` inference.
+    one backward pass; this runs under `torch.enable_grad()` even inside `no_grad` or
+    `inference_mode` inference.
     """
-    start, trans = _constrained(start_transitions.detach(), transitions.detach(), allowed_start, allowed_transitions)
-    with torch.enable_grad():
-        scores = emissions.detach().float().requires_grad_(True)
-        log_z = crf_log_partition(scores, mask.bool(), start, end_transitions.float().detach(), trans)
+    # Also under `torch.inference_mode()`: autograd cannot use inference tensors, so the inputs
+    # are copied into ordinary tensors first (small: emissions and masks).
+    with torch.inference_mode(False), torch.enable_grad():
+        start, trans = _constrained(start_transitions.detach().clone(), transitions.detach().clone(),
+                                    None if allowed_start is None else allowed_start.clone(),
+                                    None if allowed_transitions is None else allowed_transitions.clone())
+        mask = mask.bool().clone()
+        scores = emissions.detach().float().clone().requires_grad_(True)
+        log_z = crf_log_partition(scores, mask, start, end_transitions.float().detach().clone(), trans)
         (marginals,) = torch.autograd.grad(log_z.sum(), scores)
     return marginals * mask.unsqueeze(-1).to(marginals.dtype)
 

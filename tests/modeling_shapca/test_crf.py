@@ -196,3 +196,18 @@ def test_marginals_equal_brute_force_under_constraints():
         assert torch.allclose(marginals[b, :n].sum(-1), torch.ones(n), atol=1e-5)
     with torch.no_grad():  # works inside inference code too
         assert torch.equal(crf.marginals(emissions, mask, allowed_start, allowed), marginals)
+
+
+def test_marginals_under_inference_mode_equal_those_under_no_grad():
+    """The pipeline's NER scores need autograd (marginals as d log Z / d emissions); a caller's
+    `torch.inference_mode()` must not break them (found by the ONNX speed benchmark)."""
+    torch.manual_seed(0)
+    crf = LinearChainCRF(5)
+    emissions = torch.randn(2, 4, 5)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        expected = crf.marginals(emissions, mask)
+    with torch.inference_mode():
+        got = crf.marginals(emissions.clone(), mask.clone())
+    assert torch.equal(got, expected)
+    assert torch.allclose(expected[1].sum(-1), torch.ones(4), atol=1e-5)
