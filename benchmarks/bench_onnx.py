@@ -243,8 +243,9 @@ def memory(args) -> dict:
     from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor
 
     folder = exported(args.model)
-    rows = split_rows(args.data, args.split, json.loads((args.model / "config.json").read_text())["task"])
-    items = _inputs(rows.select(range(min(args.sentences, len(rows)))), json.loads((args.model / "config.json").read_text())["task"])
+    task = json.loads((args.model / "config.json").read_text())["task"]
+    rows = split_rows(args.data, args.split, task)
+    items = _inputs(rows.select(range(min(args.sentences, len(rows)))), task)
     before = rusage.getrusage(rusage.RUSAGE_SELF).ru_maxrss
     if args.path == "shapca-torch":
         _pipeline(args.model)(items, batch_size=args.batch_size, show_progress=False)

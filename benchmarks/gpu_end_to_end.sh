@@ -7,14 +7,7 @@
 #     bash benchmarks/gpu_end_to_end.sh OUT_DIR [PYTHON]      # DATA (default .e2e/data): train_end_to_end prepare's folder
 #
 # Writes OUT_DIR/log.txt, OUT_DIR/pytest-sync-<head>.txt, OUT_DIR/e2e.log, OUT_DIR/end_to_end.jsonl.
-set -u -o pipefail
-out=$(realpath -m "${1:?usage: gpu_end_to_end.sh OUT_DIR [PYTHON]}")
-python=${2:-python3}
-data=${DATA:-.e2e/data}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-log="$out/log.txt"
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv >>"$log" 2>&1
+source "$(dirname "$0")/gpu_common.sh"  # out, python, data, log, the environment
 "$python" -c "import torch, transformers, datasets, pyarrow; print('torch', torch.__version__, 'transformers', transformers.__version__, 'datasets', datasets.__version__, 'pyarrow', pyarrow.__version__)" >>"$log" 2>&1
 for head in ner mre mjere; do
   begin=$SECONDS

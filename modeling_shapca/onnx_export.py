@@ -212,6 +212,7 @@ def export_onnx(model, output_dir: str | Path, processor=None, quantize: bool = 
             report["files"]["int8"] = INT8_FILE
         differences = {key: 0.0 for key in sessions}
         vision_difference = 0.0
+        vision_session = _session(staged / VISION_FILE) if with_vision else None
         for batch in check_batches:
             inputs = _main_inputs(batch, model)
             with torch.no_grad():
@@ -220,7 +221,7 @@ def export_onnx(model, output_dir: str | Path, processor=None, quantize: bool = 
                 differences[key] = max(differences[key], _max_difference(session, inputs, expected))
             if with_vision and "pixel_values" in batch:
                 vision_difference = max(vision_difference, _max_difference(
-                    _session(staged / VISION_FILE), {"pixel_values": batch["pixel_values"]},
+                    vision_session, {"pixel_values": batch["pixel_values"]},
                     inputs["image_regions"][: len(batch["pixel_values"])].double().numpy()))
         report["check"] = {"atol": atol, "max_abs_difference": differences["model"],
                            "vision_max_abs_difference": vision_difference if with_vision else None,
@@ -234,8 +235,9 @@ def export_onnx(model, output_dir: str | Path, processor=None, quantize: bool = 
             raise ExportError("the exported graph does not reproduce PyTorch: largest absolute difference "
                               + ", ".join(f"{k} {v:.3g}" for k, v in failed.items()) + f" > atol {atol}")
         if config.task == "ner":
-            report["crf"] = {name: getattr(model.crf, f"{name}_transitions" if name != "transitions" else name)
-                             .detach().float().tolist() for name in ("start", "end", "transitions")}
+            crf = model.crf
+            report["crf"] = {name: values.detach().float().tolist() for name, values in (
+                ("start", crf.start_transitions), ("end", crf.end_transitions), ("transitions", crf.transitions))}
         report["sizes_bytes"] = {key: (staged / name).stat().st_size for key, name in report["files"].items()}
         (staged / INFO_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         _write_beside(model, processor, output_dir, source)

@@ -39,8 +39,8 @@ from .decoding import bio_constraints, crf_marginals, grid_predictions, viterbi_
 from .encoding import encode_batch
 from .inference import check_positive_int
 from .records import (
-    as_record, check_window_args, decode_word_pairs, finish, merge_words, named, pieces, plan, records_from_lists,
-    row_record, subword_counts, window_rows,
+    as_record, check_ignore_labels, check_window_args, decode_word_pairs, finish, is_dataset, merge_words, named, pieces,
+    plan, records_from_lists, row_record, subword_counts, window_rows,
 )
 
 ONNX_FOLDER = "onnx"
@@ -125,9 +125,13 @@ class ShapCAOnnxPredictor:
         return subword_counts(lambda _: encoded.word_ids(), words)
 
     def prepare(self, item, name: str, window=None, stride=None, **overrides) -> dict:
-        """One checked record with its windows (errors name the input)."""
-        record = as_record(named(item, 0) if not isinstance(item, dict) else {"_name": name, **item}, name,
-                           self.spec.name, allow_private=self.allow_private, **overrides)
+        """One checked record with its windows (errors name the input: `name`, or the record's own
+        `_name`)."""
+        if not isinstance(item, dict):
+            item = named(item, 0)  # a string or a word list as a record
+            if isinstance(item, dict):
+                item["_name"] = name
+        record = as_record(item, name, self.spec.name, allow_private=self.allow_private, **overrides)
         size = min(window or self.max_words, self.max_words)
         budget = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
         plan(record, self.spec.name, size, stride, budget, self._subword_counts)
@@ -195,10 +199,7 @@ class ShapCAOnnxPredictor:
                  stride: int | None = None, ignore_labels: Iterable[str] | None = None, generate_contexts: bool = True):
         check_positive_int(batch_size, "batch_size")
         check_window_args(window, stride)
-        if ignore_labels is not None and (isinstance(ignore_labels, str)
-                                          or not all(isinstance(label, str) for label in ignore_labels)):
-            raise TypeError(f"ignore_labels must be a list of label names, got {ignore_labels!r}")
-        ignore = frozenset(ignore_labels or ())
+        ignore = check_ignore_labels(ignore_labels)
         overrides = {"image": image, "context": context, "pairs": pairs}
         options = dict(window=window, stride=stride, ignore=ignore, generate_contexts=generate_contexts)
         if isinstance(inputs, (str, dict)):
@@ -208,8 +209,8 @@ class ShapCAOnnxPredictor:
                              "records with those fields")
         if isinstance(inputs, (list, tuple)):
             return self._predict([named(item, i) for i, item in enumerate(inputs)], batch_size, {}, **options)
-        if isinstance(inputs, (types.GeneratorType, collections.abc.Iterator)) or hasattr(inputs, "column_names"):
-            rows = hasattr(inputs, "column_names")
+        if isinstance(inputs, (types.GeneratorType, collections.abc.Iterator)) or is_dataset(inputs):
+            rows = is_dataset(inputs)
             stream = (named(row_record(item) if rows else item, i) for i, item in enumerate(inputs))
             return self._stream(stream, batch_size, **options)
         raise TypeError(f"expected a string, a record, a list of those, a generator or a dataset, got "

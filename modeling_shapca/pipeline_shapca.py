@@ -55,8 +55,8 @@ from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
 from .inference import check_positive_int
 from .records import (
-    as_record, check_window_args, decode_word_pairs, finish, merge_words, named, plan, records_from_lists, row_record,
-    subword_counts, window_rows,
+    as_record, check_ignore_labels, check_window_args, decode_word_pairs, finish, is_dataset, merge_words, named, plan,
+    records_from_lists, row_record, subword_counts, window_rows,
 )
 from .records import pieces as window_pieces
 from .tasks import get_task
@@ -111,9 +111,7 @@ class ShapCAPipeline(Pipeline):
             forward["compile"] = compile if isinstance(compile, str) else bool(compile)
         postprocess = {}
         if ignore_labels is not None:
-            if isinstance(ignore_labels, str) or not all(isinstance(label, str) for label in ignore_labels):
-                raise TypeError(f"ignore_labels must be a list of label names, got {ignore_labels!r}")
-            postprocess["ignore_labels"] = frozenset(ignore_labels)
+            postprocess["ignore_labels"] = check_ignore_labels(ignore_labels)
         return preprocess, forward, postprocess
 
     def __call__(self, inputs, *args, batch_size=None, show_progress=None, **kwargs):
@@ -132,7 +130,7 @@ class ShapCAPipeline(Pipeline):
             raise ValueError("image, context and pairs keywords go with a single input; give a batch as "
                              "records with those fields")
         if stream:
-            rows = _is_dataset(inputs)
+            rows = is_dataset(inputs)
             inputs = (named(row_record(item) if rows else item, i) for i, item in enumerate(inputs))
         elif isinstance(inputs, (list, tuple)):
             inputs = [named(item, i) for i, item in enumerate(inputs)]
@@ -209,13 +207,13 @@ class ShapCAPipeline(Pipeline):
             if self.spec.is_word_pair:
                 probs, labels = outputs.logits.float().exp().cpu().numpy(), outputs.predictions.cpu().numpy()
                 decoded = decode_word_pairs(self.spec.name, records, pieces, probs, labels, config.label_groups,
-                                                config.group_sizes)
+                                            config.group_sizes)
                 out["decoded"] = [{"value": value} for value in decoded]
             else:
                 marginals = self.model.crf.marginals(outputs.logits, encoded["word_mask"], self.model.allowed_start,
                                                      self.model.allowed_transitions)
                 tags, marginals = merge_words(records, pieces, outputs.predictions.cpu().numpy(),
-                                                  marginals.float().cpu().numpy())
+                                              marginals.float().cpu().numpy())
                 out["tags"], out["marginals"] = torch.from_numpy(tags), torch.from_numpy(marginals)
         else:
             out["empty"] = torch.zeros(len(records), 1)
@@ -278,15 +276,11 @@ def _item(value):
     return value
 
 
-def _is_dataset(inputs) -> bool:
-    return type(inputs).__module__.startswith("datasets.") and hasattr(inputs, "column_names")
-
-
 def _is_stream(inputs) -> bool:
     """A generator, an iterator, a `datasets.Dataset` or a torch dataset (`KeyDataset`)."""
     if isinstance(inputs, (str, dict, list, tuple, bytes)):
         return False
-    return (isinstance(inputs, (types.GeneratorType, collections.abc.Iterator)) or _is_dataset(inputs)
+    return (isinstance(inputs, (types.GeneratorType, collections.abc.Iterator)) or is_dataset(inputs)
             or isinstance(inputs, torch.utils.data.Dataset))
 
 

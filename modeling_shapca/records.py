@@ -20,7 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .inference import (
-    bio_to_spans, check_pairs, join_with_offsets, load_image, normalize_inputs, tokenize_with_offsets,
+    bio_to_spans, check_pairs, check_positive_int, join_with_offsets, load_image, normalize_inputs,
+    tokenize_with_offsets,
 )
 from .windows import owners, pair_window, plan_windows
 
@@ -103,10 +104,24 @@ def row_record(row: dict) -> dict:
 
 def check_window_args(window, stride) -> None:
     """`window` a positive int, `stride` an int >= 0 (either may be None)."""
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
-        raise ValueError(f"window must be a positive int, got {window!r}")
+    if window is not None:
+        check_positive_int(window, "window")
     if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 0):
         raise ValueError(f"stride must be an int >= 0 (words shared by consecutive windows), got {stride!r}")
+
+
+def check_ignore_labels(ignore_labels) -> frozenset:
+    """Labels left out of the results: a list of label names (None: none)."""
+    if ignore_labels is None:
+        return frozenset()
+    if isinstance(ignore_labels, str) or not all(isinstance(label, str) for label in ignore_labels):
+        raise TypeError(f"ignore_labels must be a list of label names, got {ignore_labels!r}")
+    return frozenset(ignore_labels)
+
+
+def is_dataset(inputs) -> bool:
+    """A `datasets.Dataset` (read as a stream of rows, `row_record`)."""
+    return type(inputs).__module__.startswith("datasets.") and hasattr(inputs, "column_names")
 
 
 def plan(record: dict, task: str, size: int, stride: int | None, budget: int,
@@ -295,5 +310,5 @@ def records_from_lists(inputs, images=None, contexts=None, pairs=None, is_split_
     return records, single
 
 
-__all__ = ["as_record", "records_from_lists", "check_window_args", "decode_word_pairs", "finish", "merge_words", "named", "pieces", "plan",
-           "row_record", "subword_counts", "window_rows"]
+__all__ = ["as_record", "check_ignore_labels", "check_window_args", "decode_word_pairs", "finish", "is_dataset",
+           "merge_words", "named", "pieces", "plan", "records_from_lists", "row_record", "subword_counts", "window_rows"]

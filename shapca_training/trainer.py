@@ -69,9 +69,8 @@ class ShapCATrainer(Trainer):
         if "loss" in logs and self._loss_parts:  # a training log: the three losses and the games' Shapley values
             # every rank logs at the same step, so the mean over all ranks is one collective
             parts = {name: torch.stack(values).float().mean() for name, values in self._loss_parts.items()}
-            games = getattr(self, "_last_games", None)
-            if games is not None:  # the last step's games (Shapley values of matching and other players)
-                parts.update({name: value.float() for name, value in games.values().items()})
+            if self._last_games is not None:  # the last step's games (Shapley values of matching and other players)
+                parts.update({name: value.float() for name, value in self._last_games.values().items()})
             means = self.accelerator.reduce(torch.stack(list(parts.values())).to(self.args.device), reduction="mean")
             for name, value in zip(parts, means.tolist()):
                 logs[name] = round(value, 4)
