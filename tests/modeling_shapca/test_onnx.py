@@ -131,6 +131,8 @@ def test_windows_streams_and_ignored_labels_as_the_pipeline(exported):
         predictor([{"words": ["ok"]}, {"words": [""]}])
     with pytest.raises(ValueError, match="window must be a positive int"):
         predictor("text", window=0)
+    with pytest.raises(ValueError, match="^line 3: word 1 must be a non-empty string"):  # the name given, not "input 0"
+        predictor.prepare(["ok", ""], "line 3")
 
 
 def test_int8_serves_the_same_records_structure(exported):
