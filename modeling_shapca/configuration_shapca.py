@@ -14,6 +14,9 @@ from .pos import POS_TAGS
 from .tasks import TASKS, check_label_groups
 
 ALIGNMENTS = ("shapley", "infonce", "none")
+# The Shapley alignment's objectives (`alignment.OBJECTIVES`, named here so the config checks
+# them without importing torch): "paper" is Eq. 5 as written, the others documented remedies.
+ALIGNMENT_OBJECTIVES = ("paper", "mean", "margin")
 FUSIONS = ("adaptive", "plain")
 
 # Universal POS tags (spaCy's `token.pos_`, index 0 is padding) live in pos.py.
@@ -46,6 +49,12 @@ class ShapCAConfig(PretrainedConfig):
         max_words: largest number of words per sentence (size of the position embedding).
         refinement_scale (`float`): lambda of Eq. 17.
         alignment: `"shapley"` (Shap-CA), `"infonce"` (ablation "w/o Shapley value") or `"none"`.
+        alignment_objective: the Shapley alignment's per-anchor loss (`alignment.OBJECTIVES`):
+            `"paper"` (default) is Eq. 5 as written, which rewards a collapse of the alignment
+            projections (all similarities -1; see docs/benchmarks.md); `"mean"` averages the
+            non-matching players' values instead of summing them, `"margin"` is a hinge on that
+            gap. Both are deviations from the paper, documented in `alignment.py`.
+        alignment_margin (`float`): the margin of `alignment_objective="margin"`.
         context_in_alignment (`bool`): `False` is the ablation "w/o context in alignment":
             text and image are aligned directly (reported as the modality loss; the semantic loss is 0).
         fusion: `"adaptive"` (Eqs. 8-11) or `"plain"` (ablation "w/o context in fusion":
@@ -79,6 +88,8 @@ class ShapCAConfig(PretrainedConfig):
     max_words: int = 256
     refinement_scale: float = 1.0
     alignment: str = "shapley"
+    alignment_objective: str = "paper"
+    alignment_margin: float = 0.5
     context_in_alignment: bool = True
     fusion: str = "adaptive"
     dropout: float = 0.1
@@ -109,6 +120,7 @@ class ShapCAConfig(PretrainedConfig):
         for name, value, allowed in (
             ("task", self.task, tuple(TASKS)),
             ("alignment", self.alignment, ALIGNMENTS),
+            ("alignment_objective", self.alignment_objective, ALIGNMENT_OBJECTIVES),
             ("fusion", self.fusion, FUSIONS),
         ):
             if value not in allowed:
@@ -121,6 +133,9 @@ class ShapCAConfig(PretrainedConfig):
             self.label2id = {label: i for i, label in enumerate(flat)}
         if self.image_region_grid is not None and (not isinstance(self.image_region_grid, int) or self.image_region_grid < 1):
             raise ValueError(f"ShapCAConfig.image_region_grid must be a positive int or None, got {self.image_region_grid!r}")
+        if not isinstance(self.alignment_margin, (int, float)) or isinstance(self.alignment_margin, bool) \
+                or self.alignment_margin < 0:
+            raise ValueError(f"ShapCAConfig.alignment_margin must be a number >= 0, got {self.alignment_margin!r}")
         if self.tau <= 0:
             raise ValueError(f"ShapCAConfig.tau must be > 0, got {self.tau}")
         if self.fusion_dim % self.fusion_heads:

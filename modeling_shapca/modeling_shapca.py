@@ -332,9 +332,11 @@ class ShapCAModel(ShapCAPreTrainedModel):
         """`(losses, games)` of `alignment_loss(..., values=True)`, captured when switched on."""
         captured = getattr(self, "_captured_alignment", None)
         cfg = self.config
-        if captured is not None and (captured.tau, captured.method) == (cfg.tau, cfg.alignment):
+        settings = (cfg.tau, cfg.alignment, cfg.alignment_objective, cfg.alignment_margin)
+        if captured is not None and (captured.tau, captured.method, captured.objective, captured.margin) == settings:
             return captured(first, second, masks, generator)
-        return alignment_loss(first, second, masks, cfg.tau, cfg.alignment, generator, values=True)
+        return alignment_loss(first, second, masks, cfg.tau, cfg.alignment, generator, values=True,
+                              objective=cfg.alignment_objective, margin=cfg.alignment_margin)
 
     def capture_alignment(self, enabled: bool = True, backend: str = "inductor", mode: str | None = None) -> None:
         """Compute the alignment losses (Alg. 1, all four directions, forward and backward) as
@@ -342,7 +344,9 @@ class ShapCAModel(ShapCAPreTrainedModel):
         step on a GPU (`mode="reduce-overhead"` adds CUDA graphs). The losses equal the eager
         ones for the same random orderings (tested). Runtime only: not saved with the model.
         `train.py --capture_alignment` switches it on."""
-        self._captured_alignment = CapturedAlignment(self.config.tau, self.config.alignment, backend, mode) \
+        cfg = self.config
+        self._captured_alignment = CapturedAlignment(cfg.tau, cfg.alignment, backend, mode, cfg.alignment_objective,
+                                                     cfg.alignment_margin) \
             if enabled and self.config.alignment != "none" else None
 
     @torch.compiler.disable

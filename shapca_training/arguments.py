@@ -20,7 +20,7 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from modeling_shapca.configuration_shapca import ShapCAConfig
-from modeling_shapca.configuration_shapca import ALIGNMENTS, FUSIONS
+from modeling_shapca.configuration_shapca import ALIGNMENT_OBJECTIVES, ALIGNMENTS, FUSIONS
 from modeling_shapca.tasks import DATASETS, TASKS
 
 # Config fields set by train.py itself, not by the user.
@@ -32,6 +32,10 @@ FIELD_HELP = {
     "tau": ("Softmax temperature of the Shapley utility, Eq. 4 (not given in the paper).", None),
     "alignment": ("Alignment loss, Eqs. 4-7: shapley (Shap-CA), infonce (ablation 'w/o Shapley value'), none.",
                   list(ALIGNMENTS)),
+    "alignment_objective": ("Shapley alignment objective: paper (Eq. 5 as written; rewards a collapse of the "
+                            "projections), mean (others averaged, a remedy), margin (hinge on that gap, a remedy).",
+                            list(ALIGNMENT_OBJECTIVES)),
+    "alignment_margin": ("Margin of --alignment_objective margin (Shapley-value units).", None),
     "context_in_alignment": ("false: ablation 'w/o context in alignment' (text and image aligned directly).", None),
     "fusion": ("Adaptive fusion, Eqs. 8-11: adaptive (Shap-CA) or plain (ablation 'w/o context in fusion').",
                list(FUSIONS)),

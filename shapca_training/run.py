@@ -376,7 +376,9 @@ def main(argv: list[str] | None = None) -> dict:
             "optim": getattr(training_args.optim, "value", training_args.optim),
             "lr_scheduler_type": getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type),
             "head_learning_rate": model_args.head_learning_rate,
-            **{k: getattr(model.config, k) for k in ("alpha", "beta", "tau")},
+            **{k: getattr(model.config, k) for k in ("alpha", "beta", "tau", "alignment", "alignment_objective")},
+            **({"alignment_margin": model.config.alignment_margin}
+               if model.config.alignment_objective == "margin" else {}),
             "early_stopping_patience": data_args.early_stopping_patience,
         },
         "schedule": run_schedule(training_args, trainer.state),

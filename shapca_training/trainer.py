@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 IGNORE_INDEX = -100
+_VALID_ANCHORS = "_shapley_valid_anchors"
 
 
 def parameter_groups(model, encoder_lr: float, head_lr: float, weight_decay: float) -> list[dict]:
@@ -71,8 +72,13 @@ class ShapCATrainer(Trainer):
             parts = {name: torch.stack(values).float().mean() for name, values in self._loss_parts.items()}
             if self._last_games is not None:  # the last step's games (Shapley values of matching and other players)
                 parts.update({name: value.float() for name, value in self._last_games.values().items()})
+                parts[_VALID_ANCHORS] = self._last_games.valid_anchors()
             means = self.accelerator.reduce(torch.stack(list(parts.values())).to(self.args.device), reduction="mean")
-            for name, value in zip(parts, means.tolist()):
+            reduced = dict(zip(parts, means.tolist()))
+            if not reduced.pop(_VALID_ANCHORS, 1.0):
+                # no rank's games had a player (no image or context in the batch): the values are all 0
+                reduced = {name: value for name, value in reduced.items() if not name.startswith("shapley/")}
+            for name, value in reduced.items():
                 logs[name] = round(value, 4)
             self._loss_parts, self._last_games = {}, None
         super().log(logs, *args, **kwargs)

@@ -201,3 +201,155 @@ def test_shapley_diagnostics_are_the_loss_decomposed():
     masked = alignment.shapley_diagnostics(*games)
     assert masked.shape == (2, 2) and torch.isfinite(masked).all()
     assert torch.allclose(masked[:, 0], games[0].diagonal(dim1=-2, dim2=-1)[:, mask].mean(-1))
+
+
+# --- Eq. 5 and the collapse (issue: the alignment the paper is about) -------------------------
+
+K, TAU = 12, 0.1
+
+
+def _states(k=K, dim=64, draws=8):
+    """Similarity matrices of the reference states: collapsed (every text one vector, every
+    context its opposite), the best aligned state unit vectors can reach (a regular simplex:
+    matching 1, others -1/(k-1)), aligned with orthogonal others, and random unit vectors."""
+    collapsed = -torch.ones(k, k, dtype=torch.float64)
+    simplex = torch.full((k, k), -1.0 / (k - 1), dtype=torch.float64).fill_diagonal_(1.0)
+    randoms = []
+    for seed in range(draws):
+        g = torch.Generator().manual_seed(seed)
+        a = torch.nn.functional.normalize(torch.randn(k, dim, generator=g, dtype=torch.float64), dim=-1)
+        b = torch.nn.functional.normalize(torch.randn(k, dim, generator=g, dtype=torch.float64), dim=-1)
+        randoms.append(a @ b.T)
+    return collapsed, simplex, torch.eye(k, dtype=torch.float64), randoms
+
+
+def _exact_loss(sim, objective, margin=0.5):
+    """The objective's loss with exact Shapley values, both directions averaged."""
+    from modeling_shapca.alignment import _directional_loss
+
+    phi = exact_shapley(torch.stack([sim, sim.T]), TAU)
+    return float(_directional_loss(phi, None, objective, margin).mean())
+
+
+def test_objectives_are_the_config_names():
+    from modeling_shapca.alignment import OBJECTIVES
+    from modeling_shapca.configuration_shapca import ALIGNMENT_OBJECTIVES
+
+    assert tuple(OBJECTIVES) == ALIGNMENT_OBJECTIVES == ("paper", "mean", "margin")
+
+
+def test_paper_objective_rewards_the_collapse():
+    """Eq. 5 as written scores the collapsed state at -(1 - 2/k): far below random projections,
+    4/k above the best reachable aligned state; the values of the issue's table."""
+    collapsed, simplex, orthogonal, randoms = _states()
+    assert _exact_loss(collapsed, "paper") == pytest.approx(-(1 - 2 / K), abs=1e-9)
+    assert _exact_loss(simplex, "paper") == pytest.approx(-(1 + 2 / K), abs=2e-3)  # -1.1667 at tau 0.1
+    assert _exact_loss(orthogonal, "paper") == pytest.approx(-1.0, abs=1e-3)
+    random = [_exact_loss(s, "paper") for s in randoms]
+    assert min(random) > 0.0 and statistics_mean(random) == pytest.approx(0.11, abs=0.04)
+    assert _exact_loss(collapsed, "paper") - _exact_loss(simplex, "paper") == pytest.approx(4 / K, abs=2e-3)
+
+
+def statistics_mean(values):
+    return sum(values) / len(values)
+
+
+def test_collapse_is_a_trap_its_gradient_vanishes():
+    """At the collapsed state every cosine similarity is -1, where it is flat in the features:
+    the gradient of the loss with respect to the projections is zero, whatever the objective,
+    so nothing pulls a collapsed run out again. From random projections, the paper's loss goes
+    down on the straight path towards the collapse."""
+    direction = torch.nn.functional.normalize(torch.randn(16, dtype=torch.float64, generator=torch.Generator().manual_seed(1)), dim=0)
+    text = direction.repeat(K, 1).requires_grad_()
+    context = (-direction).repeat(K, 1).requires_grad_()
+    for objective in ("paper", "mean", "margin"):
+        loss = alignment_loss(text, context, None, TAU, "shapley", generator=torch.Generator().manual_seed(0),
+                              objective=objective)
+        text.grad = context.grad = None
+        loss.backward()
+        assert text.grad.abs().max() < 1e-6 and context.grad.abs().max() < 1e-6, objective
+    g = torch.Generator().manual_seed(2)
+    start_t, start_c = torch.randn(K, 16, generator=g, dtype=torch.float64), torch.randn(K, 16, generator=g, dtype=torch.float64)
+    path = []
+    for w in (0.0, 0.5, 0.9, 1.0):
+        t = (1 - w) * start_t + w * text.detach()
+        c = (1 - w) * start_c + w * context.detach()
+        sim = torch.nn.functional.normalize(t, dim=-1) @ torch.nn.functional.normalize(c, dim=-1).T
+        path.append(_exact_loss(sim, "paper"))
+    assert path == sorted(path, reverse=True) and path[-1] == pytest.approx(-(1 - 2 / K), abs=1e-9)
+
+
+@pytest.mark.parametrize("objective", ["mean", "margin"])
+def test_remedies_do_not_reward_the_collapse(objective):
+    """The issue's acceptance: at k = 12, tau = 0.1 the collapsed state is not more than 0.05
+    below the mean at random unit vectors (d = 64), and the reachable aligned state is more
+    than 0.1 below both."""
+    collapsed, simplex, _, randoms = _states()
+    random = statistics_mean([_exact_loss(s, objective) for s in randoms])
+    at_collapse, aligned = _exact_loss(collapsed, objective), _exact_loss(simplex, objective)
+    assert at_collapse >= random - 0.05
+    assert aligned < min(at_collapse, random) - 0.1
+    expected = {"mean": (0.0, -1.09), "margin": (0.5, 0.0)}[objective]
+    assert (at_collapse, aligned) == pytest.approx(expected, abs=5e-3)
+
+
+def test_mean_objective_is_the_gap_of_matching_and_average_other():
+    sim = random_sim(6, 6, seed=30)
+    phi = exact_shapley(torch.stack([sim, sim.T]), 0.2)
+    own = phi.diagonal(dim1=-2, dim2=-1)
+    gap = own - (phi.sum(-1) - own) / 5
+    from modeling_shapca.alignment import _directional_loss
+
+    assert torch.allclose(_directional_loss(phi, None, "mean"), -gap.mean(-1))
+    assert torch.allclose(_directional_loss(phi, None, "margin", 0.3), torch.relu(0.3 - gap).mean(-1))
+    # masked pairs: the average is over the game's valid players
+    mask = torch.tensor([True, True, False, True, True, True], dtype=torch.float64).expand(2, 6)
+    masked_phi = phi * mask.unsqueeze(-2) * mask.unsqueeze(-1)
+    own = masked_phi.diagonal(dim1=-2, dim2=-1)
+    gap = own - (masked_phi.sum(-1) - own) / 4
+    assert torch.allclose(_directional_loss(masked_phi, mask, "mean"), -(gap * mask).sum(-1) / 5)
+
+
+@pytest.mark.parametrize("objective", ["paper", "mean", "margin"])
+def test_every_objective_keeps_alg1_efficiency_and_masking(objective, monkeypatch):
+    sim = random_sim(7, 7, seed=31, dtype=torch.float32)
+    mask = torch.tensor([True, False, True, True, True, False, True])
+    keep = mask.nonzero().squeeze(1)
+    loss, (phi, _) = shapley_contrastive_loss(sim, 0.1, pair_mask=mask, generator=torch.Generator().manual_seed(4),
+                                              values=True, objective=objective)
+    # efficiency per game, masked players null
+    assert torch.allclose(phi[0][keep].sum(-1).double(), grand_utility(sim[keep][:, keep].double(), 0.1), atol=1e-5)
+    assert torch.all(phi[..., ~mask] == 0)
+    assert shapley_contrastive_loss(sim, 0.1, pair_mask=torch.zeros(7, dtype=torch.bool), objective=objective) == 0
+    # with exact values (no draws), masking two pairs is the game on the five valid pairs alone
+    import modeling_shapca.alignment as alignment
+
+    def exact(s, tau, generator=None, player_mask=None, orders=None):  # masked players are null players
+        phi = torch.zeros_like(s)
+        phi[..., keep] = exact_shapley(s[..., keep], tau)
+        return phi
+
+    monkeypatch.setattr(alignment, "cyclic_shapley", exact)
+    sim64 = sim.double()
+    masked = alignment.shapley_contrastive_loss(sim64, 0.1, pair_mask=mask, objective=objective)
+    monkeypatch.setattr(alignment, "cyclic_shapley", lambda s, tau, **_: exact_shapley(s, tau))
+    reduced = alignment.shapley_contrastive_loss(sim64[keep][:, keep], 0.1, objective=objective)
+    assert masked.item() == pytest.approx(reduced.item(), abs=1e-5)
+
+
+def test_unknown_objective_is_refused():
+    with pytest.raises(ValueError, match="objective 'triplet'"):
+        shapley_contrastive_loss(random_sim(3, 3), 0.1, objective="triplet")
+
+
+def test_config_checks_the_objective_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from modeling_shapca.configuration_shapca import ShapCAConfig\n"
+            "assert ShapCAConfig(alignment_objective='margin', alignment_margin=0.3).alignment_margin == 0.3\n"
+            "try:\n    ShapCAConfig(alignment_objective='collapse')\nexcept ValueError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "alignment_objective must be one of ('paper', 'mean', 'margin'), got 'collapse'" in out.stdout

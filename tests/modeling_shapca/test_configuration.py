@@ -18,6 +18,9 @@ def test_round_trip(tmp_path):
     [
         ({"task": "qa"}, "task"),
         ({"alignment": "triplet"}, "alignment"),
+        ({"alignment_objective": "collapse"}, "alignment_objective"),
+        ({"alignment_margin": -1.0}, "alignment_margin"),
+        ({"alignment_margin": "1"}, "alignment_margin"),
         ({"fusion": "concat"}, "fusion"),
         ({"tau": 0.0}, "tau"),
         ({"fusion_dim": 10, "fusion_heads": 4}, "divisible"),

@@ -227,8 +227,11 @@ def test_region_grid_must_be_positive_int(grid):
         tiny_config(image_region_grid=grid)
 
 
-@pytest.mark.parametrize("alignment,context_in_alignment", [("shapley", True), ("shapley", False), ("infonce", True)])
-def test_captured_alignment_equals_eager(make_model, batch, alignment, context_in_alignment):
+@pytest.mark.parametrize("alignment,context_in_alignment,objective", [
+    ("shapley", True, "paper"), ("shapley", False, "paper"), ("infonce", True, "paper"),
+    ("shapley", True, "mean"), ("shapley", True, "margin"),
+])
+def test_captured_alignment_equals_eager(make_model, batch, alignment, context_in_alignment, objective):
     """The compiled alignment region (train.py --capture_alignment) gives the eager losses and
     gradients for the same random orderings (aot_eager: the captured forward and backward graphs
     run without a C++ compiler; inductor fuses the same graphs)."""
@@ -241,7 +244,9 @@ def test_captured_alignment_equals_eager(make_model, batch, alignment, context_i
                  if p.grad is not None and name.startswith("shapca.")}
         return out, grads
 
-    model = make_model(alignment=alignment, context_in_alignment=context_in_alignment, dropout=0.0).train()
+    # margin 2.0: above any reachable gap, so the hinge is active and its gradient is compared
+    model = make_model(alignment=alignment, context_in_alignment=context_in_alignment, dropout=0.0,
+                       alignment_objective=objective, alignment_margin=2.0).train()
     eager, eager_grads = step(model)
     model.zero_grad()
     model.shapca.capture_alignment(backend="aot_eager")
