@@ -52,6 +52,35 @@ def tiny_config(**overrides) -> ShapCAConfig:
     return ShapCAConfig(**kwargs)
 
 
+# Tiny models of the three tasks with the texts the inference tests read (ONNX, golden outputs).
+TASK_GROUPS = {
+    "mre": {"relation": ["None", "/per/per/peer", "/org/loc/place"]},
+    "mjere": {"entity": ["None", "per", "org"], "relation_start": ["None", "peer"], "relation_end": ["None", "peer"]},
+}
+TASK_TEXTS = {
+    "ner": ["Kevin Durant enters Oracle Arena tonight with Stephen Curry", "RT @cnni : Paris floods", "Go #Bears !"],
+    "mre": [{"text": "Kevin Durant joins the Golden State Warriors", "pairs": [[[0, 2], [3, 6]], [[3, 6], [0, 2]]]},
+            {"text": "Paris floods again", "pairs": [[[0, 1], [1, 2]]]}],
+    "mjere": ["Kevin Durant joins the Golden State Warriors in Oakland", "Paris floods again", "Go #Bears"],
+}
+
+
+def task_model(task: str):
+    """A tiny random Shap-CA model of `task` (seed 0); the word-pair heads put less mass on
+    "None", so that random weights predict relations and entities."""
+    from modeling_shapca import ShapCAForWordPairExtraction
+
+    torch.manual_seed(0)
+    if task == "ner":
+        return ShapCAForTokenClassification(tiny_config())
+    model = ShapCAForWordPairExtraction(tiny_config(task=task, label_groups=TASK_GROUPS[task]))
+    with torch.no_grad():
+        sizes = [len(g) for g in TASK_GROUPS[task].values()]
+        starts = np.cumsum([0, *sizes[:-1]])
+        model.pair_layer.joint_head.bias[list(starts)] -= 1.5
+    return model
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return transformers.AutoTokenizer.from_pretrained(MINILM_PATH)
@@ -98,14 +127,18 @@ def ner_batch():
 TINY_VISION = '{"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1]}'
 
 
-@pytest.fixture(scope="session")
-def tiny_text_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_bert")
+def tiny_text_model_at(path: Path) -> str:
+    """A tiny random BERT (seed 0) with MiniLM's tokenizer, saved in `path`."""
     torch.manual_seed(0)
     config = transformers.BertConfig(**{k: v for k, v in tiny_text_config().items() if k != "model_type"})
     transformers.BertModel(config).save_pretrained(path)
     transformers.AutoTokenizer.from_pretrained(MINILM_PATH).save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model(tmp_path_factory):
+    return tiny_text_model_at(tmp_path_factory.mktemp("tiny_bert"))
 
 
 TWITTER_SAMPLE = "IMGID:11\nKevin\tB-PER\nDurant\tI-PER\n\nIMGID:12\nin\tO\nParis\tB-LOC\n"

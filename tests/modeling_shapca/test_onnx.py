@@ -16,30 +16,10 @@ from modeling_shapca.onnx_export import ExportError, export_onnx
 from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor
 from modeling_shapca.pipeline_shapca import ShapCAPipeline
 
-from ..conftest import MINILM_PATH, ROOT, random_image, tiny_config
+from ..conftest import MINILM_PATH, ROOT, TASK_GROUPS, TASK_TEXTS, random_image, task_model, tiny_config
 
-GROUPS = {
-    "mre": {"relation": ["None", "/per/per/peer", "/org/loc/place"]},
-    "mjere": {"entity": ["None", "per", "org"], "relation_start": ["None", "peer"], "relation_end": ["None", "peer"]},
-}
-TEXTS = {
-    "ner": ["Kevin Durant enters Oracle Arena tonight with Stephen Curry", "RT @cnni : Paris floods", "Go #Bears !"],
-    "mre": [{"text": "Kevin Durant joins the Golden State Warriors", "pairs": [[[0, 2], [3, 6]], [[3, 6], [0, 2]]]},
-            {"text": "Paris floods again", "pairs": [[[0, 1], [1, 2]]]}],
-    "mjere": ["Kevin Durant joins the Golden State Warriors in Oakland", "Paris floods again", "Go #Bears"],
-}
-
-
-def _model(task: str):
-    torch.manual_seed(0)
-    if task == "ner":
-        return ShapCAForTokenClassification(tiny_config())
-    model = ShapCAForWordPairExtraction(tiny_config(task=task, label_groups=GROUPS[task]))
-    with torch.no_grad():  # less mass on "None", so that random weights predict relations and entities
-        sizes = [len(g) for g in GROUPS[task].values()]
-        starts = np.cumsum([0, *sizes[:-1]])
-        model.pair_layer.joint_head.bias[list(starts)] -= 1.5
-    return model
+GROUPS, TEXTS = TASK_GROUPS, TASK_TEXTS
+_model = task_model
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,54 @@
+"""The inference paths give what they gave before the one-engine refactor (issue 32): records
+and scores of every predictor, the prediction CLI's lines, the console scripts' flags, the
+files staged for the Hub (the .py files may only shrink, to the remote-code closure) and the
+card's sections, against `tests/golden/golden.json` (recorded on main before the refactor)."""
+
+import json
+
+import pytest
+
+from tests.golden.outputs import GOLDEN, compute
+
+
+def assert_same(got, expected, where="", atol=1e-5):
+    """Same structure, labels, words and offsets; scores within `atol`."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and set(got) == set(expected), where
+        for key in expected:
+            assert_same(got[key], expected[key], f"{where}.{key}", atol)
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), where
+        for i, (a, b) in enumerate(zip(got, expected)):
+            assert_same(a, b, f"{where}[{i}]", atol)
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, abs=atol), where
+    else:
+        assert got == expected, where
+
+
+@pytest.fixture(scope="module")
+def golden_now(tmp_path_factory, trained_model_dir):
+    return compute(tmp_path_factory.mktemp("golden"), trained_model_dir)
+
+
+def test_records_of_every_predictor_are_unchanged(golden_now):
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    found = sum(len(json.dumps(v)) for v in golden["records"].values())
+    assert found > 5000  # the file holds real records, not empty lists
+    assert_same(golden_now["records"], golden["records"], "records")
+    assert_same(golden_now["cli"], golden["cli"], "cli")
+
+
+def test_console_script_flags_are_unchanged(golden_now):
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    for job, flags in golden["cli_flags"].items():
+        assert set(golden_now["cli_flags"][job]) >= set(flags), job  # no flag removed
+    assert golden_now["cli_flags"]["predict"] == golden["cli_flags"]["predict"]
+
+
+def test_staged_files_and_card_sections_are_unchanged(golden_now):
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    now, before = set(golden_now["staged_files"]), set(golden["staged_files"])
+    assert {f for f in now if not f.endswith(".py")} == {f for f in before if not f.endswith(".py")}
+    assert {f for f in now if f.endswith(".py")} <= {f for f in before if f.endswith(".py")}
+    assert golden_now["card_sections"] == golden["card_sections"]
