@@ -40,7 +40,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["modeling_shapca", "datasets_scripts", "shapca_training", "shapca_app"]),
+    packages=find_packages(include=["modeling_shapca", "shapca_serving", "datasets_scripts", "shapca_training", "shapca_app"]),
     py_modules=["train", "push_to_hub", "model_card"],
     cmdclass={"build_py": BuildWithResources},
     entry_points={

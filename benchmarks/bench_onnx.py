@@ -39,7 +39,7 @@ SPEED_PATHS = ("shapca-torch", "shapca-onnx-fp32", "shapca-onnx-int8", "tagger-t
 def exported(model: Path) -> Path:
     folder = model.with_name(model.name + "-onnx")
     if not (folder / "onnx" / "export.json").is_file():
-        from modeling_shapca.onnx_export import export_onnx
+        from shapca_serving.onnx_export import export_onnx
 
         export_onnx(str(model), folder, quantize=True)
     return folder
@@ -64,7 +64,7 @@ def _inputs(rows, task: str) -> list[dict]:
 
 
 def _pipeline(model_dir: Path):
-    from modeling_shapca.predict import build_pipeline, load_model
+    from shapca_serving.predict import build_pipeline, load_model
 
     return build_pipeline(load_model(str(model_dir)).eval())
 
@@ -87,7 +87,7 @@ def _compare(got, expected, atol: float, worst: list) -> bool:
 
 
 def records(args) -> dict:
-    from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor
+    from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
 
     folder = exported(args.model)
     pipe = _pipeline(args.model)
@@ -105,8 +105,8 @@ def records(args) -> dict:
 def quality(args) -> dict:
     import torch
 
-    from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor
-    from modeling_shapca.predict import load_model
+    from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
+    from shapca_serving.predict import load_model
     from shapca_training.export import _pad_stack, labelled_feed, measure
     from shapca_training.scoring import make_compute_metrics
     from transformers.trainer_utils import EvalPrediction
@@ -197,7 +197,7 @@ class Tagger:
 def speed(args) -> dict:
     import torch
 
-    from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor
+    from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
 
     folder = exported(args.model)
     pipe = _pipeline(args.model)
@@ -240,7 +240,7 @@ def speed(args) -> dict:
 
 def memory(args) -> dict:
     """Peak RSS of one path in this (fresh) process, loading included."""
-    from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor
+    from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
 
     folder = exported(args.model)
     task = json.loads((args.model / "config.json").read_text())["task"]

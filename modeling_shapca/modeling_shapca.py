@@ -124,6 +124,22 @@ def _all_gather(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def _copy_pipeline_modules(save_directory) -> None:
+    """The pipeline that `custom_pipelines` names travels with the model: `pipeline_shapca.py`
+    and the modules it imports relatively, copied by path as transformers copies the modeling
+    file's (the model does not import its pipeline)."""
+    import os
+    import shutil
+
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipeline_shapca.py")
+    for path in [source, *get_relative_import_files(source)]:
+        target = os.path.join(save_directory, os.path.basename(path))
+        if not os.path.exists(target):
+            shutil.copy(path, target)
+
+
 class ShapCAPreTrainedModel(PreTrainedModel):
     config_class = ShapCAConfig
     base_model_prefix = "shapca"
@@ -149,19 +165,22 @@ class ShapCAPreTrainedModel(PreTrainedModel):
             # `pipeline(TASK, model=DIR, trust_remote_code=True)` finds the pipeline class here,
             # under the `multimodal-*` name and under the Hub tag the card declares
             # (`token-classification`, `text-classification`), so the card's tag runs too.
-            # pipeline_shapca.py travels with the modules (it is imported by `predict`).
             spec = get_task(self.config.task)
             entry = {"impl": "pipeline_shapca.ShapCAPipeline", "pt": ["AutoModel"], "tf": [], "type": "multimodal"}
             self.config.custom_pipelines = {name: dict(entry) for name in (spec.pipeline_task, spec.hub_pipeline_tag)}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if not isinstance(self, ShapCAModel) and kwargs.get("is_main_process", True):
+            _copy_pipeline_modules(save_directory)
+        return result
+
 
     def predict(self, inputs, images=None, contexts=None, pairs=None, batch_size: int = 32, processor=None,
                 is_split_into_words: bool | None = None, dtype: torch.dtype | None = None,
                 trust_remote_code: bool | None = None, show_progress: bool | None = None,
                 compile: bool | str = False, window: int | None = None, stride: int | None = None,
                 ignore_labels=None):
-        """Predictions for one input or a batch: a thin convenience over `ShapCAPipeline`
-        (`pipeline_shapca.py`), returning exactly the pipeline's records.
+        """Predictions for one input or a batch: the inference engine (`engine.py`) with this
+        model as its runner, returning exactly the pipeline's records.
 
         Args:
             inputs: a string, a list of words, or a list of strings / word lists. A flat list
@@ -192,20 +211,20 @@ class ShapCAPreTrainedModel(PreTrainedModel):
             >>> model.predict("Kevin Durant enters Oracle Arena")
             [{'entity_group': 'PER', 'score': 0.97, 'word': 'Kevin Durant', 'start': 0, 'end': 12}, ...]
         """
-        from .pipeline_shapca import ShapCAPipeline, load_processor, records_from_lists
+        from .engine import InferenceEngine
+        from .torch_runner import TorchRunner, load_processor
 
         if isinstance(self, ShapCAModel):
             raise TypeError("ShapCAModel has no task head: predict with ShapCAForTokenClassification or "
                             "ShapCAForWordPairExtraction")
-        records, single = records_from_lists(inputs, images, contexts, pairs, is_split_into_words)
-        if getattr(self, "_cached_pipeline", None) is None or processor is not None:
+        if getattr(self, "_cached_engine", None) is None or processor is not None:
             processor = processor or load_processor(self, trust_remote_code)
-            self._cached_pipeline = ShapCAPipeline(model=self, processor=processor, device=self.device,
-                                                   task=get_task(self.config.task).pipeline_task)
-        outputs = self._cached_pipeline(records, batch_size=batch_size, autocast_dtype=dtype, compile=compile,
-                                        show_progress=show_progress, window=window, stride=stride,
-                                        ignore_labels=ignore_labels)
-        return outputs[0] if single else outputs
+            self._cached_engine = InferenceEngine(TorchRunner(self, processor))
+        self._cached_engine.runner.check()
+        return self._cached_engine.predict(
+            inputs, images, contexts, pairs, batch_size=batch_size, is_split_into_words=is_split_into_words,
+            autocast_dtype=dtype, compile=compile, show_progress=show_progress, window=window, stride=stride,
+            ignore_labels=ignore_labels)
 
     def _init_weights(self, module):
         super()._init_weights(module)

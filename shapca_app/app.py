@@ -47,24 +47,25 @@ RELATION_COLUMNS = ["head", "relation", "tail", "score"]
 class LoadedModel:
     name: str
     task: str  # ner | mre | mjere
-    pipe: object
+    pipe: object  # the inference engine (PyTorch or ONNX Runtime runner)
     has_context_generator: bool
 
 
 def load_model(name: str, trust_remote_code: bool = False, backend: str = "torch", quantized: bool = False) -> LoadedModel:
-    """A model folder or Hub id and its pipeline (the prediction CLI's loading rules), or its
-    ONNX predictor (`backend="onnx"`)."""
+    """A model folder or Hub id and its inference engine (the prediction CLI's loading rules), or
+    its ONNX predictor (`backend="onnx"`)."""
     shown = Path(name).name if Path(name).exists() else name  # no local path in the page
     if backend == "onnx":
-        from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor
+        from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
 
         predictor = ShapCAOnnxPredictor.from_pretrained(name, quantized=quantized)
         return LoadedModel(shown, predictor.spec.name, predictor, bool(predictor.context_generator))
-    from modeling_shapca.predict import build_pipeline, load_model as load
+    from shapca_serving.loading import load_trained
+    from shapca_serving.predict import build_engine
 
-    model = load(name, trust_remote_code).eval()
-    pipe = build_pipeline(model, trust_remote_code)
-    return LoadedModel(shown, pipe.spec.name, pipe, bool(pipe.processor.context_generator))
+    model, processor = load_trained(name, trust_remote_code)
+    engine = build_engine(model.eval(), processor, trust_remote_code)
+    return LoadedModel(shown, engine.task, engine, bool(processor.context_generator))
 
 
 def shipped_examples(task: str, count: int = 3) -> list[dict]:

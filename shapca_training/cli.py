@@ -13,7 +13,7 @@ import sys
 
 JOBS = {
     "train": "train:main",
-    "predict": "modeling_shapca.predict:main",
+    "predict": "shapca_serving.predict:main",
     "build": "datasets_scripts.build:main",
     "contexts": "datasets_scripts.generate_contexts:main",
     "push": "push_to_hub:main",

@@ -108,7 +108,7 @@ def card_section(report: dict, repo: str | None = None) -> str:
              + (f", with the vision encoder in `onnx/{files['vision']}`" if "vision" in files else "")
              + ", exported by `shapca-export` and checked against PyTorch (largest absolute difference "
              f"{report['check']['max_abs_difference']:.2g}, tolerance {report['check']['atol']}).", "",
-             "```python", "from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor  # pip install \"shapca[onnx]\"",
+             "```python", "from shapca_serving.onnx_predictor import ShapCAOnnxPredictor  # pip install \"shapca[onnx]\"",
              f"predictor = ShapCAOnnxPredictor.from_pretrained({(repo or '<this repo>')!r}"
              + (", quantized=True)" if "int8" in files else ")"), "predictor(\"Kevin Durant enters Oracle Arena\")", "```", ""]
     quality = report.get("quality")
@@ -164,8 +164,8 @@ def main(argv=None) -> dict:
     if args.batch_size < 1:
         parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from modeling_shapca.onnx_export import ATOL, export_onnx
-    from modeling_shapca.onnx_predictor import INFO_FILE, ONNX_FOLDER, ShapCAOnnxPredictor
+    from shapca_serving.onnx_export import ATOL, export_onnx
+    from shapca_serving.onnx_predictor import INFO_FILE, ONNX_FOLDER, ShapCAOnnxPredictor
 
     report = export_onnx(args.model, args.output, quantize=args.quantize == "int8", atol=args.atol or ATOL)
     logger.info("exported %s to %s/%s (largest difference from PyTorch %.2g)", report["task"], args.output,

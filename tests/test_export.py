@@ -31,8 +31,8 @@ def run(trained_model_dir, tmp_path_factory):
 
 
 def test_export_measures_f1_and_speed_and_fp32_matches_pytorch(run):
-    from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor
-    from modeling_shapca.predict import load_model
+    from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
+    from shapca_serving.predict import load_model
 
     folder, data, report = run
     quality = report["quality"]
@@ -75,7 +75,7 @@ def test_an_int8_model_outside_the_tolerance_is_reported(run, tmp_path, monkeypa
     scores = iter([{"f1": 60.0}, {"f1": 59.2}])
     monkeypatch.setattr(export, "measure", lambda *args, **kwargs: {**next(scores), "sentences": 4, "sentences_per_second": 1.0})
     saved_report = json.loads((copy / "onnx" / "export.json").read_text())  # the copy is exported already
-    monkeypatch.setattr("modeling_shapca.onnx_export.export_onnx", lambda *args, **kwargs: saved_report)
+    monkeypatch.setattr("shapca_serving.onnx_export.export_onnx", lambda *args, **kwargs: saved_report)
     with pytest.raises(SystemExit) as exit_info:
         export.main([str(copy), str(copy), "--quantize", "int8", "--validation", str(data), "--split", "test"])
     assert exit_info.value.code == 2

@@ -17,7 +17,7 @@ from PIL import Image
 
 from datasets_scripts import build
 from modeling_shapca import ShapCAForTokenClassification
-from modeling_shapca import predict as predict_cli
+from shapca_serving import predict as predict_cli
 from modeling_shapca.inference import tokenize_with_offsets
 from tests.conftest import random_image, raw_twitter
 

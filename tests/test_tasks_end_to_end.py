@@ -111,7 +111,7 @@ def test_pipeline_predict_and_cli_agree_from_a_fresh_process(staged, task, tmp_p
     # the CLI, from another folder, reads JSONL records with the same fields
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": i, **r}) + "\n" for i, r in enumerate(inputs)))
     env_cli = dict(env, PYTHONPATH=str(train.ROOT))
-    done = subprocess.run([sys.executable, "-m", "modeling_shapca.predict", str(folder), "--input", "in.jsonl",
+    done = subprocess.run([sys.executable, "-m", "shapca_serving.predict", str(folder), "--input", "in.jsonl",
                            "--output", "out.jsonl", "--batch-size", "2"],
                           cwd=tmp_path, env=env_cli, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -57,10 +57,10 @@ def compute(work: Path, trained_dir: Path | None = None) -> dict:
 
     from tests.conftest import MINILM_PATH, random_image, task_model
     from modeling_shapca import ShapCAProcessor
-    from modeling_shapca.onnx_export import export_onnx
-    from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor
+    from shapca_serving.onnx_export import export_onnx
+    from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
     from modeling_shapca.pipeline_shapca import ShapCAPipeline
-    from modeling_shapca.predict import main as predict_main
+    from shapca_serving.predict import main as predict_main
     from modeling_shapca.tasks import get_task
 
     work.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import transformers
 
-from modeling_shapca.image_transforms import ImageTransform
+from shapca_serving.image_transforms import ImageTransform
 
 from ..conftest import random_image
 

@@ -194,10 +194,10 @@ def test_a_model_folder_without_config_is_a_clear_error(trained_model_dir, tmp_p
     import shutil
 
     from modeling_shapca import ShapCAForTokenClassification
-    from modeling_shapca import predict as predict_cli
+    from shapca_serving.loading import load_trained
 
     shutil.copy(trained_model_dir / "model.safetensors", tmp_path / "model.safetensors")
     with pytest.raises(OSError, match="has no config.json: it is not a saved Shap-CA model"):
         ShapCAForTokenClassification.from_pretrained(tmp_path)
     with pytest.raises(OSError, match="has no config.json"):
-        predict_cli.load_model(str(tmp_path))
+        load_trained(str(tmp_path))

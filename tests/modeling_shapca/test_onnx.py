@@ -12,8 +12,8 @@ import torch
 import transformers
 
 from modeling_shapca import ShapCAForTokenClassification, ShapCAForWordPairExtraction, ShapCAProcessor
-from modeling_shapca.onnx_export import ExportError, export_onnx
-from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor
+from shapca_serving.onnx_export import ExportError, export_onnx
+from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
 from modeling_shapca.pipeline_shapca import ShapCAPipeline
 
 from ..conftest import MINILM_PATH, ROOT, TASK_GROUPS, TASK_TEXTS, random_image, task_model, tiny_config
@@ -161,7 +161,7 @@ def test_the_predictor_runs_where_torch_cannot_be_imported(exported, tmp_path):
     script = HIDE_TORCH + f"""
 sys.path.insert(0, {str(ROOT)!r})
 import json
-from modeling_shapca.onnx_predictor import ShapCAOnnxPredictor
+from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
 records = ShapCAOnnxPredictor.from_pretrained({str(folder)!r})({inputs!r})
 try:
     import torch
@@ -174,7 +174,7 @@ except ImportError:
 
 
 def test_predict_cli_onnx_backend_writes_the_torch_records(exported, tmp_path):
-    from modeling_shapca.predict import main
+    from shapca_serving.predict import main
 
     model, processor, folder, _ = exported["mre"]
     model.save_pretrained(folder)  # the folder then holds both backends, as after `shapca-export RUN RUN`

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from modeling_shapca import ShapCAForTokenClassification, ShapCAProcessor
-from modeling_shapca import predict as predict_cli
+from shapca_serving import predict as predict_cli
 from modeling_shapca.inference import bio_to_spans, normalize_inputs, tokenize_with_offsets
 from tests.conftest import random_image
 
@@ -220,7 +220,7 @@ def test_cli_faults_are_found_before_any_work(trained_model_dir, tmp_path, monke
     inputs = tmp_path / "in.jsonl"
     inputs.write_bytes(b'{"text": "Kevin Durant"}\n{"text": "Obama"}\n' + line + b"\n")
     loaded = []
-    monkeypatch.setattr(predict_cli, "load_model", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr("shapca_serving.loading.load_trained", lambda *a, **k: loaded.append(1))
     with pytest.raises(ValueError, match=message):
         _cli(trained_model_dir, inputs, tmp_path / "out.jsonl")
     assert loaded == [] and sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
@@ -263,7 +263,7 @@ def test_cli_killed_or_doubled_leaves_no_partial_output(trained_model_dir, tmp_p
     out = tmp_path / "out.jsonl"
     out.write_text("previous\n")
     partial = tmp_path / ".out.jsonl.partial"
-    command = [sys.executable, "-m", "modeling_shapca.predict", str(trained_model_dir), "--input", str(inputs),
+    command = [sys.executable, "-m", "shapca_serving.predict", str(trained_model_dir), "--input", str(inputs),
                "--output", str(out), "--batch-size", "4"]
 
     def started():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from modeling_shapca.encoding import encode_batch
-from modeling_shapca.tokenization import FastTokenizer
+from shapca_serving.tokenization import FastTokenizer
 
 WORDS = [["Kevin", "Durant", "enters", "Oracle", "Arena"], ["RT", "@cnni", ":", "\u200e", "Paris", "floods"],
          ["Go", "#Bears"], ["x"] * 40]

@@ -1,6 +1,7 @@
 """Batch prediction from JSONL files, for every task (not part of the remote code).
 
-    python -m modeling_shapca.predict MODEL --input inputs.jsonl --output preds.jsonl
+    shapca-predict MODEL --input inputs.jsonl --output preds.jsonl
+    python -m shapca_serving.predict MODEL --input inputs.jsonl --output preds.jsonl
 
 One input record per line (docs/records.md has the formats):
 
@@ -28,7 +29,8 @@ reuses it). The output gets the umask's permissions, or keeps those of the file 
 One run writes an output at a time: a second run naming the same `--output` is refused while
 the first holds its lock. The input may not be the output, nor may the output be a folder.
 
-Backends: `--backend torch` (default) runs the PyTorch pipeline; `--backend onnx` runs
+Backends: both run the one inference engine (`modeling_shapca/engine.py`): `--backend torch`
+(default) with the PyTorch model as its runner; `--backend onnx` as
 `onnx_predictor.ShapCAOnnxPredictor` on the folder's `onnx/` files (`shapca-export`; add
 `--quantized` for the int8 graph), with the same records and no PyTorch installed.
 
@@ -47,6 +49,8 @@ import threading
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from modeling_shapca.tasks import get_task
 
 PIPELINE_KEYS = ("text", "words", "image", "context", "pairs")
 
@@ -156,29 +160,19 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)  # unwinds through OutputFile.__exit__: the partial file goes
 
 
-def load_model(name: str, trust_remote_code: bool = False):
-    """The model: this package's classes (nothing from the folder runs), or with consent the
-    folder's own code through `AutoModel`."""
+def build_engine(model, processor, trust_remote_code: bool = False):
+    """The inference engine with the model as its runner: this package's engine, or with
+    consent the engine shipped with the model's own code (where it has one)."""
+    from modeling_shapca import engine, torch_runner
+
     if trust_remote_code:
-        from transformers import AutoModel
-
-        return AutoModel.from_pretrained(name, trust_remote_code=True)
-    import modeling_shapca
-    from modeling_shapca import ShapCAConfig
-    from modeling_shapca.tasks import get_task
-
-    config = ShapCAConfig.from_pretrained(name)
-    return getattr(modeling_shapca, get_task(config.task).model_class).from_pretrained(name)
-
-
-def build_pipeline(model, trust_remote_code: bool = False):
-    """The Shap-CA pipeline of the model's own code (local package or the trusted remote modules)."""
-    package = type(model).__module__.rsplit(".", 1)[0]
-    pipeline_module = importlib.import_module(f"{package}.pipeline_shapca")
-    tasks = importlib.import_module(f"{package}.tasks")
-    processor = pipeline_module.load_processor(model, trust_remote_code)
-    return pipeline_module.ShapCAPipeline(model=model, processor=processor, device=model.device,
-                                          task=tasks.get_task(model.config.task).pipeline_task)
+        package = type(model).__module__.rsplit(".", 1)[0]
+        try:
+            engine = importlib.import_module(f"{package}.engine")
+            torch_runner = importlib.import_module(f"{package}.torch_runner")
+        except ImportError:  # remote code written before the engine: this package's engine drives it
+            pass
+    return engine.InferenceEngine(torch_runner.TorchRunner(model, processor))
 
 
 def output_line(record: dict, prediction, output_key: str) -> str:
@@ -228,25 +222,28 @@ def main(argv=None) -> int:
         if args.backend == "onnx":
             from .onnx_predictor import ShapCAOnnxPredictor
 
-            pipe = ShapCAOnnxPredictor.from_pretrained(args.model, quantized=args.quantized)
+            engine = ShapCAOnnxPredictor.from_pretrained(args.model, quantized=args.quantized)
             options = {}
         else:
             import torch
 
-            model = load_model(args.model, args.trust_remote_code)
+            from .loading import load_trained
+
+            model, processor = load_trained(args.model, args.trust_remote_code)
             if torch.cuda.is_available():
                 model = model.cuda()
-            pipe = build_pipeline(model, args.trust_remote_code)
-            options = {"autocast_dtype": torch.bfloat16 if args.bf16 else None, "show_progress": False}
-        output_key = pipe.spec.output_key
+            engine = build_engine(model, processor, args.trust_remote_code)
+            engine.runner.check()
+            options = {"autocast_dtype": torch.bfloat16 if args.bf16 else None}
+        output_key = get_task(engine.task).output_key
         chunk_size = args.batch_size * 8
         with tqdm(total=len(entries), desc="predict", unit="record") as bar:
             for start in range(0, len(entries), chunk_size):
                 chunk = entries[start:start + chunk_size]
                 records = [{**e["inputs"], "_name": e["line"]} for e in chunk]
-                # (no progress bar of the pipeline: the CLI's own bar covers the whole file)
-                predictions = pipe(records, batch_size=args.batch_size, window=args.window, stride=args.stride,
-                                   ignore_labels=args.ignore_labels, **options)
+                # (no progress bar of the engine: the CLI's own bar covers the whole file)
+                predictions = engine(records, batch_size=args.batch_size, window=args.window, stride=args.stride,
+                                     ignore_labels=args.ignore_labels, show_progress=False, **options)
                 out.writelines(output_line(e["record"], p, output_key) for e, p in zip(chunk, predictions))
                 bar.update(len(chunk))
     return len(entries)

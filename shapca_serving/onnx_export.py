@@ -1,7 +1,7 @@
 """Export a Shap-CA model to ONNX for `onnx_predictor.ShapCAOnnxPredictor` (no PyTorch at
 serving time), checked against PyTorch before anything is written.
 
-    from modeling_shapca.onnx_export import export_onnx
+    from shapca_serving.onnx_export import export_onnx
     report = export_onnx("outputs/twitter2015-minilm", "outputs/twitter2015-minilm-onnx", quantize=True)
 
 Files, under `<output>/onnx/` (with `config.json` and the processor's files beside it, so the
@@ -259,14 +259,9 @@ def _write_beside(model, processor, output_dir: Path, source: str | None) -> Non
 
 def _load(name: str):
     """A model folder / Hub id with this package's classes (nothing from the folder runs)."""
-    from . import modeling_shapca as modeling
-    from .configuration_shapca import ShapCAConfig
-    from .processing_shapca import ShapCAProcessor
-    from .tasks import get_task
+    from .loading import load_trained
 
-    config = ShapCAConfig.from_pretrained(name)
-    model = getattr(modeling, get_task(config.task).model_class).from_pretrained(name)
-    return model, ShapCAProcessor.from_pretrained(name, trust_remote_code=False)
+    return load_trained(name)
 
 
 __all__ = ["ATOL", "ExportError", "export_onnx"]

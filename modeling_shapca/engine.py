@@ -1,0 +1,190 @@
+"""The one inference engine: inputs in, records out, for NER, MRE and MJERE, whatever runs the
+model. Torch-free: the PyTorch runner (`torch_runner.py`) and the ONNX Runtime runner
+(`shapca_serving.onnx_predictor`) plug into it, and the transformers pipeline
+(`pipeline_shapca.py`), `model.predict`, the ONNX predictor, the prediction CLI and the demo
+app all call it, so every way to predict takes the same inputs, checks them with the same
+messages and gives the same records.
+
+The driver, step by step (`records.py` holds the steps):
+
+1. `named_inputs`: a caller's string, record, list or stream, each item named by its position
+   (`input 3`) unless it carries a `_name` (the CLI gives `file:line`);
+2. `prepare`: one item checked and split into words with offsets (`as_record`), then its
+   windows of at most `window` words and the runner's subword budget (`plan`);
+3. `run_batch`: contexts for images that lack one (the runner's `add_contexts`), every window
+   of every input as one row of the model's batch, the runner's outputs merged back per input
+   (NER: each word from the window that owns it; MRE / MJERE: the pair and grid decisions);
+4. `finish`: one input's values as records, without `ignore_labels`.
+
+A runner is any object with:
+
+* `task` (`"ner"`, `"mre"`, `"mjere"`), `id2label`, `label_groups`, `group_sizes`;
+* `max_words` (the model's and processor's word limit) and `subword_budget` (subwords of a
+  window's text);
+* `subword_counts(words) -> list[int]`: subwords of each word (at least 1);
+* `add_contexts(records, generate_contexts: bool)`: fill or check the contexts of records with
+  an image and no context (a context generator, or an error naming the input);
+* `run(rows, **options) -> dict`: the model on window rows `{"words", "context", "image",
+  "_name"}`: NER `{"tags": (rows, n), "marginals": (rows, n, labels)}`, word pairs
+  `{"probs": (rows, n, n, labels), "labels": (rows, groups, n, n)}` (NumPy).
+
+Formats of inputs and records: `pipeline_shapca.py`.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import types
+from typing import Iterable, Iterator
+
+from .inference import check_positive_int
+from .records import (
+    as_record, check_ignore_labels, check_window_args, decode_word_pairs, finish, is_dataset, merge_words, named, pieces,
+    plan, records_from_lists, row_record, window_rows,
+)
+
+PROGRESS_FROM = 256  # inputs in one call from which a progress bar is shown (a list; streams: on request)
+SINGLE_INPUT_ONLY = ("image, context and pairs keywords go with a single input; give a batch as records with "
+                     "those fields")
+
+
+def is_stream(inputs) -> bool:
+    """A generator, an iterator, a `datasets.Dataset`, or a torch-style dataset (`KeyDataset`:
+    `__getitem__` and `__len__` but not a list)."""
+    if isinstance(inputs, (str, dict, list, tuple, bytes)):
+        return False
+    return (isinstance(inputs, (types.GeneratorType, collections.abc.Iterator)) or is_dataset(inputs)
+            or (hasattr(inputs, "__getitem__") and hasattr(inputs, "__len__")))
+
+
+def named_inputs(inputs, overrides: dict | None = None):
+    """`(kind, items)` of a call: `"single"` and one named item, `"list"` and a list of named
+    items, `"stream"` and a generator of named items. `overrides` (`image`, `context`, `pairs`
+    given as keywords) go with a single input only."""
+    given = any(v is not None for v in (overrides or {}).values())
+    if isinstance(inputs, (str, dict)):
+        return "single", named(inputs, 0)
+    if given:
+        raise ValueError(SINGLE_INPUT_ONLY)
+    if isinstance(inputs, (list, tuple)):
+        return "list", [named(item, i) for i, item in enumerate(inputs)]
+    if is_stream(inputs):
+        rows = is_dataset(inputs)
+        return "stream", (named(row_record(item) if rows else item, i) for i, item in enumerate(inputs))
+    raise TypeError(f"expected a string, a record, a list of those, a generator or a dataset, got "
+                    f"{type(inputs).__name__}")
+
+
+def check_options(batch_size=None, window=None, stride=None, ignore_labels=None) -> frozenset:
+    """The checks of a call's options (one message each, whatever the backend); returns the
+    labels to leave out."""
+    if batch_size is not None:
+        check_positive_int(batch_size, "batch_size")
+    check_window_args(window, stride)
+    return check_ignore_labels(ignore_labels)
+
+
+class InferenceEngine:
+    """Records for texts, images and contexts from any runner (see the module docstring)."""
+
+    def __init__(self, runner):
+        self.runner = runner
+
+    @property
+    def task(self) -> str:
+        return self.runner.task
+
+    # ------------------------------------------------------------------ steps
+    def window_size(self, window: int | None = None) -> int:
+        """Words per window: `window`, at most the runner's `max_words`."""
+        return min(window or self.runner.max_words, self.runner.max_words)
+
+    def prepare(self, item, window: int | None = None, stride: int | None = None, **overrides) -> dict:
+        """One checked record with its windows; errors name the input (its `_name`)."""
+        if not isinstance(item, dict):
+            item = named(item, 0)  # a string or a word list as a record
+        name = item.get("_name", "input") if isinstance(item, dict) else "input"
+        record = as_record(item, name, self.task, allow_private=getattr(self.runner, "allow_private", True),
+                           **overrides)
+        plan(record, self.task, self.window_size(window), stride, self.runner.subword_budget,
+             self.runner.subword_counts)
+        return record
+
+    def run_batch(self, records: list[dict], generate_contexts: bool = True, **options) -> list[dict]:
+        """The model on every window of `records` at once; per input the values `finish` reads
+        (`{}` for an input without words)."""
+        self.runner.add_contexts([r for r in records if r["windows"]], generate_contexts)
+        parts = pieces(records)
+        if not parts:
+            return [{} for _ in records]
+        out = self.runner.run(window_rows(records, parts), **options)
+        if self.task == "ner":
+            tags, marginals = merge_words(records, parts, out["tags"], out["marginals"])
+            return [{"tags": tags[i], "marginals": marginals[i]} for i in range(len(records))]
+        decoded = decode_word_pairs(self.task, records, parts, out["probs"], out["labels"], self.runner.label_groups,
+                                    self.runner.group_sizes)
+        return [{"decoded": value} for value in decoded]
+
+    def finish(self, record: dict, values: dict, ignore_labels: frozenset = frozenset()):
+        """One input's records from its values (`run_batch`)."""
+        return finish(self.task, record, self.runner.id2label, self.runner.label_groups, ignore_labels, **values)
+
+    def predict_batch(self, items: list, overrides: dict | None = None, window=None, stride=None,
+                      ignore_labels: frozenset = frozenset(), **options) -> list:
+        """Named items of one model batch to their records."""
+        records = [self.prepare(item, window, stride, **(overrides or {})) for item in items]
+        return [self.finish(r, v, ignore_labels) for r, v in zip(records, self.run_batch(records, **options))]
+
+    # ------------------------------------------------------------------ calls
+    def __call__(self, inputs, *, batch_size: int = 32, image=None, context=None, pairs=None, window: int | None = None,
+                 stride: int | None = None, ignore_labels: Iterable[str] | None = None,
+                 show_progress: bool | None = None, **options):
+        """A string or record gives its records; a list gives a list; a stream (generator,
+        `datasets.Dataset`) gives a lazy iterator. `options` go to the runner (`generate_contexts`,
+        and the PyTorch runner's `autocast_dtype`, `compile`)."""
+        ignore = check_options(batch_size, window, stride, ignore_labels)
+        overrides = {"image": image, "context": context, "pairs": pairs}
+        kind, items = named_inputs(inputs, overrides)
+        settings = dict(window=window, stride=stride, ignore_labels=ignore, **options)
+        if kind == "single":
+            return self.predict_batch([items], overrides, **settings)[0]
+        if kind == "list":
+            chunks = (self.predict_batch(items[start:start + batch_size], **settings)
+                      for start in range(0, len(items), batch_size))
+            show = len(items) >= PROGRESS_FROM if show_progress is None else show_progress
+            return [record for chunk in _progress(chunks, show, len(items), self.runner) for record in chunk]
+        return self._stream(items, batch_size, show_progress, settings)
+
+    def _stream(self, items: Iterator, batch_size: int, show_progress, settings: dict):
+        chunk = []
+        for item in items:
+            chunk.append(item)
+            if len(chunk) == batch_size:
+                yield from self.predict_batch(chunk, **settings)
+                chunk = []
+        if chunk:
+            yield from self.predict_batch(chunk, **settings)
+
+    def predict(self, inputs, images=None, contexts=None, pairs=None, batch_size: int = 32,
+                is_split_into_words: bool | None = None, **kwargs):
+        """`model.predict`'s signature: an input or a list of them (strings or word lists) with
+        per-input lists of images, contexts and pairs."""
+        records, single = records_from_lists(inputs, images, contexts, pairs, is_split_into_words)
+        outputs = self(records, batch_size=batch_size, **kwargs)
+        return outputs[0] if single else outputs
+
+
+def _progress(chunks, show: bool, total: int, runner):
+    """Batches of records with a progress bar counting inputs (`show`)."""
+    if not show:
+        yield from chunks
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=getattr(runner, "progress_name", runner.task), unit="input") as bar:
+        for chunk in chunks:
+            bar.update(len(chunk))
+            yield chunk
+
+
+__all__ = ["InferenceEngine", "PROGRESS_FROM", "check_options", "is_stream", "named_inputs"]
