@@ -8,7 +8,8 @@ from pathlib import Path
 
 import jinja2
 
-from modeling_shapca.tasks import DATASETS, TASKS, get_dataset, get_task
+from datasets_scripts.presets import DATASETS, get_dataset
+from modeling_shapca.tasks import TASKS, get_task
 from shapca_training.resources import resource
 
 TEMPLATE = resource("model_card.md")
@@ -21,6 +22,42 @@ HYPERPARAMETERS = (
     "learning_rate", "head_learning_rate", "per_device_train_batch_size", "num_train_epochs", "warmup_steps",
     "lr_scheduler_type", "weight_decay", "seed", "alpha", "beta", "tau", "early_stopping_patience",
 )
+
+
+# What the card says of each task: its Hub tags, its head, and the pipeline call it shows.
+CARD_TASKS = {
+    "ner": {
+        "tags": ("named-entity-recognition", "multimodal-ner"),
+        "head": "MLP + CRF (Eqs. 12-13)",
+        "usage": ('pipe = pipeline("multimodal-ner", model="{repo_id}", trust_remote_code=True)\n'
+                  'pipe({{"text": "Kevin Durant enters Oracle Arena", "image": "tweet.jpg",\n'
+                  '      "context": "A basketball player on a court."}})\n'
+                  "# [{{'entity_group': 'PER', 'score': 0.98, 'word': 'Kevin Durant', 'start': 0, 'end': 12}}, ...]"),
+    },
+    "mre": {
+        "tags": ("relation-extraction", "multimodal-relation-extraction"),
+        "head": "word-pair contrastive layer (Eqs. 14-18), one relation cell per pair",
+        "usage": ('pipe = pipeline("multimodal-relation-extraction", model="{repo_id}", trust_remote_code=True)\n'
+                  'pipe({{"text": "Kevin Durant joins the Warriors", "pairs": [[[0, 2], [4, 5]]], "image": "tweet.jpg"}})\n'
+                  "# [{{'head': {{'word': 'Kevin Durant', 'start': 0, 'end': 12}}, 'tail': {{'word': 'Warriors', ...}},\n"
+                  "#   'label': '/per/org/member_of', 'score': 0.91}}]"),
+    },
+    "mjere": {
+        "tags": ("relation-extraction", "joint-entity-relation-extraction", "multimodal-joint-extraction"),
+        "head": "word-pair contrastive layer (Eqs. 14-18), entity boundary cells + two relation cells",
+        "usage": ('pipe = pipeline("multimodal-joint-extraction", model="{repo_id}", trust_remote_code=True)\n'
+                  'pipe({{"text": "Kevin Durant joins the Warriors", "image": "tweet.jpg"}})\n'
+                  "# {{'entities': [{{'entity_group': 'per', 'score': 0.97, 'word': 'Kevin Durant', ...}}, ...],\n"
+                  "#  'relations': [{{'head': {{...}}, 'tail': {{...}}, 'label': 'member_of', 'score': 0.88}}]}}"),
+    },
+}
+
+
+def _metric_name(task: str) -> str:
+    """What the main F1 measures, for results written before results.json named it."""
+    from shapca_training.scoring import METRICS
+
+    return METRICS[task][1]
 
 
 def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
@@ -73,8 +110,27 @@ def plot_training_curves(log_history: list[dict], path: Path) -> Path | None:
     return path
 
 
-def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict | None = None) -> str:
-    """The filled card for the model in `model_dir` (writes `training_curves.png` there)."""
+def onnx_context(report: dict, name: str) -> dict:
+    """The card's ONNX section from `onnx/export.json` (`shapca-export`): files, how to load
+    them, and the measured quality and speed when the export measured them."""
+    files = report["files"]
+    quality = report.get("quality")
+    rows = []
+    if quality:
+        rows = [{"graph": key, "f1": quality[key]["f1"], "speed": quality[key]["sentences_per_second"]}
+                for key in ("fp32", "int8") if key in quality]
+    return {
+        "model": files["model"], "int8": files.get("int8"), "vision": files.get("vision"),
+        "difference": report["check"]["max_abs_difference"], "atol": report["check"]["atol"],
+        "load": f"ShapCAOnnxPredictor.from_pretrained({name!r}" + (", quantized=True)" if "int8" in files else ")"),
+        "quality": quality, "rows": rows,
+    }
+
+
+def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict | None = None,
+                onnx: bool = True) -> str:
+    """The filled card for the model in `model_dir` (writes `training_curves.png` there); with
+    the ONNX section when `model_dir/onnx/export.json` exists (`onnx=False` leaves it out)."""
     model_dir = Path(model_dir)
     config = json.loads((model_dir / "config.json").read_text())
     if results is None:
@@ -103,10 +159,10 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
         "pipeline_tag": task.hub_pipeline_tag,
         # the Hub widget sends text only: MRE needs entity pairs, so its card has none
         "widget": [] if task.name == "mre" else list(WIDGET_TEXTS),
-        "tags": task.tags,
-        "metric_name": task.metric_name,
-        "head": task.head_description,
-        "usage": task.usage.format(repo_id=name),
+        "tags": list(CARD_TASKS[task.name]["tags"]),
+        "metric_name": results.get("metric", {}).get("name") or _metric_name(task.name),
+        "head": CARD_TASKS[task.name]["head"],
+        "usage": CARD_TASKS[task.name]["usage"].format(repo_id=name),
         "base_model": text_model if text_model and not text_model.startswith("local:") and "/" in text_model else None,
         "dataset_id": hub_dataset or (preset.name if preset else data["name"]),
         "hub_dataset": hub_dataset,
@@ -145,7 +201,11 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
             "best_by", "the checkpoint with the best validation f1, evaluated every epoch"),
         "limits": results.get("limits", ""),
         "confusions": results.get("test_confusions", {}),
+        "onnx": None,
     }
+    export_report = model_dir / "onnx" / "export.json"
+    if onnx and export_report.is_file():
+        context["onnx"] = onnx_context(json.loads(export_report.read_text(encoding="utf-8")), name)
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return front_matter(context) + environment.from_string(TEMPLATE.read_text()).render(**context)
 

@@ -123,12 +123,9 @@ def stage(model_dir: Path, out: Path, repo_id: str, onnx: bool = True) -> list[s
         processor.save_pretrained(tmp)
         results = public_results(json.loads((model_dir / "results.json").read_text()))
         (tmp / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-        (tmp / "README.md").write_text(render_card(tmp, repo_id=repo_id), encoding="utf-8")
         if onnx and (model_dir / "onnx" / "export.json").is_file():
-            from shapca_training.export import update_card
-
             shutil.copytree(model_dir / "onnx", tmp / "onnx", ignore=shutil.ignore_patterns(".*"))
-            update_card(tmp, json.loads((tmp / "onnx" / "export.json").read_text(encoding="utf-8")), repo_id)
+        (tmp / "README.md").write_text(render_card(tmp, repo_id=repo_id), encoding="utf-8")
         scrub_auto_maps(tmp)
         if out.exists():
             out.rmdir()  # empty, checked above

@@ -47,6 +47,8 @@ setup(
         "console_scripts": [
             f"shapca-{job} = shapca_training.cli:{job}" for job in ("train", "predict", "build", "contexts", "push", "app", "export")
         ],
+        # nlp.add_pipe("shapca", config={"model": ...}) with no import (spaCy reads this group)
+        "spacy_factories": ["shapca = shapca_serving.spacy_component:make_shapca"],
     },
     # As in transformers, the base install is light: what the torch-free ONNX predictor needs
     # (`shapca[onnx]` adds ONNX Runtime and the spaCy tagger). Training, the PyTorch pipeline and

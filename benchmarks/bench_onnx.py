@@ -64,9 +64,13 @@ def _inputs(rows, task: str) -> list[dict]:
 
 
 def _pipeline(model_dir: Path):
-    from shapca_serving.predict import build_pipeline, load_model
+    """The transformers pipeline of a trained folder (this package's classes)."""
+    from modeling_shapca.pipeline_shapca import ShapCAPipeline
+    from modeling_shapca.tasks import get_task
+    from shapca_serving.loading import load_trained
 
-    return build_pipeline(load_model(str(model_dir)).eval())
+    model, processor = load_trained(str(model_dir))
+    return ShapCAPipeline(model=model.eval(), processor=processor, task=get_task(model.config.task).pipeline_task)
 
 
 def _compare(got, expected, atol: float, worst: list) -> bool:
@@ -106,13 +110,13 @@ def quality(args) -> dict:
     import torch
 
     from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
-    from shapca_serving.predict import load_model
+    from shapca_serving.loading import load_trained
     from shapca_training.export import _pad_stack, labelled_feed, measure
     from shapca_training.scoring import make_compute_metrics
     from transformers.trainer_utils import EvalPrediction
 
     folder = exported(args.model)
-    model = load_model(str(args.model)).eval()
+    model = load_trained(str(args.model), processor=False)[0].eval()
     rows = split_rows(args.data, args.split, model.config.task)
     out = {}
     fp32 = ShapCAOnnxPredictor.from_pretrained(folder)

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import datasets
 
-from modeling_shapca.tasks import DATASETS, TASKS, get_dataset, get_task
+from modeling_shapca.tasks import TASKS, get_task
 
+from .presets import DATASETS, RAW_FORMATS, get_dataset
 from .sources import DATASET_INFO_FILE, DataInfo, build_raw, load_data
 
 
@@ -85,7 +86,7 @@ def dataset_card(dataset: datasets.DatasetDict, report: dict) -> str:
                   "them means accepting the terms set by Twitter and by the dataset providers.")
         citation = f"{spec.citation}; Shap-CA: "
     else:
-        source = (f"Built from the publisher's own raw files ({task.raw_format}). The license is the "
+        source = (f"Built from the publisher's own raw files ({RAW_FORMATS[task.name].description}). The license is the "
                   "publisher's to state.")
         citation = "Shap-CA: "
     return f"""---
@@ -97,7 +98,7 @@ task_categories:
 - {task_category}
 tags:
 - multimodal
-- {task.tags[0]}
+- {RAW_FORMATS[task.name].tag}
 - shap-ca
 configs:
 - config_name: default

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from modeling_shapca.inference import is_word_span
+
 ENTITY_TYPES = ("PER", "LOC", "ORG", "MISC")
 TWITTER_ALIASES = {"OTHER": "MISC"}
 NONE_LABEL = "None"
@@ -194,18 +196,12 @@ class MnreInstance:
     line: int
 
 
-def _word_span(pos, n_words: int) -> bool:
-    """`[start, end)` of two ints (not bools) inside `n_words` words."""
-    return (isinstance(pos, (list, tuple)) and len(pos) == 2
-            and all(isinstance(p, int) and not isinstance(p, bool) for p in pos) and 0 <= pos[0] < pos[1] <= n_words)
-
-
 def _span(entity, words, which: str, path, line: int, require_name: bool = True) -> tuple[int, int]:
     if not isinstance(entity, dict) or "pos" not in entity or (require_name and "name" not in entity):
         keys = "'name' and 'pos'" if require_name else "'pos' (and optionally 'name')"
         raise DataFormatError(path, line, f"{which!r} must be a dict with {keys}")
     pos = entity["pos"]
-    if not _word_span(pos, len(words)):
+    if not is_word_span(pos, len(words)):
         raise DataFormatError(path, line, f"{which!r} span {pos!r} is not [start, end) of two ints inside "
                                           f"{len(words)} words")
     if "name" in entity and " ".join(words[pos[0]:pos[1]]) != entity["name"]:
@@ -317,7 +313,7 @@ def joint_record(record, path, line_no: int) -> JointSentence:
         raise DataFormatError(path, line_no, "'entities' must be a list of {'start', 'end', 'type'}")
     spans: dict[tuple[int, int], str] = {}
     for k, entity in enumerate(entities):
-        if (not isinstance(entity, dict) or not _word_span([entity.get("start"), entity.get("end")], len(words))
+        if (not isinstance(entity, dict) or not is_word_span([entity.get("start"), entity.get("end")], len(words))
                 or not isinstance(entity.get("type"), str) or not entity["type"]):
             raise DataFormatError(path, line_no, f"entity {k} must be {{'start', 'end', 'type'}} with [start, end) "
                                                  f"inside {len(words)} words and a non-empty type, got {entity!r}")
@@ -336,7 +332,7 @@ def joint_record(record, path, line_no: int) -> JointSentence:
         ends = []
         for role in ("head", "tail"):
             span = relation.get(role)
-            if not _word_span(span, len(words)) or tuple(span) not in spans:
+            if not is_word_span(span, len(words)) or tuple(span) not in spans:
                 raise DataFormatError(path, line_no, f"relation {k}: {role} {span!r} is not the [start, end) span "
                                                      "of a listed entity")
             ends += list(span)

@@ -31,11 +31,13 @@ from pathlib import Path
 
 import datasets
 
-from modeling_shapca.tasks import DATASETS, TASKS, get_dataset, get_task
+from modeling_shapca.inference import is_word_span
+from modeling_shapca.tasks import TASKS, get_task
 
 from .contexts import load_context_settings, load_contexts
 from .images import ImageResolver
 from .ner import CONLL_SUFFIXES, ner_features
+from .presets import DATASETS, RAW_FORMATS, get_dataset
 from .readers import DataFormatError, bio_label_names, normalize_tag, to_iob2, types_of
 from .relations import JSONL_SUFFIXES, mjere_features, mnre_features, relation_names
 from .splits import canonical_split, has_split_files
@@ -135,7 +137,7 @@ def build_raw(folder, task: str, image_dir=None, contexts_path=None, name: str |
     """Build a raw folder: with a preset's builder (its fixed label set) or the task's own
     builder for any label set."""
     folder = Path(folder)
-    builder_path = get_dataset(preset).builder if preset else get_task(task).raw_builder
+    builder_path = get_dataset(preset).builder if preset else RAW_FORMATS[get_task(task).name].builder
     if not preset and has_split_files(folder, (".txt",), prefix="mnre_"):
         builder_path = DATASETS["mjere" if task == "mjere" else "mnre"].builder  # MNRE's files, MNRE's relations
     module, function = builder_path.split(":")
@@ -277,8 +279,7 @@ def _ner_rows(ds, cols: Columns, split: str, name: str, report: dict) -> dict:
 def _span(value, n: int, where: str, role: str) -> dict:
     if isinstance(value, dict):
         value = value.get("pos", [value.get("start"), value.get("end")])
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value) or not 0 <= value[0] < value[1] <= n):
+    if not is_word_span(value, n):
         raise ValueError(f"{where}: {role} {value!r} is not a word span [start, end) inside {n} words")
     return {"start": int(value[0]), "end": int(value[1])}
 

@@ -204,9 +204,9 @@ def exact_shapley(sim: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 # The Shapley objectives (`ShapCAConfig.alignment_objective`): the per-anchor loss as a function
-# of the anchor's game, given `own = phi_j(u_j)` (the matching player's value), `others` (the sum
-# of the other players' values, `u_j(K) - own` by efficiency) and `players` (the game's valid
-# players). Eq. 5 as written ("paper") is `-(own - others)`; by efficiency that is
+# of the anchor's game, given `own = phi_j(u_j)` (the matching player's value), `total` (the sum
+# of all players' values, `u_j(K)` by efficiency; the others hold `total - own`) and `players`
+# (the game's valid players). Eq. 5 as written ("paper") is `-(own - others)`; by efficiency that is
 # `-(2 own - u_j(K))`, which rewards a low total utility: the collapsed state (every text one
 # vector, every context its opposite, all similarities -1) scores `-(1 - 2/k)`, below random
 # projections (about +0.1 at k = 12, d = 64) and only `4/k` above the best reachable aligned
@@ -219,16 +219,21 @@ def exact_shapley(sim: torch.Tensor, tau: float) -> torch.Tensor:
 #             matching player must hold `margin` more than the average other player, and once it
 #             does the game exerts no further push (the triplet-margin remedy against pushing
 #             negatives apart for its own sake). The collapsed state scores `margin`, like random ones.
-def _paper_objective(own, others, players, margin):
-    return -(own - others)
+def _paper_objective(own, total, players, margin):
+    return -(2.0 * own - total)  # = -(own - others), others = total - own (efficiency)
 
 
-def _mean_objective(own, others, players, margin):
-    return -(own - others / (players - 1).clamp(min=1))
+def _gap(own, total, players):
+    """The matching player's value minus the average other player's."""
+    return own - (total - own) / (players - 1).clamp(min=1)
 
 
-def _margin_objective(own, others, players, margin):
-    return torch.relu(margin - (own - others / (players - 1).clamp(min=1)))
+def _mean_objective(own, total, players, margin):
+    return -_gap(own, total, players)
+
+
+def _margin_objective(own, total, players, margin):
+    return torch.relu(margin - _gap(own, total, players))
 
 
 OBJECTIVES = {"paper": _paper_objective, "mean": _mean_objective, "margin": _margin_objective}
@@ -246,12 +251,11 @@ def _directional_loss(
     `"paper"`: `-(1/k) sum_j [phi_j(u_j) - sum_{i != j} phi_i(u_j)]`). `phi` is `(..., k, k)`,
     `anchor_mask` `(..., k)` (the valid pairs: anchors and players alike); the result is `(...)`."""
     own = phi.diagonal(dim1=-2, dim2=-1)
-    others = phi.sum(-1) - own
-    if anchor_mask is None:
-        players = torch.full_like(own, phi.shape[-1])
-    else:
-        players = anchor_mask.sum(-1, keepdim=True).expand_as(own)
-    per_anchor = OBJECTIVES[objective](own, others, players, margin)
+    players = None  # Eq. 5 does not read the number of players: no kernel spent on it
+    if objective != "paper":
+        players = torch.full_like(own, phi.shape[-1]) if anchor_mask is None else \
+            anchor_mask.sum(-1, keepdim=True).expand_as(own)
+    per_anchor = OBJECTIVES[objective](own, phi.sum(-1), players, margin)
     if anchor_mask is None:
         return per_anchor.mean(-1)
     return (per_anchor * anchor_mask).sum(-1) / anchor_mask.sum(-1).clamp(min=1)

@@ -1,5 +1,5 @@
 """The one context generator: a large multimodal model (LLaVA-1.5 in the paper) that writes a
-description of an image, used by the dataset builder (`datasets_scripts.generate_contexts`)
+description of an image, used when a corpus is built (`shapca-contexts`)
 and at inference (`ShapCAProcessor.generate_contexts`, the pipeline) with the same settings.
 
 The settings (model id, prompt, `max_new_tokens`, temperature) are stored once: in every

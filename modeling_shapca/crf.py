@@ -40,7 +40,6 @@ from torch import nn
 from .decoding import FORBIDDEN
 from .decoding import bio_constraints as _bio_constraints
 
-_FORBIDDEN = FORBIDDEN
 # Off-diagonal of the log-semiring identity used for padded positions in the partition
 # function. Finite (unlike -inf) so that no gradient turns into NaN; exp(-1e4) is 0 in fp32.
 _LOG_ZERO = -1e4
@@ -142,9 +141,9 @@ def _constrained(start_transitions, transitions, allowed_start=None, allowed_tra
     a score no path can overcome: the constraints of decoding, shared by the marginals."""
     start, trans = start_transitions.float(), transitions.float()
     if allowed_start is not None:
-        start = start.masked_fill(~allowed_start, _FORBIDDEN)
+        start = start.masked_fill(~allowed_start, FORBIDDEN)
     if allowed_transitions is not None:
-        trans = trans.masked_fill(~allowed_transitions, _FORBIDDEN)
+        trans = trans.masked_fill(~allowed_transitions, FORBIDDEN)
     return start, trans
 
 

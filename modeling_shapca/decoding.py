@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+from .grids import IGNORE_INDEX
 
 FORBIDDEN = -1e4
-IGNORE_INDEX = -100
 
 
 def bio_constraints(id2label: Mapping[int, str], num_tags: int | None = None) -> tuple[np.ndarray, np.ndarray]:

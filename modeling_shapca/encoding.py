@@ -16,8 +16,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from .pos import pos_to_ids
-
-IGNORE_INDEX = -100
+from .grids import IGNORE_INDEX
 
 
 def round_up(length: int, multiple: int | None) -> int:

@@ -99,11 +99,16 @@ class InferenceEngine:
         """Words per window: `window`, at most the runner's `max_words`."""
         return min(window or self.runner.max_words, self.runner.max_words)
 
-    def prepare(self, item, window: int | None = None, stride: int | None = None, **overrides) -> dict:
-        """One checked record with its windows; errors name the input (its `_name`)."""
+    def prepare(self, item, name: str | None = None, window: int | None = None, stride: int | None = None,
+                **overrides) -> dict:
+        """One checked record with its windows; errors name the input: `name`, else the record's
+        own `_name`."""
         if not isinstance(item, dict):
             item = named(item, 0)  # a string or a word list as a record
-        name = item.get("_name", "input") if isinstance(item, dict) else "input"
+        if name is None:
+            name = item.get("_name", "input") if isinstance(item, dict) else "input"
+        elif isinstance(item, dict):
+            item = {**item, "_name": name}
         record = as_record(item, name, self.task, allow_private=getattr(self.runner, "allow_private", True),
                            **overrides)
         plan(record, self.task, self.window_size(window), stride, self.runner.subword_budget,
@@ -132,7 +137,7 @@ class InferenceEngine:
     def predict_batch(self, items: list, overrides: dict | None = None, window=None, stride=None,
                       ignore_labels: frozenset = frozenset(), **options) -> list:
         """Named items of one model batch to their records."""
-        records = [self.prepare(item, window, stride, **(overrides or {})) for item in items]
+        records = [self.prepare(item, window=window, stride=stride, **(overrides or {})) for item in items]
         return [self.finish(r, v, ignore_labels) for r, v in zip(records, self.run_batch(records, **options))]
 
     # ------------------------------------------------------------------ calls

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # label of what no loss or metric reads (padding, non-first subwords, empty cells)
 
 
 def encode_mre(n: int, head: Sequence[int], tail: Sequence[int], relation: int) -> list[list[list[int]]]:

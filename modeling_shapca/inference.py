@@ -53,7 +53,8 @@ def bio_to_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
 
 def load_image(image, name: str, allow_private: bool = True):
     """An RGB PIL image from a PIL image (any mode; 16-bit and float modes scaled to 8 bits by
-    their range), a file path or an http(s) URL; `None` stays `None`. URLs are fetched within
+    their range), a file path, an http(s) URL or a binary file object (`io.BytesIO(data)` for an
+    image file's bytes); `None` stays `None`. URLs are fetched within
     the limits of `limits.py` (timeouts, byte cap, and with `allow_private=False` no loopback,
     private or link-local address); an image is measured before it is decoded
     (`MAX_IMAGE_PIXELS`, `MAX_ASPECT_RATIO`). Anything unreadable is a `ValueError` naming the
@@ -72,11 +73,14 @@ def load_image(image, name: str, allow_private: bool = True):
             return to_rgb(image)
         except (OSError, ValueError) as error:
             raise ValueError(f"{name}: the image cannot be used: {error}") from error
-    if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
-        source = image.decode() if isinstance(image, bytes) else str(image)
+    file_like = hasattr(image, "read")  # an open binary file, or io.BytesIO of an image file's bytes
+    if file_like or isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+        source = "<file object>" if file_like else image.decode() if isinstance(image, bytes) else str(image)
         shown = source[:200]
         try:
-            if source.startswith(("http://", "https://")):
+            if file_like:  # read here: the caller's file object is left open
+                handle = io.BytesIO(image.read())
+            elif source.startswith(("http://", "https://")):
                 handle = io.BytesIO(fetch_url(source, allow_private=allow_private))
             elif "://" in source or source.startswith("data:"):
                 raise ValueError("only http(s) URLs and file paths are read")
@@ -95,7 +99,8 @@ def load_image(image, name: str, allow_private: bool = True):
                 Image.DecompressionBombError) as error:
             reason = str(error) if type(error) is ValueError else f"{type(error).__name__}: {error}"
             raise ValueError(f"{name}: image {shown!r} cannot be read: {reason}") from error
-    raise TypeError(f"{name}: 'image' must be a PIL image, a path, a URL or None, got {type(image).__name__}")
+    raise TypeError(f"{name}: 'image' must be a PIL image, a path, a URL, a binary file object or None, got "
+                    f"{type(image).__name__}")
 
 
 def check_positive_int(value, name: str) -> int:
@@ -103,6 +108,18 @@ def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def is_int_pair(value) -> bool:
+    """A list or tuple of two ints (not bools)."""
+    return (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+
+
+def is_word_span(span, n_words: int) -> bool:
+    """A word span `[start, end)`: two ints (not bools) with `0 <= start < end <= n_words`. The
+    one check of spans everywhere (pipeline pairs, raw files, datasets columns)."""
+    return is_int_pair(span) and 0 <= span[0] < span[1] <= n_words
 
 
 def check_pairs(pairs, n_words: int, name: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
@@ -116,14 +133,12 @@ def check_pairs(pairs, n_words: int, name: str) -> list[tuple[tuple[int, int], t
             raise ValueError(f"{name}: pair {p} must be [head, tail] with two word spans [start, end), got {pair!r}")
         spans = []
         for role, span in zip(("head", "tail"), pair):
-            if (not isinstance(span, (list, tuple)) or len(span) != 2
-                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in span)):
+            if not is_int_pair(span):
                 raise ValueError(f"{name}: pair {p} {role} must be a word span [start, end) of two ints, got {span!r}")
-            start, end = span
-            if not 0 <= start < end <= n_words:
+            if not is_word_span(span, n_words):
                 raise ValueError(f"{name}: pair {p} {role} span {list(span)} is not inside the {n_words} words "
                                  "(spans are [start, end) word indices)")
-            spans.append((start, end))
+            spans.append((span[0], span[1]))
         checked.append(tuple(spans))
     return checked
 

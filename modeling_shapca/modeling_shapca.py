@@ -26,8 +26,7 @@ from .crf import LinearChainCRF, bio_constraints
 from .fusion import AdaptiveFusion
 from .tasks import get_task
 from .word_pair import WordPairContrastiveLayer, grid_predictions, word_pair_loss
-
-IGNORE_INDEX = -100
+from .grids import IGNORE_INDEX
 
 
 @dataclass

@@ -114,7 +114,7 @@ class ShapCAPipeline(Pipeline):
 
     # ------------------------------------------------------------------ steps
     def preprocess(self, inputs, window: int | None = None, stride: int | None = None, **overrides) -> dict:
-        return self.engine.prepare(inputs, window, stride, **overrides)
+        return self.engine.prepare(inputs, window=window, stride=stride, **overrides)
 
     def _collate(self, records: list[dict]) -> dict:
         return {"records": records}

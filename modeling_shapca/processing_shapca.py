@@ -32,8 +32,7 @@ from transformers.processing_utils import ProcessorMixin
 from .encoding import encode_batch
 from .context_generation import ContextGenerator, ContextSettings
 from .pos import PosTagger, pos_to_ids
-
-IGNORE_INDEX = -100
+from .grids import IGNORE_INDEX
 
 
 class ShapCAProcessor(ProcessorMixin):
@@ -113,7 +112,7 @@ class ShapCAProcessor(ProcessorMixin):
 
     def generate_contexts(self, images, trust_remote_code: bool = False) -> list[str]:
         """Describe images with the configured context generator (the same module and settings
-        as `datasets_scripts.generate_contexts`, so contexts match the training ones)."""
+        as `shapca-contexts` when the corpus was built, so contexts match the training ones)."""
         settings = self.context_settings()
         if settings is None:
             raise ValueError("no context_generator is configured on this processor")

@@ -1,12 +1,12 @@
-"""From inputs to records and back, without torch: the steps of inference that the PyTorch
-pipeline (`pipeline_shapca.py`) and the ONNX Runtime predictor (`onnx_predictor.py`) share,
-so both take the same inputs and give the same records.
+"""From inputs to records and back, without torch: the steps of the inference engine
+(`engine.py`), which the PyTorch pipeline, `model.predict` and the ONNX Runtime predictor all
+run, so every way to predict takes the same inputs and gives the same records.
 
 * `as_record`: a caller's string / record checked and split into words with offsets;
 * `plan`: the record's windows (`windows.py`), the window that owns each word and, for MRE,
   the window of each pair;
 * `pieces` / `window_rows`: every window of every record as one row of the model's batch;
-* `decode_ner`, `decode_word_pairs`: the model's outputs of a batch (NumPy arrays) back to
+* `merge_words`, `decode_word_pairs`: the model's outputs of a batch (NumPy arrays) back to
   per-input tags and marginals, or relation / entity decisions;
 * `finish`: one input's decoded values as the pipeline's records.
 
@@ -25,7 +25,7 @@ from .inference import (
 )
 from .windows import owners, pair_window, plan_windows
 
-RECORD_KEYS = {"text", "words", "image", "context", "pairs", "_name"}
+RECORD_KEYS = {"text", "words", "image", "context", "pairs", "pos_tags", "_name"}
 
 
 def as_record(item, name: str, task: str, allow_private: bool = True, **overrides) -> dict:
@@ -63,6 +63,11 @@ def as_record(item, name: str, task: str, allow_private: bool = True, **override
     context = record.get("context")
     if context is not None and not isinstance(context, str):
         raise TypeError(f"{name}: 'context' must be a string or None, got {type(context).__name__}")
+    pos_tags = record.get("pos_tags")
+    if pos_tags is not None and (isinstance(pos_tags, str) or not isinstance(pos_tags, (list, tuple))
+                                 or len(pos_tags) != len(words) or not all(isinstance(t, str) for t in pos_tags)):
+        raise ValueError(f"{name}: 'pos_tags' must be a list of one universal POS tag (a string) per word "
+                         f"({len(words)} words)")
     pairs = record.get("pairs")
     if task == "mre":
         if pairs is None:
@@ -72,7 +77,8 @@ def as_record(item, name: str, task: str, allow_private: bool = True, **override
         raise ValueError(f"{name}: 'pairs' is only read by relation extraction (mre), not by {task!r}")
     return {"text": text, "words": words, "offsets": offsets,
             "image": load_image(record.get("image"), name, allow_private=allow_private),
-            "context": context or "", "pairs": pairs, "_name": name}
+            "context": context or "", "pairs": pairs, "_name": name,
+            "pos_tags": None if pos_tags is None else list(pos_tags)}
 
 
 def named(item, index: int):
@@ -166,8 +172,21 @@ def pieces(records: list[dict]) -> list[tuple[int, int, int, int]]:
 
 
 def window_rows(records: list[dict], parts) -> list[dict]:
-    return [{"words": records[i]["words"][start:end], "context": records[i]["context"],
-             "image": records[i]["image"], "_name": records[i]["_name"]} for i, _, start, end in parts]
+    """One row of the model's batch per window: its words (and POS tags, when the caller gave
+    them), the input's context and image."""
+    return [{"words": records[i]["words"][start:end], "context": records[i]["context"], "image": records[i]["image"],
+             "pos_tags": None if records[i].get("pos_tags") is None else records[i]["pos_tags"][start:end],
+             "_name": records[i]["_name"]} for i, _, start, end in parts]
+
+
+def row_pos_tags(rows: list[dict], tag_pos: Callable) -> list[list[str]] | None:
+    """The POS tags of a batch of rows: None when no row brings its own (the encoder tags them
+    all), else each row's own tags, the others tagged by `tag_pos`."""
+    if all(r.get("pos_tags") is None for r in rows):
+        return None
+    missing = [k for k, r in enumerate(rows) if r.get("pos_tags") is None]
+    tagged = dict(zip(missing, tag_pos([rows[k]["words"] for k in missing]) if missing else []))
+    return [tagged[k] if k in tagged else list(r["pos_tags"]) for k, r in enumerate(rows)]
 
 
 def merge_words(records, parts, tags: np.ndarray, marginals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -311,4 +330,5 @@ def records_from_lists(inputs, images=None, contexts=None, pairs=None, is_split_
 
 
 __all__ = ["as_record", "check_ignore_labels", "check_window_args", "decode_word_pairs", "finish", "is_dataset",
-           "merge_words", "named", "pieces", "plan", "records_from_lists", "row_record", "subword_counts", "window_rows"]
+           "merge_words", "named", "pieces", "plan", "records_from_lists", "row_pos_tags", "row_record",
+           "subword_counts", "window_rows"]

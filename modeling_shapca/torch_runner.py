@@ -8,7 +8,7 @@ import contextlib
 
 import torch
 
-from .records import subword_counts
+from .records import row_pos_tags, subword_counts
 from .tasks import get_task
 
 
@@ -127,13 +127,15 @@ class TorchRunner:
     def encode(self, rows: list[dict], **padding):
         """The processor on a batch; an error is re-raised naming the input it comes from."""
         kwargs = dict(words=[r["words"] for r in rows], contexts=[r["context"] for r in rows],
-                      images=[r["image"] for r in rows], return_tensors="pt", **padding)
+                      images=[r["image"] for r in rows], pos_tags=row_pos_tags(rows, self.processor.tag_pos),
+                      return_tensors="pt", **padding)
         try:
             return self.processor(**kwargs)
         except (ValueError, TypeError):
             for r in rows:  # find the input at fault
                 try:
-                    self.processor(words=[r["words"]], contexts=[r["context"]], images=[r["image"]], return_tensors="pt")
+                    self.processor(words=[r["words"]], contexts=[r["context"]], images=[r["image"]],
+                                   pos_tags=row_pos_tags([r], self.processor.tag_pos), return_tensors="pt")
                 except (ValueError, TypeError) as error:
                     message = str(error).replace("example 0: ", "").replace("example 0 ", "")
                     raise type(error)(f"{r['_name']}: {message}") from error

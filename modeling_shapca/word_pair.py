@@ -1,4 +1,5 @@
-"""Word-pair contrastive layer (paper section 3.6, Eqs. 14-18) and the word-pair grid codecs.
+"""Word-pair contrastive layer (paper section 3.6, Eqs. 14-18), its loss and the grid argmax.
+The grid codecs (encode a sample's labels, decode a grid) live in `grids.py`, NumPy only.
 
 The grid holds one or more *label groups*; each group is a separate classification of every
 cell with its own softmax, and cells a group does not label are `-100`:
@@ -37,8 +38,8 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
+from .grids import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 NONE_LABEL = "None"
 
 
@@ -145,7 +146,3 @@ def grid_predictions(log_probs: torch.Tensor, group_sizes: Sequence[int], word_m
     best = [part.argmax(-1) for part in log_probs.split(list(group_sizes), dim=-1)]
     return torch.stack(best, dim=1).masked_fill(~cells.unsqueeze(1), IGNORE_INDEX)
 
-
-# ----------------------------------------------------------------------------- codecs
-# The grid codecs live in grids.py (NumPy only, shared with the torch-free serving code).
-from .grids import RELATION_CELLS, decode_mjere, decode_mre, encode_mjere, encode_mre  # noqa: E402,F401

@@ -44,8 +44,6 @@ from .onnx_predictor import INFO_FILE, INT8_FILE, MODEL_FILE, ONNX_FOLDER, VISIO
 
 ATOL = 1e-4
 OPSET = 18
-PROCESSOR_FILES = ("processor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "vocab.txt", "preprocessor_config.json")
 SAMPLE_WORDS = [
     ["Kevin", "Durant", "enters", "Oracle", "Arena", "with", "Stephen", "Curry", "tonight", "."],
     ["RT", "@cnni", ":", "Floods", "in", "Paris"],

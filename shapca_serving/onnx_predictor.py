@@ -37,7 +37,7 @@ import numpy as np
 from modeling_shapca.decoding import bio_constraints, crf_marginals, grid_predictions, viterbi_decode
 from modeling_shapca.encoding import encode_batch
 from modeling_shapca.engine import InferenceEngine
-from modeling_shapca.records import subword_counts
+from modeling_shapca.records import row_pos_tags, subword_counts
 
 ONNX_FOLDER = "onnx"
 MODEL_FILE, INT8_FILE, VISION_FILE, INFO_FILE = "model.onnx", "model_int8.onnx", "vision.onnx", "export.json"
@@ -142,7 +142,7 @@ class OnnxRunner:
         """Rows `{"words", "context", "image"}` as the graph's inputs (NumPy), plus `word_mask`."""
         data = encode_batch(self.tokenizer, [r["words"] for r in rows], max_length=self.max_length,
                             max_words=self.max_words, tag_pos=self.tagger, contexts=[r["context"] for r in rows],
-                            images=None, **labels)
+                            images=None, pos_tags=row_pos_tags(rows, self.tagger), **labels)
         feed = {k: np.asarray(v, dtype=np.int64) for k, v in data.items() if k != "has_image"}
         feed.update(self._image_inputs([r.get("image") for r in rows]))
         return feed

@@ -21,7 +21,8 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from modeling_shapca.configuration_shapca import ShapCAConfig
 from modeling_shapca.configuration_shapca import ALIGNMENT_OBJECTIVES, ALIGNMENTS, FUSIONS
-from modeling_shapca.tasks import DATASETS, TASKS
+from datasets_scripts.presets import DATASETS
+from modeling_shapca.tasks import TASKS
 
 # Config fields set by train.py itself, not by the user.
 NOT_FLAGS = {"text_config", "vision_config", "task", "label_groups", "num_pos_tags"}

@@ -8,15 +8,36 @@ from __future__ import annotations
 import json
 import logging
 
+from typing import Mapping
+
 import datasets
 
+from datasets_scripts.presets import get_dataset
 from modeling_shapca import ShapCAProcessor
-from modeling_shapca.tasks import get_dataset, get_task
+from modeling_shapca.tasks import NONE_LABEL, get_task
 
 from .resources import resource
 
 logger = logging.getLogger("shapca.train")
 SHOWN = 5  # offending rows named in an error
+
+
+# The built dataset's columns that hold each task's labels.
+LABEL_COLUMNS = {"ner": ("tags",), "mre": ("head", "tail", "relation"), "mjere": ("entities", "triples")}
+
+
+def label_config(task: str, features: Mapping) -> dict:
+    """Config kwargs describing a task's labels, read from a built dataset's `Features`:
+    `id2label` for BIO tags, `label_groups` for the word-pair grid (`None` first)."""
+    spec = get_task(task)
+    if spec.name == "ner":
+        names = list(features["tags"].feature.names)
+        return {"task": "ner", "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+    if spec.name == "mre":
+        return {"task": "mre", "label_groups": {"relation": list(features["relation"].names)}}
+    types = [NONE_LABEL] + list(features["entities"].feature["type"].names)
+    relations = [NONE_LABEL] + list(features["triples"].feature["relation"].names)
+    return {"task": "mjere", "label_groups": {"entity": types, "relation_start": relations, "relation_end": relations}}
 
 
 def load_task_dataset(data_args):
@@ -91,7 +112,7 @@ class ShapCACollator:
 def check_dataset(dataset: datasets.DatasetDict, name: str, task: str) -> None:
     """Refuse, before any heavy work, a dataset that cannot train the task: missing or empty
     splits, or columns of another task (e.g. a Twitter build given as `mnre`)."""
-    needed = ("words", *get_task(task).label_columns)
+    needed = ("words", *LABEL_COLUMNS[get_task(task).name])
     for split in ("train", "validation", "test"):
         if split not in dataset:
             raise ValueError(f"dataset {name!r} has no {split!r} split (splits: {sorted(dataset)})")

@@ -1,6 +1,6 @@
 """`shapca-export MODEL OUT [--quantize int8] [--validation DATA]`: a trained Shap-CA model as
-ONNX files for serving without PyTorch (`modeling_shapca/onnx_export.py` for the files and the
-check against PyTorch, `modeling_shapca/onnx_predictor.py` for the predictor).
+ONNX files for serving without PyTorch (`shapca_serving/onnx_export.py` for the files and the
+check against PyTorch, `shapca_serving/onnx_predictor.py` for the predictor).
 
 With `--validation` (a paper preset such as `twitter2015`, or any data `train.py
 --dataset_path` reads, and `--split`), the export measures the task's F1 of the fp32 graph and,
@@ -43,7 +43,7 @@ def load_split(source: str, split: str, task: str):
     """A split of a paper preset (by name, built from the shipped raw files) or of any data that
     `train.py --dataset_path` reads."""
     from datasets_scripts.sources import build_raw, load_data
-    from modeling_shapca.tasks import DATASETS, get_dataset
+    from datasets_scripts.presets import DATASETS, get_dataset
 
     from .resources import resource
 
@@ -100,50 +100,16 @@ def machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
 
 
-def card_section(report: dict, repo: str | None = None) -> str:
-    """The card's ONNX section: files, how to load them, and the measured quality and speed."""
-    files = report["files"]
-    lines = ["## ONNX (serving without PyTorch)", "",
-             f"`onnx/{files['model']}` (fp32)" + (f" and `onnx/{files['int8']}` (dynamic int8)" if "int8" in files else "")
-             + (f", with the vision encoder in `onnx/{files['vision']}`" if "vision" in files else "")
-             + ", exported by `shapca-export` and checked against PyTorch (largest absolute difference "
-             f"{report['check']['max_abs_difference']:.2g}, tolerance {report['check']['atol']}).", "",
-             "```python", "from shapca_serving.onnx_predictor import ShapCAOnnxPredictor  # pip install \"shapca[onnx]\"",
-             f"predictor = ShapCAOnnxPredictor.from_pretrained({(repo or '<this repo>')!r}"
-             + (", quantized=True)" if "int8" in files else ")"), "predictor(\"Kevin Durant enters Oracle Arena\")", "```", ""]
-    quality = report.get("quality")
-    if quality:
-        lines += [f"Measured on {quality['data']} ({quality['split']}, {quality['fp32']['sentences']} sentences), "
-                  f"{quality['machine']}, {quality['date']}:", "",
-                  "| graph | F1 | sentences/s (batch %d) |" % quality["batch_size"], "|---|---:|---:|"]
-        for key in ("fp32", "int8"):
-            if key in quality:
-                lines.append(f"| {key} | {quality[key]['f1']:.2f} | {quality[key]['sentences_per_second']} |")
-        if "int8" in quality:
-            verdict = "within" if quality["within_tolerance"] else "**outside**"
-            lines += ["", f"int8 F1 change: {quality['int8_f1_change']:+.2f} points, {verdict} the tolerance of "
-                          f"{quality['tolerance']} points."]
-        lines.append("")
-    return "\n".join(lines)
+def update_card(folder: Path) -> bool:
+    """Render `folder/README.md` again, now with the ONNX section of `onnx/export.json` (the card
+    template has it: one card writer); False when the folder has no card or no results.json."""
+    from model_card import render_card
 
-
-def update_card(folder: Path, report: dict, repo: str | None = None) -> bool:
-    """Put the ONNX section into `folder/README.md` (replacing an earlier one); False when there
-    is no card."""
     card = folder / "README.md"
-    if not card.is_file():
+    if not card.is_file() or not (folder / "results.json").is_file():
         return False
-    text = card.read_text(encoding="utf-8")
-    marker = "## ONNX (serving without PyTorch)"
-    if marker in text:
-        head, _, rest = text.partition(marker)
-        following = rest.find("\n## ")
-        text = head + (rest[following + 1:] if following >= 0 else "")
-    section = card_section(report, repo)
-    anchor = text.find("\n## Citation")  # before the citation, else at the end
-    text = text.rstrip() + "\n\n" + section if anchor < 0 else text[:anchor + 1] + section + "\n" + text[anchor + 1:]
     tmp = card.with_name(card.name + ".partial")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(render_card(folder), encoding="utf-8")
     tmp.replace(card)
     return True
 
@@ -196,7 +162,7 @@ def main(argv=None) -> dict:
         tmp = info.with_name(info.name + ".partial")
         tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         tmp.replace(info)
-    if update_card(args.output, report):
+    if update_card(args.output):
         logger.info("added the ONNX section to %s", args.output / "README.md")
     if status:
         sys.exit(status)

@@ -43,6 +43,3 @@ def config_path(name: str) -> Path:
     names = sorted(p.stem for p in resource("configs").glob("*.yaml"))
     raise FileNotFoundError(f"no config {name!r}: give a YAML file or a shipped config name ({', '.join(names)})")
 
-
-def shipped_configs() -> list[str]:
-    return sorted(p.stem for p in resource("configs").glob("*.yaml"))

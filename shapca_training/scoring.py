@@ -8,11 +8,15 @@ from collections import Counter
 import evaluate
 import numpy as np
 
+from modeling_shapca.grids import IGNORE_INDEX, decode_mjere
 from modeling_shapca.inference import bio_to_spans
 from modeling_shapca.tasks import get_task
-from modeling_shapca.word_pair import decode_mjere
 
 from .resources import resource
+
+# The metric module of each task (a folder under metrics/) and what its main `f1` measures.
+METRICS = {"ner": ("mner_f1", "entity F1 (conlleval)"), "mre": ("mre_f1", "micro F1 without None"),
+           "mjere": ("mjere_f1", "triple F1 (MJERE_j)")}
 
 MISSED, SPURIOUS = "(missed)", "(none)"
 TOP_CONFUSIONS = 10
@@ -51,8 +55,6 @@ def per_type_f1(gold: list[set], predicted: list[set], key=lambda item: item[-1]
         r = correct[kind] / gold_n[kind] if gold_n[kind] else 0.0
         scores[kind] = 2 * p * r / (p + r) if p + r else 0.0
     return scores
-
-IGNORE_INDEX = -100
 
 
 def _mner_metrics(metric, id2label):
@@ -142,7 +144,8 @@ def make_compute_metrics(task: str, config) -> tuple:
     """`compute_metrics` for the Trainer and a description of the metric used (for results.json).
     The main score is `f1`: entity F1 (MNER), micro F1 without None (MRE), triple F1 (MJERE)."""
     spec = get_task(task)
-    metric = evaluate.load(str(resource("metrics", spec.metric)))
+    folder, metric_name = METRICS[spec.name]
+    metric = evaluate.load(str(resource("metrics", folder)))
     if spec.name == "ner":
         compute, args = _mner_metrics(metric, config.id2label), {"mode": "conlleval"}
     elif spec.name == "mre":
@@ -155,4 +158,4 @@ def make_compute_metrics(task: str, config) -> tuple:
         compute_metrics.details = getattr(compute, "details", {})  # the last evaluation's confusions
         return scores
 
-    return compute_metrics, {"module": f"metrics/{spec.metric}", "name": spec.metric_name, **args}
+    return compute_metrics, {"module": f"metrics/{folder}", "name": metric_name, **args}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
+from modeling_shapca.grids import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 _VALID_ANCHORS = "_shapley_valid_anchors"
 
 

@@ -81,6 +81,46 @@ def task_model(task: str):
     return model
 
 
+MRE_GROUPS = {"relation": ["None", "/per/per/peer", "/per/org/member_of"]}
+MJERE_GROUPS = {"entity": ["None", "per", "org", "loc", "misc"], "relation_start": ["None", "peer", "member_of"],
+                "relation_end": ["None", "peer", "member_of"]}
+
+
+def make_wp_model(scheme="mjere"):
+    """A tiny word-pair model (MJERE, or MRE) with the label groups above (seed 0)."""
+    from modeling_shapca import ShapCAForWordPairExtraction
+
+    torch.manual_seed(0)
+    groups = MJERE_GROUPS if scheme == "mjere" else MRE_GROUPS
+    return ShapCAForWordPairExtraction(tiny_config(task=scheme, label_groups=groups))
+
+
+# A user's own NER corpus with its own entity types (raw CoNLL files).
+OWN_TYPES = ("BRAND", "EVENT", "PRODUCT", "SPORT")
+SENTENCES = [
+    (["buy", "the", "iPhone", "at", "Apple"], ["O", "O", "B-PRODUCT", "O", "B-BRAND"]),
+    (["watch", "the", "World", "Cup", "final"], ["O", "O", "B-EVENT", "I-EVENT", "O"]),
+    (["she", "plays", "ice", "hockey", "daily"], ["O", "O", "B-SPORT", "I-SPORT", "O"]),
+    (["Nike", "sponsors", "the", "Olympics"], ["B-BRAND", "O", "O", "I-EVENT"]),  # an orphan I- (IOB2 repair)
+]
+
+
+def conll(sentences, image_ids=False) -> str:
+    blocks = []
+    for k, (words, tags) in enumerate(sentences):
+        lines = ([f"IMGID:{k}"] if image_ids else []) + [f"{w}\t{t}" for w, t in zip(words, tags)]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def own_conll(folder: Path, image_ids=False, sentences=SENTENCES, names=("train.conll", "dev.conll", "test.conll")):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_text(conll(sentences, image_ids), encoding="utf-8")
+    return folder
+
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return transformers.AutoTokenizer.from_pretrained(MINILM_PATH)

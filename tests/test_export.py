@@ -32,7 +32,7 @@ def run(trained_model_dir, tmp_path_factory):
 
 def test_export_measures_f1_and_speed_and_fp32_matches_pytorch(run):
     from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
-    from shapca_serving.predict import load_model
+    from shapca_serving.loading import load_trained
 
     folder, data, report = run
     quality = report["quality"]
@@ -41,7 +41,7 @@ def test_export_measures_f1_and_speed_and_fp32_matches_pytorch(run):
     assert quality["int8_f1_change"] == round(quality["int8"]["f1"] - quality["fp32"]["f1"], 2)
     assert report["int8"]["within_tolerance"] == quality["within_tolerance"] == (quality["int8_f1_change"] >= -0.5)
     # the fp32 graph predicts exactly what PyTorch predicts on the same inputs
-    model = load_model(str(folder)).eval()
+    model = load_trained(str(folder), processor=False)[0].eval()
     rows = export.load_split(str(data), "test", "ner")
     predictor = ShapCAOnnxPredictor.from_pretrained(folder)
     feed = export.labelled_feed(predictor, list(rows), model.config)
@@ -57,7 +57,7 @@ def test_the_card_and_the_upload_carry_the_onnx_files(run, tmp_path):
     assert card.count("## ONNX (serving without PyTorch)") == 1
     assert f"| fp32 | {report['quality']['fp32']['f1']:.2f} |" in card
     assert card.index("## ONNX") < card.index("## Citation")
-    export.update_card(folder, report)  # a second export replaces the section
+    export.update_card(folder)  # a second export renders the card again, with one section
     assert (folder / "README.md").read_text().count("## ONNX (serving without PyTorch)") == 1
     files = push_to_hub.main([str(folder), "--repo-id", "someone/shapca-onnx", "--dry-run", str(tmp_path / "staged")])
     assert {"onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export.json", "onnx/vision.onnx"} <= set(files)

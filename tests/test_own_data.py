@@ -10,7 +10,7 @@ import transformers
 
 import train
 from tests.conftest import base_args
-from tests.datasets_scripts.test_sources import OWN_TYPES, SENTENCES, conll, own_conll
+from tests.conftest import OWN_TYPES, SENTENCES, conll, own_conll
 
 OWN_TAGS = ["O"] + [f"{p}-{t}" for t in OWN_TYPES for p in "BI"]
 # a paper corpus named, linked or scored (the metric's own name, "triple F1 (MJERE_j)", is not a corpus)

@@ -186,7 +186,7 @@ def test_a_huge_image_is_an_unreadable_image(model, tmp_path, monkeypatch):
     ("0-2", "'pairs' must be a list"),
 ])
 def test_mre_pairs_are_checked(processor, pairs, message):
-    from tests.modeling_shapca.test_word_pair import make_wp_model
+    from tests.conftest import make_wp_model
 
     model = make_wp_model("mre").eval()
     with pytest.raises((TypeError, ValueError), match=message):

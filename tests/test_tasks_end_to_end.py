@@ -14,7 +14,8 @@ import pytest
 
 import push_to_hub
 import train
-from modeling_shapca.tasks import DATASETS, TASKS, get_dataset
+from datasets_scripts.presets import DATASETS, get_dataset
+from modeling_shapca.tasks import TASKS
 from tests.conftest import base_args
 
 INPUTS = {

@@ -10,30 +10,7 @@ import pytest
 from datasets_scripts import build
 from datasets_scripts.readers import DataFormatError, read_conll_ner
 from datasets_scripts.sources import Columns, DataInfo, load_data
-
-OWN_TYPES = ("BRAND", "EVENT", "PRODUCT", "SPORT")
-SENTENCES = [
-    (["buy", "the", "iPhone", "at", "Apple"], ["O", "O", "B-PRODUCT", "O", "B-BRAND"]),
-    (["watch", "the", "World", "Cup", "final"], ["O", "O", "B-EVENT", "I-EVENT", "O"]),
-    (["she", "plays", "ice", "hockey", "daily"], ["O", "O", "B-SPORT", "I-SPORT", "O"]),
-    (["Nike", "sponsors", "the", "Olympics"], ["B-BRAND", "O", "O", "I-EVENT"]),  # an orphan I- (IOB2 repair)
-]
-
-
-def conll(sentences, image_ids=False) -> str:
-    blocks = []
-    for k, (words, tags) in enumerate(sentences):
-        lines = ([f"IMGID:{k}"] if image_ids else []) + [f"{w}\t{t}" for w, t in zip(words, tags)]
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n"
-
-
-def own_conll(folder: Path, image_ids=False, sentences=SENTENCES, names=("train.conll", "dev.conll", "test.conll")):
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        (folder / name).write_text(conll(sentences, image_ids), encoding="utf-8")
-    return folder
-
+from tests.conftest import OWN_TYPES, SENTENCES, conll, own_conll
 
 def test_conll_labels_come_from_the_data_with_iob2_repair(tmp_path):
     dataset, info, report = load_data(own_conll(tmp_path / "raw"))

@@ -17,7 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from shapca_app.app import DemoApp, LoadedModel, find_span, load_model  # noqa: E402
 from tests.conftest import random_image  # noqa: E402
-from tests.modeling_shapca.test_word_pair import MRE_GROUPS, make_wp_model  # noqa: E402
+from tests.conftest import MRE_GROUPS, make_wp_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def demo(trained_model_dir, mre_dir, tmp_path_factory):
     random_image(0).save(images / "tweet.jpg")
     ner, mre = load_model(str(trained_model_dir)), load_model(str(mre_dir))
     with torch.no_grad():  # a deterministic tagger: capitalised words are PER (emissions from a fixed rule)
-        ner.pipe.model.crf.transitions.zero_()
+        ner.pipe.runner.model.crf.transitions.zero_()
     return DemoApp([ner, mre], image_dir=str(images))
 
 

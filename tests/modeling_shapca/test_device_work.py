@@ -12,7 +12,7 @@ import torch
 
 from benchmarks.dispatch import count_dispatch
 from modeling_shapca import ShapCAForTokenClassification, ShapCAForWordPairExtraction
-from modeling_shapca.word_pair import encode_mjere, encode_mre
+from modeling_shapca.grids import encode_mjere, encode_mre
 from tests.conftest import NER_LABELS, random_image, tiny_config
 
 WORDS = [["Kevin", "Durant", "joins", "the", "Warriors"], ["Obama", "meets", "Merkel"], ["Hi"]]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from modeling_shapca.windows import owners, pair_window, plan_windows
-from tests.modeling_shapca.test_word_pair import make_wp_model
+from tests.conftest import make_wp_model
 
 
 def test_windows_cover_every_word_within_their_limits():

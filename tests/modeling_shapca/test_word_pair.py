@@ -13,21 +13,10 @@ from hypothesis import strategies as st
 
 from datasets_scripts.relations import build_mnre
 from modeling_shapca import ShapCAForWordPairExtraction
-from modeling_shapca.word_pair import (
-    PairFeatures,
-    WordPairContrastiveLayer,
-    decode_mjere,
-    decode_mre,
-    encode_mjere,
-    encode_mre,
-    grid_predictions,
-    word_pair_loss,
-)
-from tests.conftest import ROOT, tiny_config
+from modeling_shapca.grids import decode_mjere, decode_mre, encode_mjere, encode_mre
+from modeling_shapca.word_pair import PairFeatures, WordPairContrastiveLayer, grid_predictions, word_pair_loss
+from tests.conftest import MJERE_GROUPS, MRE_GROUPS, ROOT, make_wp_model, tiny_config
 
-MRE_GROUPS = {"relation": ["None", "/per/per/peer", "/per/org/member_of"]}
-MJERE_GROUPS = {"entity": ["None", "per", "org", "loc", "misc"], "relation_start": ["None", "peer", "member_of"],
-                "relation_end": ["None", "peer", "member_of"]}
 
 
 @pytest.fixture(scope="module")
@@ -199,12 +188,6 @@ def test_mjere_codec_on_random_layouts(layout):
 def test_entities_alone_always_round_trip(layout):
     n, entities, _ = layout  # nested, adjacent and length-1 spans: one boundary cell each
     assert _keys(*decode_mjere(np.array(encode_mjere(n, entities, [])), n))[0] == _keys(entities, [])[0]
-
-
-def make_wp_model(scheme="mjere"):
-    torch.manual_seed(0)
-    groups = MJERE_GROUPS if scheme == "mjere" else MRE_GROUPS
-    return ShapCAForWordPairExtraction(tiny_config(task=scheme, label_groups=groups))
 
 
 def wp_batch(processor):
