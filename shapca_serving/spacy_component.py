@@ -82,9 +82,8 @@ def _set_pairs(doc: Doc, pairs) -> None:
 
 def register_extensions() -> None:
     """The Doc and Span extensions the component writes and reads (once per process)."""
-    for name, kwargs in (("score", {"default": None}),):
-        if not Span.has_extension(name):
-            Span.set_extension(name, **kwargs)
+    if not Span.has_extension("score"):
+        Span.set_extension("score", default=None)
     if not Doc.has_extension("image"):
         Doc.set_extension("image", default=None)
     if not Doc.has_extension("context"):

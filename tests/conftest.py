@@ -126,10 +126,16 @@ def tokenizer():
     return transformers.AutoTokenizer.from_pretrained(MINILM_PATH)
 
 
-@pytest.fixture(scope="session")
-def processor(tokenizer):
+def tiny_processor(tokenizer=None) -> ShapCAProcessor:
+    """MiniLM's tokenizer, a 32-pixel ConvNeXt image processor, 64 subwords and words."""
+    tokenizer = tokenizer or transformers.AutoTokenizer.from_pretrained(MINILM_PATH)
     image_processor = transformers.ConvNextImageProcessorPil(size={"shortest_edge": 32})
     return ShapCAProcessor(image_processor, tokenizer, max_length=64, max_words=64)
+
+
+@pytest.fixture(scope="session")
+def processor(tokenizer):
+    return tiny_processor(tokenizer)
 
 
 @pytest.fixture

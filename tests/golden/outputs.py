@@ -55,8 +55,7 @@ def compute(work: Path, trained_dir: Path | None = None) -> dict:
     """Everything the golden file holds, computed in `work` (a fresh folder)."""
     import transformers
 
-    from tests.conftest import MINILM_PATH, random_image, task_model
-    from modeling_shapca import ShapCAProcessor
+    from tests.conftest import MINILM_PATH, random_image, task_model, tiny_processor
     from shapca_serving.onnx_export import export_onnx
     from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
     from modeling_shapca.pipeline_shapca import ShapCAPipeline
@@ -69,8 +68,7 @@ def compute(work: Path, trained_dir: Path | None = None) -> dict:
     tokenizer = transformers.AutoTokenizer.from_pretrained(MINILM_PATH)
     golden: dict = {"records": {}, "cli": {}}
     for task in ("ner", "mre", "mjere"):
-        processor = ShapCAProcessor(transformers.ConvNextImageProcessorPil(size={"shortest_edge": 32}), tokenizer,
-                                    max_length=64, max_words=64)
+        processor = tiny_processor(tokenizer)
         model = task_model(task).eval()
         folder = work / task
         model.save_pretrained(folder)

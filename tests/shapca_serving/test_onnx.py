@@ -11,12 +11,14 @@ import pytest
 import torch
 import transformers
 
-from modeling_shapca import ShapCAForTokenClassification, ShapCAForWordPairExtraction, ShapCAProcessor
+from modeling_shapca import ShapCAForTokenClassification, ShapCAForWordPairExtraction
 from shapca_serving.onnx_export import ExportError, export_onnx
 from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
 from modeling_shapca.pipeline_shapca import ShapCAPipeline
 
-from ..conftest import MINILM_PATH, ROOT, TASK_GROUPS, TASK_TEXTS, random_image, task_model, tiny_config
+from ..conftest import (
+    MINILM_PATH, ROOT, TASK_GROUPS, TASK_TEXTS, random_image, task_model, tiny_config, tiny_processor,
+)
 
 GROUPS, TEXTS = TASK_GROUPS, TASK_TEXTS
 _model = task_model
@@ -29,8 +31,7 @@ def exported(tmp_path_factory):
     tokenizer = transformers.AutoTokenizer.from_pretrained(MINILM_PATH)
     out = {}
     for task in ("ner", "mre", "mjere"):
-        processor = ShapCAProcessor(transformers.ConvNextImageProcessorPil(size={"shortest_edge": 32}), tokenizer,
-                                    max_length=64, max_words=64)
+        processor = tiny_processor(tokenizer)
         model = _model(task).eval()
         folder = tmp_path_factory.mktemp(f"onnx-{task}")
         report = export_onnx(model, folder, processor=processor, quantize=True, with_vision=task == "ner")

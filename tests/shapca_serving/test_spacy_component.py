@@ -11,12 +11,11 @@ import spacy
 import transformers
 from spacy.tokens import DocBin
 
-from modeling_shapca import ShapCAProcessor
 from modeling_shapca.pipeline_shapca import ShapCAPipeline
 from modeling_shapca.tasks import get_task
 from shapca_serving.onnx_export import export_onnx
 
-from ..conftest import MINILM_PATH, ROOT, random_image, task_model
+from ..conftest import MINILM_PATH, ROOT, random_image, task_model, tiny_processor
 
 NER_TEXTS = ["Kevin Durant enters Oracle Arena tonight with Stephen Curry", "RT cnni : Paris floods again",
              "Go Bears !", "Kevin Durant in Paris"]
@@ -30,8 +29,7 @@ def folders(tmp_path_factory):
     tokenizer = transformers.AutoTokenizer.from_pretrained(MINILM_PATH)
     out = {}
     for task in ("ner", "mre", "mjere"):
-        processor = ShapCAProcessor(transformers.ConvNextImageProcessorPil(size={"shortest_edge": 32}), tokenizer,
-                                    max_length=64, max_words=64)
+        processor = tiny_processor(tokenizer)
         model = task_model(task).eval()
         folder = tmp_path_factory.mktemp(f"spacy-{task}")
         model.save_pretrained(folder)
