@@ -9,9 +9,10 @@ Twitter corpora have one on every sentence). Rules applied (see data/README.md f
   the name other datasets use).
 * IOB2 normalisation: an `I-X` that does not continue an `X` entity becomes `B-X`. Under the
   conlleval reading the entity set is unchanged; the number of changed tags is reported.
-* Tokens are kept verbatim, whitespace-only and invisible-character tokens included (the
-  processor encodes a token without subwords as the unknown token, so no label moves to
-  another word). A token that is empty, or a line without a TAB, is an error.
+* Tokens are kept verbatim, tokens with whitespace (`New York`, a lone U+00A0) and
+  invisible-character tokens included (the processor encodes a token without subwords as the
+  unknown token, so no label moves to another word); prediction takes the same word lists. A
+  token that is empty, or a line without a TAB, is an error.
 * A UTF-8 byte order mark at the start of a file is skipped.
 
 MNRE: one Python dict literal per line, parsed with `ast.literal_eval` (never `eval`).
@@ -80,8 +81,12 @@ def normalize_tag(tag: str, path, line: int, types: tuple[str, ...] | None = Non
         return tag
     prefix, dash, kind = tag.partition("-")
     kind = (aliases or {}).get(kind, kind)
-    if prefix not in ("B", "I") or not dash or not kind or any(c.isspace() for c in kind):
+    if prefix not in ("B", "I") or not dash or not kind:
         raise DataFormatError(path, line, f"tag {tag!r} is not BIO: expected O, B-<type> or I-<type>")
+    if any(c.isspace() for c in kind):
+        raise DataFormatError(path, line, f"tag {tag!r}: the entity type {kind!r} contains whitespace, which the "
+                                          f"metrics and the Hub's label lists do not keep; write it as "
+                                          f"{prefix}-{'_'.join(kind.split())}")
     if types is not None and kind not in types:
         alias_note = f" (or {', '.join(aliases)})" if aliases else ""
         raise DataFormatError(path, line, f"unknown tag {tag!r}; this preset expects O, B-X or I-X with X in {types}"

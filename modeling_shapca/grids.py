@@ -58,7 +58,16 @@ def encode_mjere(n: int, entities: Sequence[dict], triples: Sequence[dict],
 _MAX_CONFLICTS = 64
 
 
-def decode_mjere(grid, n: int) -> tuple[list[dict], list[dict]]:
+def _top(scores: np.ndarray, k: int | None) -> np.ndarray:
+    """Indices of the `k` highest `scores`, in their original order (all when `k` is None or
+    not smaller than the count)."""
+    if k is None or len(scores) <= k:
+        return np.arange(len(scores))
+    return np.sort(np.argpartition(-scores, k - 1)[:k])
+
+
+def decode_mjere(grid, n: int, probs=None, group_sizes: Sequence[int] | None = None, max_entities: int | None = None,
+                 max_relations: int | None = None, counts: dict | None = None) -> tuple[list[dict], list[dict]]:
     """Entities and triples (0-based type / relation ids) from a `(3, >=n, >=n)` grid.
 
     A triple `(A, B, r)` is read when both relation cells of the pair carry `r`. When they
@@ -67,11 +76,30 @@ def decode_mjere(grid, n: int) -> tuple[list[dict], list[dict]]:
     relation on its own other cell, and the pair takes the relation of its unexplained cell.
     (On a noisy grid with more than 64 such conflicts, conflicting pairs are dropped.) The
     pair cells are read for all entity pairs at once with numpy indexing.
+
+    With `probs` (`(>=n, >=n, labels)` probabilities of the three groups side by side, sizes
+    `group_sizes`), each entity and triple gets a `score` (an entity: its cell's probability; a
+    triple: the mean of its two relation cells'), and `max_entities` / `max_relations` keep only
+    the highest-scoring ones (`limits.MAX_ENTITIES`, `limits.MAX_RELATIONS`: an untrained or
+    noisy model marks most cells, and the relation decode is quadratic in the entities); `counts`
+    (a dict) receives how many of each were found before the bounds.
     """
     grid = np.asarray(grid.cpu() if hasattr(grid, "cpu") else grid)[:, :n, :n]
     entity, start, end = grid[0], grid[1], grid[2]
     heads, tails = np.nonzero(np.triu(entity > 0))
+    entity_scores = None
+    if counts is not None:
+        counts["entities"] = counts.get("entities", 0) + len(heads)
+    if probs is not None:
+        probs = np.asarray(probs)[:n, :n]
+        offset_start, offset_end = group_sizes[0], group_sizes[0] + group_sizes[1]
+        entity_scores = probs[heads, tails, entity[heads, tails]]
+        keep = _top(entity_scores, max_entities)
+        heads, tails, entity_scores = heads[keep], tails[keep], entity_scores[keep]
     entities = [{"start": int(i), "end": int(j) + 1, "type": int(entity[i, j]) - 1} for i, j in zip(heads, tails)]
+    if entity_scores is not None:
+        for e, score in zip(entities, entity_scores.tolist()):
+            e["score"] = score
     if len(entities) < 2:
         return entities, []
     first, last = heads, tails  # each entity's first and last word
@@ -91,9 +119,19 @@ def decode_mjere(grid, n: int) -> tuple[list[dict], list[dict]]:
                 relation[a, b] = ee[a, b]
             elif ends_explained and not starts_explained:
                 relation[a, b] = ss[a, b]
-    triples = [
-        {"head_start": entities[a]["start"], "head_end": entities[a]["end"], "tail_start": entities[b]["start"],
-         "tail_end": entities[b]["end"], "relation": int(relation[a, b]) - 1}
-        for a, b in np.argwhere(relation > 0)
-    ]
+    found = np.argwhere(relation > 0)
+    a, b = found[:, 0], found[:, 1]
+    r = relation[a, b]
+    if counts is not None:
+        counts["relations"] = counts.get("relations", 0) + len(r)
+    scores = None
+    if probs is not None:
+        scores = (probs[first[a], first[b], offset_start + r] + probs[last[a], last[b], offset_end + r]) / 2
+        keep = _top(scores, max_relations)
+        a, b, r, scores = a[keep], b[keep], r[keep], scores[keep].tolist()
+    triples = [{"head_start": int(first[i]), "head_end": int(last[i]) + 1, "tail_start": int(first[j]),
+                "tail_end": int(last[j]) + 1, "relation": int(k) - 1} for i, j, k in zip(a, b, r)]
+    if scores is not None:
+        for t, score in zip(triples, scores):
+            t["score"] = score
     return entities, triples

@@ -9,13 +9,30 @@ from typing import Sequence
 
 import regex
 
+from .limits import MAX_RELATIONS
+
 # Tokens like the Twitter corpora's: URLs, @mentions, #hashtags, words (with inner ' or -),
 # numbers, and single punctuation marks (or symbols, emoji sequences). A word character keeps
 # the combining marks that follow it (Devanagari vowel signs and viramas, Thai vowels and tone
 # marks, Arabic harakat, NFD accents), so no word is cut inside a grapheme cluster. Invisible
-# format characters (zero-width space, bidi marks and overrides: category Cf) are never words.
-_WORD = r"\w[\w\p{M}]*"
-_TOKEN = regex.compile(rf"https?://\S+|[@#]?{_WORD}(?:['’\-]{_WORD})*|(?![\w\s\p{{Cf}}])\X")
+# characters are never words and never start one: format characters (category Cf: zero-width
+# space and joiners, bidi marks and overrides), the combining grapheme joiner U+034F and the
+# Hangul fillers U+115F, U+1160, U+3164, U+FFA0 (letters to Unicode, blank on screen). Inside a
+# word they stay (an emoji ZWJ sequence, a Persian word with a zero-width non-joiner).
+INVISIBLE = r"\p{Cf}\u034F\u115F\u1160\u3164\uFFA0"
+_WORD = rf"(?![{INVISIBLE}])\w[\w\p{{M}}]*"
+_TOKEN = regex.compile(rf"https?://\S+|[@#]?{_WORD}(?:['’\-]{_WORD})*|(?![\w\s{INVISIBLE}])\X")
+
+
+def check_text(value: str, name: str) -> str:
+    """`value` as is, unless it holds a lone surrogate (not Unicode text: no tokenizer, file or
+    JSON line takes it): a `ValueError` naming the input and the position."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"{name}: a lone surrogate {value[error.start]!r} at character {error.start} (not valid "
+                         "Unicode text; decode the source with errors='replace' or drop it)") from None
+    return value
 
 
 def tokenize_with_offsets(text: str) -> tuple[list[str], list[tuple[int, int]]]:
@@ -127,6 +144,9 @@ def check_pairs(pairs, n_words: int, name: str) -> list[tuple[tuple[int, int], t
     with `0 <= start < end <= n_words`."""
     if isinstance(pairs, (str, bytes)) or not isinstance(pairs, (list, tuple)):
         raise TypeError(f"{name}: 'pairs' must be a list of [head, tail] word spans, got {type(pairs).__name__}")
+    if len(pairs) > MAX_RELATIONS:
+        raise ValueError(f"{name}: {len(pairs):,} pairs, more than MAX_RELATIONS={MAX_RELATIONS:,} per input; split "
+                         "them over several inputs")
     checked = []
     for p, pair in enumerate(pairs):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:

@@ -15,6 +15,12 @@ the README's "Trust and data safety"), and every refusal is a `ValueError` sayin
 * `MAX_IMAGE_PIXELS` (40 M pixels, ~120 MB as RGB) and `MAX_ASPECT_RATIO` (20): checked on the
   image header before decoding; the resize to the processor's shortest edge multiplies a thin
   image's size by its aspect ratio, so the ratio bounds the resized size too.
+* `MAX_RELATIONS` (10,000) and `MAX_ENTITIES` (2,000): the most relations and entities one
+  input's records hold (MJERE): the word-pair heads mark cells, and an untrained or noisy model
+  marks most of them (a 150-word text has 11,325 spans and ~128 M span pairs); the
+  highest-scoring are kept, with a warning naming the input. The entity bound applies per
+  window before relations are decoded, so their cost is bounded too. MRE reads one relation per
+  given pair: at most `MAX_RELATIONS` pairs per input.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ FETCH_MAX_REDIRECTS = 3
 MAX_IMAGE_PIXELS = 40_000_000
 MAX_ASPECT_RATIO = 20.0
 SCHEMES = ("http", "https")
+MAX_RELATIONS = 10_000
+MAX_ENTITIES = 2_000
 
 
 def check_address(address: str, allow_private: bool) -> None:

@@ -109,7 +109,10 @@ class ShapCAPipeline(Pipeline):
         self.runner.check()
         check_options(batch_size)
         self._show_progress = show_progress
-        _, items = named_inputs(inputs, {k: kwargs.get(k) for k in ("image", "context", "pairs")})
+        kind, items = named_inputs(inputs, {k: kwargs.get(k) for k in ("image", "context", "pairs")})
+        if kind == "list" and not items:
+            self._sanitize_parameters(**kwargs)  # the options are checked all the same
+            return []  # an empty batch: no records (as the ONNX predictor)
         return super().__call__(items, batch_size=batch_size, **kwargs)
 
     # ------------------------------------------------------------------ steps

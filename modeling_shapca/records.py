@@ -15,14 +15,16 @@ Formats are described in `pipeline_shapca.py`.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
 
 from .inference import (
-    bio_to_spans, check_pairs, check_positive_int, join_with_offsets, load_image, normalize_inputs,
-    tokenize_with_offsets,
+    bio_to_spans, check_pairs, check_positive_int, check_text, join_with_offsets, load_image,
+    normalize_inputs, tokenize_with_offsets,
 )
+from .limits import MAX_ENTITIES, MAX_RELATIONS
 from .windows import owners, pair_window, plan_windows
 
 RECORD_KEYS = {"text", "words", "image", "context", "pairs", "pos_tags", "_name"}
@@ -49,20 +51,23 @@ def as_record(item, name: str, task: str, allow_private: bool = True, **override
     if "text" in record:
         if not isinstance(record["text"], str):
             raise TypeError(f"{name}: 'text' must be a string, got {type(record['text']).__name__}")
-        text = record["text"]
+        text = check_text(record["text"], name)
         words, offsets = tokenize_with_offsets(text)
     else:
         words = record["words"]
         if isinstance(words, str) or not isinstance(words, (list, tuple)):
             raise TypeError(f"{name}: 'words' must be a list of strings, got {type(words).__name__}")
         for j, word in enumerate(words):
-            if not isinstance(word, str) or not word or any(c.isspace() for c in word):
-                raise ValueError(f"{name}: word {j} must be a non-empty string without whitespace, got {word!r}")
+            if not isinstance(word, str) or not word:
+                raise ValueError(f"{name}: word {j} must be a non-empty string, got {word!r}")
+            check_text(word, f"{name}: word {j}")
         text, offsets = join_with_offsets(words)
         words = list(words)
     context = record.get("context")
     if context is not None and not isinstance(context, str):
         raise TypeError(f"{name}: 'context' must be a string or None, got {type(context).__name__}")
+    if context:
+        check_text(context, f"{name}: context")
     pos_tags = record.get("pos_tags")
     if pos_tags is not None and (isinstance(pos_tags, str) or not isinstance(pos_tags, (list, tuple))
                                  or len(pos_tags) != len(words) or not all(isinstance(t, str) for t in pos_tags)):
@@ -240,34 +245,50 @@ def pairs_mre(records, parts, probs: np.ndarray, labels: np.ndarray) -> list[lis
 
 def joint_windows(records, parts, probs: np.ndarray, labels: np.ndarray, label_groups, group_sizes) -> list[dict | None]:
     """Entities and relations of each input (word spans `first`/`last`), each kept from the
-    window that owns its first word (a relation: its head's first word)."""
+    window that owns its first word (a relation: its head's first word). At most
+    `limits.MAX_ENTITIES` entities and `limits.MAX_RELATIONS` relations per input, the
+    highest-scoring (a warning names the input when more were found)."""
     from .grids import decode_mjere
 
     types, relations = label_groups["entity"], label_groups["relation_start"]
-    offset_start, offset_end = group_sizes[0], group_sizes[0] + group_sizes[1]
     merged: list[dict | None] = [None if not r["windows"] else {"entities": [], "relations": []} for r in records]
+    counts = [{} for _ in records]
     for p, (i, k, start, end) in enumerate(parts):
         owner = records[i]["owners"]
-        entities, triples = decode_mjere(labels[p], end - start)
+        entities, triples = decode_mjere(labels[p], end - start, probs[p], group_sizes, MAX_ENTITIES, MAX_RELATIONS,
+                                         counts[i])
         found = {}
         for e in entities:
-            label = e["type"] + 1
-            found[(e["start"], e["end"])] = {"entity_group": types[label], "first": start + e["start"],
-                                             "last": start + e["end"],
-                                             "score": float(probs[p, e["start"], e["end"] - 1, label])}
+            found[(e["start"], e["end"])] = {"entity_group": types[e["type"] + 1], "first": start + e["start"],
+                                             "last": start + e["end"], "score": e["score"]}
             if owner[start + e["start"]] == k:
                 merged[i]["entities"].append(found[(e["start"], e["end"])])
         for t in triples:
             if owner[start + t["head_start"]] != k:
                 continue
-            r = t["relation"] + 1
-            score = (probs[p, t["head_start"], t["tail_start"], offset_start + r]
-                     + probs[p, t["head_end"] - 1, t["tail_end"] - 1, offset_end + r]) / 2
             merged[i]["relations"].append({
                 "head": dict(found[(t["head_start"], t["head_end"])]),
                 "tail": dict(found[(t["tail_start"], t["tail_end"])]),
-                "label": relations[r], "score": float(score)})
+                "label": relations[t["relation"] + 1], "score": t["score"]})
+    for record, values, found in zip(records, merged, counts):
+        if values is not None:
+            for key, limit, name in (("entities", MAX_ENTITIES, "MAX_ENTITIES"),
+                                     ("relations", MAX_RELATIONS, "MAX_RELATIONS")):
+                values[key] = _bounded(values[key], limit, found.get(key, 0), f"{record['_name']}: {key}", name)
     return merged
+
+
+def _bounded(items: list[dict], limit: int, found: int, what: str, name: str) -> list[dict]:
+    """At most `limit` items, the highest-scoring (in their order), with a warning when the
+    model found more (`found`, counted over windows before each window's own bound)."""
+    if len(items) > limit:
+        keep = sorted(sorted(range(len(items)), key=lambda j: -items[j]["score"])[:limit])
+        items = [items[j] for j in keep]
+    if found > limit:
+        warnings.warn(f"{what}: the model marked {found:,} (over its windows), more than {name}={limit:,} (an "
+                      f"untrained or noisy model marks most word pairs); the {len(items):,} highest-scoring are kept",
+                      stacklevel=3)
+    return items
 
 
 def decode_word_pairs(task: str, records, parts, probs: np.ndarray, labels: np.ndarray, label_groups, group_sizes) -> list:

@@ -201,3 +201,58 @@ def test_a_model_folder_without_config_is_a_clear_error(trained_model_dir, tmp_p
         ShapCAForTokenClassification.from_pretrained(tmp_path)
     with pytest.raises(OSError, match="has no config.json"):
         load_trained(str(tmp_path))
+
+
+# ---------------------------------------------------------------- bounded word-pair outputs
+def test_mjere_decode_keeps_the_highest_scoring_entities_and_relations():
+    """With every cell marked, the bounded decode returns exactly the top-k of the unbounded
+    one (by score), in the unbounded order, and counts what it found."""
+    from modeling_shapca.grids import decode_mjere
+
+    rng = np.random.default_rng(0)
+    n, sizes = 12, [3, 2, 2]
+    grid = np.stack([np.triu(rng.integers(1, 3, (n, n))), rng.integers(1, 2, (n, n)), rng.integers(1, 2, (n, n))])
+    probs = rng.random((n, n, sum(sizes))).astype(np.float32)
+    all_entities, all_triples = decode_mjere(grid, n, probs, sizes)
+    assert len(all_entities) == n * (n + 1) // 2 and len(all_triples) > 2000
+    counts = {}
+    entities, triples = decode_mjere(grid, n, probs, sizes, max_entities=40, max_relations=100, counts=counts)
+    assert counts == {"entities": len(all_entities), "relations": 40 * 39}
+    top = sorted(sorted(range(len(all_entities)), key=lambda j: -all_entities[j]["score"])[:40])
+    assert entities == [all_entities[j] for j in top]
+    kept = {(e["start"], e["end"]) for e in entities}
+    among = [t for t in all_triples if {(t["head_start"], t["head_end"]), (t["tail_start"], t["tail_end"])} <= kept]
+    best = sorted(sorted(range(len(among)), key=lambda j: -among[j]["score"])[:100])
+    assert triples == [among[j] for j in best]
+    assert min(t["score"] for t in triples) >= max(t["score"] for j, t in enumerate(among) if j not in best)
+
+
+def test_an_untrained_mjere_model_on_150_words_returns_bounded_records_quickly():
+    """The issue's case: 944,149 relations (823 MB of JSON) before the bound."""
+    from modeling_shapca.engine import InferenceEngine
+    from modeling_shapca.limits import MAX_ENTITIES, MAX_RELATIONS
+    from modeling_shapca.torch_runner import TorchRunner
+    from tests.conftest import task_model, tiny_processor
+
+    engine = InferenceEngine(TorchRunner(task_model("mjere").eval(), tiny_processor()))
+    words = [f"Word{i}" for i in range(150)]
+    started = time.perf_counter()
+    with pytest.warns(UserWarning, match=r"input 0: relations: the model marked [\d,]+ .*more than "
+                                         r"MAX_RELATIONS=10,000") as caught:
+        records = engine({"words": words})
+    assert time.perf_counter() - started < 120
+    assert len(records["relations"]) == MAX_RELATIONS
+    assert MAX_ENTITIES - 100 < len(records["entities"]) <= MAX_ENTITIES  # each window's own bound comes first
+    assert any("MAX_ENTITIES=2,000" in str(w.message) for w in caught)
+    scores = [r["score"] for r in records["relations"]]
+    assert scores != sorted(scores, reverse=True)  # kept in the decode's order, not re-sorted
+
+
+def test_mre_pairs_per_input_are_bounded():
+    from modeling_shapca.inference import check_pairs
+    from modeling_shapca.limits import MAX_RELATIONS
+
+    pairs = [[[0, 1], [1, 2]]] * (MAX_RELATIONS + 1)
+    with pytest.raises(ValueError, match=r"^input 2: 10,001 pairs, more than MAX_RELATIONS=10,000 per input"):
+        check_pairs(pairs, 3, "input 2")
+    assert len(check_pairs(pairs[:MAX_RELATIONS], 3, "input 2")) == MAX_RELATIONS

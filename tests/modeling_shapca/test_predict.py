@@ -288,3 +288,38 @@ def test_cli_killed_or_doubled_leaves_no_partial_output(trained_model_dir, tmp_p
     subprocess.run(command[:-1] + ["128"], cwd=ROOT, check=True, capture_output=True, timeout=600)
     assert not partial.exists()  # ... the next run reuses and renames it
     assert len(out.read_text().splitlines()) == 1500
+
+
+# ---------------------------------------------------------------- edges (issue 34)
+@pytest.mark.parametrize("text, words", [
+    ("a \u200c b", ["a", "b"]), ("a \u200d b", ["a", "b"]), ("\u200c", []), ("a \u034f b", ["a", "b"]),
+    ("a \u3164 b \u115f c \uffa0", ["a", "b", "c"]),
+    ("x\u200dy \U0001F468\u200d\U0001F469", ["x\u200dy", "\U0001F468\u200d\U0001F469"]),  # inside a word they stay
+])
+def test_invisible_characters_are_never_words(text, words):
+    assert tokenize_with_offsets(text)[0] == words
+
+
+def test_empty_batch_and_lone_surrogates(model):
+    from modeling_shapca.pipeline_shapca import ShapCAPipeline
+
+    pipe = ShapCAPipeline(model=model, processor=ShapCAProcessor.from_pretrained(model.name_or_path))
+    assert pipe([]) == []
+    assert model.predict([]) == []
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        pipe([], batch_size=0)
+    with pytest.raises(ValueError, match=r"^input 1: a lone surrogate '\\ud800' at character 3"):
+        pipe(["fine", "bad\ud800 text"])
+    with pytest.raises(ValueError, match=r"^input 0: word 1: a lone surrogate"):
+        pipe([{"words": ["ok", "\udfff"]}])
+    with pytest.raises(ValueError, match=r"^input 0: context: a lone surrogate"):
+        pipe({"text": "ok", "context": "a \ud83d"})
+
+
+def test_words_with_whitespace_are_read_as_in_training(model):
+    """Training keeps a CoNLL token such as `New York` or a lone U+00A0 verbatim; prediction
+    takes the same word lists (offsets refer to the words joined by one space)."""
+    records = model.predict([["I", "love", "New York", "\xa0", "!"]], is_split_into_words=True)
+    assert isinstance(records, list)
+    for entity in records[0]:
+        assert "I love New York \xa0 !"[entity["start"]:entity["end"]] == entity["word"]
