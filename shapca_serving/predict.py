@@ -52,6 +52,8 @@ from tqdm.auto import tqdm
 
 from modeling_shapca.tasks import get_task
 
+from .locks import WriterLock
+
 PIPELINE_KEYS = ("text", "words", "image", "context", "pairs")
 
 
@@ -113,21 +115,13 @@ class OutputFile:
         self.lock_path = target.with_name(f".{target.name}.lock")
 
     def __enter__(self):
-        import fcntl
         import signal
 
         if self.target.is_dir():
             raise ValueError(f"--output {self.target} is a folder; name a file")
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.lock_path, "a")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(self._lock.fileno()).st_ino != os.stat(self.lock_path).st_ino:
-                raise BlockingIOError  # the lock file was replaced meanwhile: another run holds the new one
-        except (BlockingIOError, FileNotFoundError):
-            self._lock.close()
-            raise ValueError(f"another run is writing {self.target} right now; wait for it or choose another "
-                             "--output") from None
+        self._lock = WriterLock(self.lock_path, f"another run is writing {self.target} right now; wait for it or "
+                                                "choose another --output").acquire()
         self.handle = open(self.partial, "w", encoding="utf-8")  # truncates a killed run's leftover
         self._previous = signal.getsignal(signal.SIGTERM)
         if threading.current_thread() is threading.main_thread():
@@ -151,8 +145,7 @@ class OutputFile:
         finally:
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, self._previous)
-            self.lock_path.unlink(missing_ok=True)
-            self._lock.close()
+            self._lock.release()
         return False
 
 

@@ -122,3 +122,49 @@ def check_dataset(dataset: datasets.DatasetDict, name: str, task: str) -> None:
     if missing:
         raise ValueError(f"dataset {name!r} is for task {task!r} but lacks the columns {missing} "
                          f"(it has {dataset['train'].column_names}): is --task right for this --dataset_path?")
+
+
+def split_labels(split: datasets.Dataset, task: str) -> dict[str, int]:
+    """How often each label of `task` occurs in a split: NER entity types (from the B- / I-
+    tags, counted per entity start), MRE relations, MJERE entity types and relations (`None`
+    not counted)."""
+    import collections
+
+    counts: collections.Counter = collections.Counter()
+    name = get_task(task).name
+    if name == "ner":
+        names = split.features["tags"].feature.names
+        for tags in split["tags"]:
+            counts.update(names[t][2:] for t in tags if names[t].startswith("B-"))
+    elif name == "mre":
+        names = split.features["relation"].names
+        counts.update(names[r] for r in split["relation"] if names[r] != NONE_LABEL)
+    else:
+        types = split.features["entities"].feature["type"].names
+        relations = split.features["triples"].feature["relation"].names
+        for entities, triples in zip(split["entities"], split["triples"]):
+            counts.update(types[e["type"]] for e in entities)
+            counts.update(relations[t["relation"]] for t in triples)
+    return dict(counts)
+
+
+def warn_about_labels(dataset: datasets.DatasetDict, info, task: str) -> list[str]:
+    """Warnings (logged, and returned) about labels the training split cannot teach: a label
+    seen only in the validation or test split (it stays in the model's label set, so the scores
+    count it, but no training example has it), and a training split with no entity or relation
+    at all. Each names the split and, for raw files, the file."""
+    used = {split: split_labels(ds, task) for split, ds in dataset.items()}
+    messages = []
+    where = {split: f"{info.name} split {split!r}" + (f" ({info.sources[split]})" if info.sources.get(split) else "")
+             for split in dataset}
+    if not used.get("train"):
+        what = "entity" if get_task(task).name == "ner" else "entity or relation"
+        messages.append(f"{where['train']} has no {what} at all (every label is O / None): the model can only learn "
+                        "to predict none; check the tags column and the file")
+    for split in ("validation", "test"):
+        for label in sorted(set(used.get(split, {})) - set(used.get("train", {}))):
+            messages.append(f"{where[split]}: the label {label!r} occurs {used[split][label]} time(s) but never in "
+                            f"{where['train']}: the model keeps it in its label set and cannot learn it")
+    for message in messages:
+        logger.warning(message)
+    return messages

@@ -109,7 +109,7 @@ def prepared_dataset(data_args, training_args, tagger, check=None):
     from datasets_scripts.build import save_built
     from datasets_scripts.sources import load_data
 
-    from .data import check_dataset, load_task_dataset
+    from .data import check_dataset, load_task_dataset, warn_about_labels
 
     cache = Path(training_args.output_dir) / ".dataset_cache"
     with training_args.main_process_first(desc="dataset preparation"):
@@ -125,6 +125,8 @@ def prepared_dataset(data_args, training_args, tagger, check=None):
                 dataset[split] = dataset[split].select(range(min(data_args.max_eval_samples, len(dataset[split]))))
         if check is not None:
             check(dataset, info)
+        if training_args.do_train:
+            warn_about_labels(dataset, info, info.task)
         dataset = add_pos_tags(dataset, tagger)
         if training_args.world_size > 1:  # the builder's own save (replaces an older cache)
             save_built(dataset, cache, {"info": info.to_json()})
@@ -236,6 +238,51 @@ def check_resume_settings(checkpoint: str, config) -> None:
                          "--start_over true to train from scratch in this output_dir, or give another --output_dir")
 
 
+DATA_RECORD = ".shapca-data.json"  # in output_dir: the data the checkpoints there were trained on
+LOCK_FILE = ".shapca-train.lock"  # in output_dir while a run writes it
+
+
+def data_fingerprint(dataset) -> str:
+    """A content hash of the prepared splits (Arrow bytes of every row and the features, label
+    names included), as `datasets` fingerprints a table: equal data, equal fingerprint."""
+    import hashlib
+
+    import pyarrow as pa
+
+    digest = hashlib.sha256()
+    for name in sorted(dataset):
+        digest.update(name.encode())
+        for table in dataset[name].with_format("arrow").iter(batch_size=4096):
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            digest.update(sink.getvalue())
+    return digest.hexdigest()
+
+
+def check_same_data(output: Path, resume: str | None, fingerprint: str, info, sizes: dict) -> None:
+    """Refuse to resume checkpoints trained on other data than this command's (a finished run
+    rerun with another corpus would train 0 steps and card itself as trained on it); record the
+    data for the next run otherwise."""
+    if resume:
+        record = Path(resume).parent / DATA_RECORD
+        if record.is_file():
+            before = json.loads(record.read_text(encoding="utf-8"))
+            if before.get("fingerprint") != fingerprint:
+                raise SystemExit(
+                    f"error: {Path(resume).parent} holds checkpoints trained on other data ({before.get('name')!r}, "
+                    f"splits {before.get('sizes')}) than this command's ({info.name!r}, splits {sizes}); resuming "
+                    "would not train on the new data. Rerun with --start_over true to train from scratch in this "
+                    "output_dir, or give another --output_dir")
+        else:
+            logger.warning("%s has no %s (a run of an earlier version): the checkpoint's data cannot be compared "
+                           "with this command's", Path(resume).parent, DATA_RECORD)
+    output.mkdir(parents=True, exist_ok=True)
+    tmp = output / f"{DATA_RECORD}.partial"
+    tmp.write_text(json.dumps({"fingerprint": fingerprint, "name": info.name, "sizes": sizes}), encoding="utf-8")
+    tmp.replace(output / DATA_RECORD)
+
+
 def run_schedule(training_args, state) -> dict:
     """What was run: the epoch or step budget and how evaluation and the best checkpoint were
     chosen (for results.json and the card)."""
@@ -271,6 +318,26 @@ def data_summary(info, dataset, config) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, shapca_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    from shapca_serving.locks import WriterLock
+
+    output = Path(training_args.output_dir)
+    lock = None
+    if training_args.process_index == 0:  # one run writes an output_dir; its other processes are the same run
+        try:
+            lock = WriterLock(output / LOCK_FILE, f"another run is writing {output} right now (it holds "
+                                                  f"{output / LOCK_FILE}); wait for it to end or give another "
+                                                  "--output_dir").acquire()
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
+    try:
+        return run(model_args, shapca_args, data_args, training_args)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def run(model_args, shapca_args, data_args, training_args) -> dict:
+    """The run of `main`, with output_dir locked."""
     import datasets
     import torch
     import transformers
@@ -313,6 +380,9 @@ def main(argv: list[str] | None = None) -> dict:
         dataset, info = prepared_dataset(data_args, training_args, PosTagger(), lambda ds, info: check_lengths(
             ds, info, max_words, tokenizer, model_args.max_length))
         check_metric(training_args, info.task)
+        if training_args.process_index == 0:
+            check_same_data(Path(training_args.output_dir), resume, data_fingerprint(dataset), info,
+                            {split: len(ds) for split, ds in dataset.items()})
         model, processor = build_model_and_processor(model_args, shapca_args, info.task, dataset["train"].features)
     else:
         model, processor = load_trained(model_args.model_name_or_path)

@@ -127,3 +127,43 @@ def test_a_key_dataset_and_dataset_rows_stream_through_the_pipeline(trained_mode
     assert list(pipe(dataset["test"], batch_size=2)) == expected  # whole rows: words, image (none here), context
     assert list(pipe(row for row in [" ".join(dataset["test"][0]["words"])])) == expected[:1]
     assert pipe({"words": dataset["test"][0]["words"]}, ignore_labels=[e["entity_group"] for e in expected[0]]) == []
+
+
+def test_labels_the_training_split_cannot_teach_are_warned_about(tmp_path, caplog):
+    """A label seen only in validation or test, and a training split without any entity, are
+    named with the split and the file."""
+    from datasets_scripts.sources import load_data
+    from shapca_training.data import warn_about_labels
+
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    train_rows = [(["buy", "the", "iPhone"], ["O", "O", "B-PRODUCT"])]
+    (folder / "train.conll").write_text(conll(train_rows), encoding="utf-8")
+    (folder / "dev.conll").write_text(conll(train_rows + [(["Nike", "wins"], ["B-BRAND", "O"])]), encoding="utf-8")
+    (folder / "test.conll").write_text(conll([(["at", "the", "World", "Cup"], ["O", "O", "B-EVENT", "I-EVENT"]),
+                                              (["World", "Cup"], ["B-EVENT", "I-EVENT"])]), encoding="utf-8")
+    dataset, info, _ = load_data(folder, "ner")
+    with caplog.at_level("WARNING", logger="shapca.train"):
+        messages = warn_about_labels(dataset, info, "ner")
+    assert messages == [
+        f"raw split 'validation' (dev.conll): the label 'BRAND' occurs 1 time(s) but never in raw split "
+        f"'train' (train.conll): the model keeps it in its label set and cannot learn it",
+        f"raw split 'test' (test.conll): the label 'EVENT' occurs 2 time(s) but never in raw split "
+        f"'train' (train.conll): the model keeps it in its label set and cannot learn it",
+    ]
+    assert [r.getMessage() for r in caplog.records] == messages
+    (folder / "train.conll").write_text(conll([(["buy", "the", "iPhone"], ["O", "O", "O"])]), encoding="utf-8")
+    dataset, info, _ = load_data(folder, "ner")
+    assert warn_about_labels(dataset, info, "ner")[0] == (
+        f"raw split 'train' (train.conll) has no entity at all (every label is O / None): the model "
+        "can only learn to predict none; check the tags column and the file")
+
+
+def test_a_type_with_whitespace_is_named_as_such(tmp_path):
+    from datasets_scripts.sources import load_data
+
+    folder = tmp_path / "raw"
+    own_conll(folder, sentences=[(["Ada", "Lovelace"], ["B-NAMED PERSON", "I-NAMED PERSON"])])
+    with pytest.raises(ValueError, match=r"train.conll:1: tag 'B-NAMED PERSON': the entity type 'NAMED PERSON' "
+                                         r"contains whitespace.*write it as B-NAMED_PERSON"):
+        load_data(folder, "ner")

@@ -283,8 +283,55 @@ def test_a_real_sigkill_of_train_py_is_resumed_by_the_same_command(tiny_text_mod
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
+    assert (out / ".shapca-train.lock").is_file()  # left by the kill; the kernel released its lock
     done = subprocess.run(command, cwd=train.ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert not (out / ".shapca-train.lock").exists()
     state = json.loads((out / "checkpoint-40" / "trainer_state.json").read_text())
     steps = [e["step"] for e in state["log_history"] if "loss" in e]
     assert steps == list(range(1, 41))
+
+
+def test_a_second_run_on_a_locked_output_dir_is_refused_before_any_data(tiny_text_model, tmp_path, monkeypatch):
+    """Two trainings on one output_dir: the second stops at once, naming the folder (it used to
+    die mid-run when the first one's checkpoint rotation removed a folder it wrote into)."""
+    import shapca_training.data
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from shapca_serving.locks import WriterLock; "
+        f"lock = WriterLock({str(out / '.shapca-train.lock')!r}, 'busy').acquire(); print('held', flush=True); "
+        "time.sleep(60)")], cwd=train.ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+
+        def no_data(*args, **kwargs):
+            raise AssertionError("data loaded by a refused run")
+
+        monkeypatch.setattr(shapca_training.data, "load_task_dataset", no_data)
+        with pytest.raises(SystemExit, match=f"^error: another run is writing {out} right now .*"
+                                             "give another --output_dir"):
+            run(tiny_text_model, out)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in out.iterdir()) == [".shapca-train.lock"]  # the refused run wrote nothing
+
+
+def test_a_finished_run_rerun_with_other_data_is_refused(tiny_text_model, tmp_path):
+    """A finished run rerun with another corpus used to "resume", train 0 steps and card itself
+    as trained on the new data: it is refused, with both ways out; the same data resumes."""
+    from tests.conftest import SENTENCES, own_conll
+
+    first, other = own_conll(tmp_path / "a", sentences=SENTENCES * 3), own_conll(tmp_path / "b", sentences=SENTENCES * 4)
+    out = tmp_path / "run"
+    extra = ("--num_train_epochs", "1", "--save_strategy", "epoch", "--eval_strategy", "epoch")
+    run(tiny_text_model, out, "--dataset_path", str(first), *extra)
+    with pytest.raises(SystemExit, match=r"checkpoints trained on other data \('a', splits \{'train': 12, "
+                                         r"'validation': 12, 'test': 12\}\) than this command's \('b', splits "
+                                         r"\{'train': 16, .*--start_over true .* or give another --output_dir"):
+        run(tiny_text_model, out, "--dataset_path", str(other), *extra)
+    results = run(tiny_text_model, out, "--dataset_path", str(first), *extra)  # the same data: resumed as before
+    assert results["data"]["sizes"]["train"] == 12
+    results = run(tiny_text_model, out, "--dataset_path", str(other), "--start_over", "true", *extra)
+    assert results["data"]["sizes"]["train"] == 16 and results["schedule"]["steps_run"] == 2
