@@ -8,7 +8,10 @@ model card rendered from them.
 ONNX: when the run folder has `onnx/` (`shapca-export RUN RUN --quantize int8 --validation ...`),
 its files (`onnx/model.onnx`, `onnx/model_int8.onnx`, `onnx/vision.onnx`, `onnx/export.json`) are
 uploaded too and the card shows how to load them with their measured F1 and speed;
-`--no-onnx` leaves them out.
+`--no-onnx` leaves them out. Only the files `export.json` lists are staged, never through a
+symbolic link (a link is refused by name), and only when `export.json`'s fingerprint matches
+the folder's model (labels and weights): a stale `onnx/` (another task, an earlier training of
+the folder) is refused with the command that exports it again.
 
 `--dry-run OUT` writes exactly what would be uploaded into OUT (a new or empty folder) and
 uploads nothing. Staging happens in a folder beside OUT that is renamed into place when
@@ -67,26 +70,75 @@ def check_repo_id(repo_id: str) -> str:
 OWN_MODULES = {"configuration_shapca", "modeling_shapca", "processing_shapca", "pipeline_shapca"}
 
 
+def _own_target(target) -> bool:
+    return target is None or (isinstance(target, str) and "--" not in target and target.split(".")[0] in OWN_MODULES)
+
+
+def _scrub(data):
+    """`data` with every `auto_map` (at any depth: `processor_config.json` nests the image
+    processor's and tokenizer's) reduced to entries pointing at this package's modules."""
+    if isinstance(data, list):
+        return [_scrub(item) for item in data]
+    if not isinstance(data, dict):
+        return data
+    out = {}
+    for key, value in data.items():
+        if key == "auto_map":
+            kept = {k: v for k, v in (value if isinstance(value, dict) else {}).items()
+                    if all(_own_target(t) for t in (v if isinstance(v, (list, tuple)) else [v]))}
+            if kept:
+                out[key] = kept
+        else:
+            out[key] = _scrub(value)
+    return out
+
+
 def scrub_auto_maps(folder: Path) -> None:
     """Keep, in the staged JSON files, only `auto_map` entries that point at this package's own
-    modules: one planted in a run folder's tokenizer or processor config (code the upload
-    would ask its users to trust) is dropped, and the staged folder loads with our code."""
+    modules, at any depth: one planted in a run folder's tokenizer or processor config (code
+    the upload would ask its users to trust) is dropped, and the staged folder loads with our
+    code."""
     for path in folder.glob("*.json"):
         data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or "auto_map" not in data:
-            continue
-        kept = {}
-        for key, value in (data["auto_map"] or {}).items():
-            targets = value if isinstance(value, (list, tuple)) else [value]
-            if all(t is None or (isinstance(t, str) and "--" not in t and t.split(".")[0] in OWN_MODULES)
-                   for t in targets):
-                kept[key] = value
-        if kept != data["auto_map"]:
-            if kept:
-                data["auto_map"] = kept
-            else:
-                del data["auto_map"]
-            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        scrubbed = _scrub(data)
+        if scrubbed != data:
+            path.write_text(json.dumps(scrubbed, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def onnx_files(model_dir: Path, model) -> list[str]:
+    """The files of the run's `onnx/` to publish: those its `export.json` lists, and itself,
+    each a regular file (a symbolic link is refused by name, never followed), and only when the
+    export was made from this folder's model (its fingerprint: labels and weights). Anything
+    else in `onnx/` is not the model's and is not staged."""
+    from shapca_serving.onnx_export import model_fingerprint
+
+    folder = model_dir / "onnx"
+    if folder.is_symlink():
+        raise SystemExit(f"error: {folder} is a symbolic link; publishing never follows links (export into the run "
+                         "folder itself, or pass --no-onnx)")
+    info_path = folder / "export.json"
+    if info_path.is_symlink():
+        raise SystemExit(f"error: {info_path} is a symbolic link; publishing never follows links")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    names = ["export.json"] + [name for name in (info.get("files") or {}).values()]
+    for name in names:
+        path = folder / str(name)
+        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+            raise SystemExit(f"error: {info_path} lists {name!r}, not a file name of onnx/")
+        if path.is_symlink():
+            raise SystemExit(f"error: {path} is a symbolic link; publishing never follows links (copy the file in, "
+                             "or pass --no-onnx)")
+        if not path.is_file():
+            raise SystemExit(f"error: {info_path} lists {name}, which {folder} does not hold: export again "
+                             f"(shapca-export {model_dir} {model_dir}) or pass --no-onnx")
+    fingerprint = info.get("fingerprint")
+    if fingerprint != model_fingerprint(model):
+        why = ("was exported by an earlier version without a fingerprint" if fingerprint is None else
+               "was exported from another model than the one in this folder (other labels or weights: another task, "
+               "or an earlier training of the folder)")
+        raise SystemExit(f"error: {folder} {why}; its graphs would not give this model's predictions. Export again "
+                         f"(shapca-export {model_dir} {model_dir}) or pass --no-onnx")
+    return names
 
 
 def public_results(results: dict) -> dict:
@@ -123,8 +175,10 @@ def stage(model_dir: Path, out: Path, repo_id: str, onnx: bool = True) -> list[s
         processor.save_pretrained(tmp)
         results = public_results(json.loads((model_dir / "results.json").read_text()))
         (tmp / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-        if onnx and (model_dir / "onnx" / "export.json").is_file():
-            shutil.copytree(model_dir / "onnx", tmp / "onnx", ignore=shutil.ignore_patterns(".*"))
+        if onnx and (model_dir / "onnx" / "export.json").exists():
+            (tmp / "onnx").mkdir()
+            for name in onnx_files(model_dir, model):
+                shutil.copyfile(model_dir / "onnx" / name, tmp / "onnx" / name, follow_symlinks=False)
         (tmp / "README.md").write_text(render_card(tmp, repo_id=repo_id), encoding="utf-8")
         scrub_auto_maps(tmp)
         if out.exists():

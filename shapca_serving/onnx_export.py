@@ -18,8 +18,15 @@ folder is what the predictor and the Hub need):
   quantization (MatMul / Gemm weights int8 per output channel, activations quantized per call);
   the vision graph stays fp32. Per-channel weights: on the Twitter-2015 validation split
   per-tensor int8 lost 0.80 F1 and per-channel 0.44 (docs/benchmarks.md).
-* `export.json`: the task, the CRF's parameters (decoded in NumPy), the check below and the
-  int8 figures.
+* `export.json`: the task and labels, the model's fingerprint (a hash of its config's labels and
+  its weights: publishing stages `onnx/` only when it matches the folder's model), the CRF's
+  parameters (decoded in NumPy), the check below and the int8 figures.
+
+The output folder: the model's own folder (`onnx/` is added beside its weights), a new or empty
+folder, or one an earlier export wrote (no weights); a folder that holds another model's
+weights is refused before anything is written. One export writes a folder at a time (a lock,
+`.shapca-export.lock`); `onnx/` is staged in `.onnx-partial-*` and renamed into place, with the
+umask's permissions; partial folders of killed exports are removed by the next export.
 
 The check: on sample inputs of another batch size and other lengths than the export's (with
 and without contexts and images), the fp32 graph's outputs must equal PyTorch's within `atol`
@@ -30,7 +37,9 @@ bounded: its quality is measured as F1 on data (`shapca-export --validation`).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -40,7 +49,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .onnx_predictor import INFO_FILE, INT8_FILE, MODEL_FILE, ONNX_FOLDER, VISION_FILE
+from .locks import WriterLock
+from .onnx_predictor import INFO_FILE, INT8_FILE, MODEL_FILE, ONNX_FOLDER, VISION_FILE, label_summary
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+LOCK_FILE = ".shapca-export.lock"
+PARTIAL_PREFIX = ".onnx-partial-"
 
 ATOL = 1e-4
 OPSET = 18
@@ -155,17 +169,89 @@ def export_onnx(model, output_dir: str | Path, processor=None, quantize: bool = 
 
     `with_vision`: export the vision graph (default: when the processor's image processor has a
     torch-free port). Raises `ExportError` when the check fails, with the output untouched."""
-    from .image_transforms import ImageTransform
-
     source = None
+    output_dir = Path(output_dir)
     if isinstance(model, (str, Path)):
         source = str(model)
+        check_output_folder(output_dir, source)
         model, processor = _load(source)
+    else:
+        check_output_folder(output_dir, None, model)
     if processor is None:
         raise ValueError("export_onnx needs the model's processor (pass processor=, or a model folder)")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with WriterLock(output_dir / LOCK_FILE, f"another export is writing {output_dir} right now; wait for it"):
+        for leftover in output_dir.glob(f"{PARTIAL_PREFIX}*"):  # a killed export's (the lock says none runs)
+            shutil.rmtree(leftover, ignore_errors=True)
+        return _export_all(model, processor, output_dir, source, quantize, atol, with_vision)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _holds(output_dir: Path, source: str | None, model=None) -> bool:
+    """Whether the weights in `output_dir` are the exported model's: the model's own folder, a
+    copy of its weights file, or (a model object) the weights it was saved with."""
+    weights = output_dir / "model.safetensors"
+    if source and Path(source).is_dir():
+        theirs = Path(source) / "model.safetensors"
+        return Path(source).resolve() == output_dir.resolve() or (
+            theirs.is_file() and weights.is_file() and _sha256(theirs) == _sha256(weights))
+    if model is not None and weights.is_file():
+        from safetensors.torch import load_file
+
+        saved, state = load_file(str(weights)), model.state_dict()
+        return set(saved) <= set(state) and all(torch.equal(saved[k], state[k].detach().cpu()) for k in saved)
+    return False
+
+
+def check_output_folder(output_dir: Path, source: str | None, model=None) -> None:
+    """The export writes `config.json` and the processor's files beside `onnx/`: refuse a folder
+    that holds another model (weights that are not the exported model's), or files of something
+    else, before anything is written."""
+    if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
+        raise ValueError(f"the export's output {output_dir} is not a folder")
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return
+    if _holds(output_dir, source, model):
+        return  # the model's own folder: onnx/ goes beside its weights
+    weights = [name for name in WEIGHT_FILES if (output_dir / name).exists()]
+    if weights:
+        raise ValueError(f"{output_dir} holds another model ({weights[0]}); exporting {source or 'this model'} there "
+                         "would replace its config and processor. Export into the model's own folder, or a new or "
+                         "empty folder")
+    if (output_dir / "config.json").exists() and not (output_dir / ONNX_FOLDER / INFO_FILE).is_file():
+        raise ValueError(f"{output_dir} holds a config.json that no export wrote; export into a new or empty folder")
+
+
+def model_fingerprint(model) -> str:
+    """A hash of what the exported graphs encode: the task and labels of the config and every
+    weight (as float32), so an `onnx/` folder can be matched to the model beside it."""
+    digest = hashlib.sha256(json.dumps(label_summary(model.config.to_dict()), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu()
+        tensor = tensor.float() if tensor.is_floating_point() else tensor
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _mode_of_umask(directory: bool) -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def _export_all(model, processor, output_dir: Path, source, quantize: bool, atol: float, with_vision) -> dict:
+    from .image_transforms import ImageTransform
+
     model = model.eval().float().cpu()
     config = model.config
-    output_dir = Path(output_dir)
     image_config = processor.image_processor.to_dict() if processor.image_processor is not None else None
     if with_vision is None:
         try:
@@ -186,10 +272,10 @@ def export_onnx(model, output_dir: str | Path, processor=None, quantize: bool = 
     dynamic = {"input_ids": sub, "attention_mask": sub, "token_type_ids": sub, "text_mask": sub, "context_mask": sub,
                "word_index": word, "word_mask": word, "pos_ids": word, "image_regions": {0: "batch", 1: "regions"},
                "has_image": {0: "batch"}}
-    report: dict = {"format": 1, "task": config.task, "opset": OPSET,
-                    "vision_hidden_size": config.vision_hidden_size, "files": {"model": MODEL_FILE}}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".onnx-partial-") as tmp:
+    report: dict = {"format": 2, "task": config.task, "opset": OPSET, **label_summary(config.to_dict()),
+                    "fingerprint": model_fingerprint(model), "vision_hidden_size": config.vision_hidden_size,
+                    "files": {"model": MODEL_FILE}}
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=PARTIAL_PREFIX) as tmp:
         staged = Path(tmp)
         started = time.perf_counter()
         example = _main_inputs(export_batch, model)
@@ -239,6 +325,9 @@ def export_onnx(model, output_dir: str | Path, processor=None, quantize: bool = 
         report["sizes_bytes"] = {key: (staged / name).stat().st_size for key, name in report["files"].items()}
         (staged / INFO_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         _write_beside(model, processor, output_dir, source)
+        os.chmod(staged, _mode_of_umask(directory=True))  # mkdtemp's 0700 -> what the user's umask gives
+        for path in staged.iterdir():
+            os.chmod(path, _mode_of_umask(directory=False))
         target = output_dir / ONNX_FOLDER
         if target.exists():
             shutil.rmtree(target)
@@ -262,4 +351,4 @@ def _load(name: str):
     return load_trained(name)
 
 
-__all__ = ["ATOL", "ExportError", "export_onnx"]
+__all__ = ["ATOL", "ExportError", "check_output_folder", "export_onnx", "model_fingerprint"]

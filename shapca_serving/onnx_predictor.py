@@ -52,13 +52,73 @@ def _read_json(path: Path) -> dict:
 
 
 def resolve_folder(path_or_hub_id: str | Path, revision: str | None = None, token=None) -> Path:
-    """A local folder as it is; a Hub id downloaded (only the files the predictor reads)."""
+    """A local folder as it is; a Hub id downloaded (only the files the predictor reads). A name
+    that is neither an existing folder nor a Hub id (`./run`, `/abs/run`, `a/b/c`) is an
+    `OSError` saying the folder does not exist."""
     path = Path(path_or_hub_id)
     if path.is_dir():
         return path
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    name = str(path_or_hub_id)
+    try:
+        if path.is_absolute() or name.startswith((".", "~")) or path.exists():
+            raise HFValidationError(name)
+        validate_repo_id(name)
+    except HFValidationError:
+        raise OSError(f"{name}: no such model folder" + (" (it is a file)" if path.is_file() else "")) from None
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(path_or_hub_id), revision=revision, token=token, allow_patterns=HUB_PATTERNS))
+    return Path(snapshot_download(name, revision=revision, token=token, allow_patterns=HUB_PATTERNS))
+
+
+def label_summary(config: dict) -> dict:
+    """What the graphs' outputs mean, from a config's dict: the task and its labels (NER
+    `labels` by id, word pairs their `label_groups`). export.json holds it for its config."""
+    task = config.get("task")
+    if task == "ner":
+        id2label = config.get("id2label") or {}
+        return {"task": task, "labels": [id2label[k] for k in sorted(id2label, key=int)]}
+    return {"task": task, "label_groups": config.get("label_groups")}
+
+
+def check_export(folder: Path, config: dict, info: dict, session, spec) -> None:
+    """The exported folder, checked at load (a wrong or tampered folder would otherwise predict
+    silently wrong labels or fail deep in NumPy): export.json was written for this config's task
+    and labels; label ids are 0..n-1; the graph's output has the task's rank and one value per
+    label; NER has a finite CRF of that size."""
+    where = f"{folder}/{ONNX_FOLDER}/{INFO_FILE}"
+    ours = label_summary(config)
+    # format 1 (exports before the labels were recorded) holds the task only
+    theirs = {key: info.get(key) for key in ours} if info.get("format", 1) >= 2 else {**ours, "task": info.get("task")}
+    if theirs.get("task") != ours["task"]:
+        raise ValueError(f"{where} was exported from a {theirs.get('task')!r} model, but {folder}/config.json is "
+                         f"{ours['task']!r}: export the model again (shapca-export)")
+    if theirs != ours:
+        raise ValueError(f"{where} was exported for other labels than {folder}/config.json's ({theirs} there, {ours} "
+                         "in config.json): export the model again (shapca-export)")
+    id2label = config.get("id2label") or {}
+    if spec.name == "ner" and sorted(int(k) for k in id2label) != list(range(len(id2label))):
+        raise ValueError(f"{folder}/config.json: id2label ids must be 0..{len(id2label) - 1}, got {sorted(id2label)}")
+    width = len(id2label) if spec.name == "ner" else sum(len(v) for v in (config.get("label_groups") or {}).values())
+    shape = session.get_outputs()[0].shape
+    rank = 3 if spec.name == "ner" else 4
+    if len(shape) != rank or (isinstance(shape[-1], int) and shape[-1] != width):
+        raise ValueError(f"{folder}/{ONNX_FOLDER}: the graph's output has shape {shape}, but a {spec.name!r} model "
+                         f"with {width} labels gives {rank} axes ending in {width}: export the model again")
+    if spec.name == "ner":
+        crf = info.get("crf")
+        shapes = {"start": (width,), "end": (width,), "transitions": (width, width)}
+        try:
+            values = {k: np.asarray(crf[k], dtype=np.float32) for k in shapes}
+        except (TypeError, KeyError, ValueError):
+            raise ValueError(f"{where} has no CRF parameters (start, end, transitions) of a NER export") from None
+        for key, expected in shapes.items():
+            if values[key].shape != expected:
+                raise ValueError(f"{where}: CRF {key} has shape {values[key].shape}, {expected} expected for "
+                                 f"{width} labels")
+            if not np.isfinite(values[key]).all():
+                raise ValueError(f"{where}: CRF {key} holds values that are not finite (NaN or infinity)")
 
 
 class OnnxRunner:
@@ -95,6 +155,7 @@ class OnnxRunner:
             raise OSError(f"{self.folder} has no {ONNX_FOLDER}/{file}" + (
                 " (export with `shapca-export --quantize int8`)" if file == INT8_FILE else ""))
         self.session = ort.InferenceSession(str(model_path), session_options, providers=providers)
+        check_export(self.folder, self.config, self.info, self.session, self.spec)
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.region_width = self.info["vision_hidden_size"]
         vision_path = self.folder / ONNX_FOLDER / VISION_FILE
@@ -206,4 +267,4 @@ class ShapCAOnnxPredictor(InferenceEngine):
         return super().__call__(inputs, batch_size=batch_size, show_progress=show_progress, **kwargs)
 
 
-__all__ = ["OnnxRunner", "ShapCAOnnxPredictor", "resolve_folder"]
+__all__ = ["OnnxRunner", "ShapCAOnnxPredictor", "check_export", "label_summary", "resolve_folder"]

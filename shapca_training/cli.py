@@ -1,7 +1,9 @@
 """The console scripts (`shapca-train`, `shapca-predict`, `shapca-build`, `shapca-contexts`,
 `shapca-push`, `shapca-app`, `shapca-export`): thin wrappers over each job's `main(argv)`, which
 tests and the top-level `train.py` / `push_to_hub.py` call too. A job's return value (results,
-counts) is not an exit status: each wrapper exits 0 when the job ends normally.
+counts) is not an exit status: each wrapper exits 0 when the job ends normally. An error ends
+the job with one line on stderr, `shapca-NAME: error: ...`, and exit status 1; `--debug` (any
+position, or `SHAPCA_DEBUG=1`) shows the traceback instead.
 
 The base install is the torch-free serving stack (`shapca[onnx]` adds ONNX Runtime); a job that
 needs the training stack and does not find it says which extra to install."""
@@ -9,6 +11,7 @@ needs the training stack and does not find it says which extra to install."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 JOBS = {
@@ -23,11 +26,26 @@ JOBS = {
 TRAINING_STACK = ("torch", "transformers", "datasets", "evaluate", "accelerate")
 
 
+DEBUG_FLAG = "--debug"
+
+
+def one_line(name: str, error: BaseException) -> str:
+    """`shapca-NAME: error: MESSAGE` on one line (the type named unless it is a plain input
+    error), with the way to the traceback."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if not isinstance(error, (ValueError, TypeError, OSError)):
+        message = f"{type(error).__name__}: {message}"
+    return f"shapca-{name}: error: {message} (rerun with {DEBUG_FLAG} for the traceback)"
+
+
 def _job(name: str):
     """The console-script function of one job."""
     module, function = JOBS[name].split(":")
 
     def run() -> int:
+        argv = sys.argv[1:]
+        debug = DEBUG_FLAG in argv or os.environ.get("SHAPCA_DEBUG") == "1"
+        argv = [a for a in argv if a != DEBUG_FLAG]
         try:
             job = getattr(importlib.import_module(module), function)
         except ModuleNotFoundError as error:
@@ -35,7 +53,12 @@ def _job(name: str):
                 raise
             sys.exit(f"shapca-{name} needs {error.name}, which is not installed: pip install \"shapca[train]\" "
                      "(with your torch build)")
-        job(sys.argv[1:])
+        try:
+            job(argv)
+        except Exception as error:  # noqa: BLE001 - one line for the user, the traceback on request
+            if debug:
+                raise
+            sys.exit(one_line(name, error))
         return 0
 
     run.__name__ = run.__qualname__ = name

@@ -47,13 +47,24 @@ def load_split(source: str, split: str, task: str):
 
     from .resources import resource
 
+    from .data import LABEL_COLUMNS
+
     if source in DATASETS:
         spec = get_dataset(source)
+        if spec.task != task:
+            raise ValueError(f"--validation {source} is a {spec.task!r} corpus; the model is a {task!r} model")
         dataset, _, _ = build_raw(resource("data", spec.raw_folder), spec.task, None, None, preset=spec.name)
     else:
+        if not Path(source).exists() and (Path(source).is_absolute() or source.startswith((".", "~"))
+                                          or source.count("/") > 1 or source.endswith((".jsonl", ".json", ".txt"))):
+            raise ValueError(f"--validation {source}: no such file or folder (and not a preset: {sorted(DATASETS)})")
         dataset, _, _ = load_data(source, task)
     if split not in dataset:
         raise ValueError(f"{source} has no {split!r} split (it has {sorted(dataset)})")
+    missing = [c for c in ("words", *LABEL_COLUMNS[task]) if c not in dataset[split].column_names]
+    if missing:
+        raise ValueError(f"--validation {source} ({split}) lacks the columns {missing} that a {task!r} model is "
+                         f"scored on (it has {dataset[split].column_names})")
     return dataset[split]
 
 
@@ -129,19 +140,24 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.atol is not None and not args.atol > 0:
+        parser.error(f"--atol must be a positive number, got {args.atol}")
+    if not args.f1_tolerance >= 0:
+        parser.error(f"--f1-tolerance must be a number >= 0, got {args.f1_tolerance}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from shapca_serving.onnx_export import ATOL, export_onnx
+    from modeling_shapca import ShapCAConfig
+    from shapca_serving.onnx_export import ATOL, check_output_folder, export_onnx
     from shapca_serving.onnx_predictor import INFO_FILE, ONNX_FOLDER, ShapCAOnnxPredictor
 
+    # every argument checked before anything is written: the model, the output folder, the data
+    config = ShapCAConfig.from_pretrained(args.model)
+    check_output_folder(args.output, args.model)
+    rows = load_split(args.validation, args.split, config.task) if args.validation else None
     report = export_onnx(args.model, args.output, quantize=args.quantize == "int8", atol=args.atol or ATOL)
     logger.info("exported %s to %s/%s (largest difference from PyTorch %.2g)", report["task"], args.output,
                 ONNX_FOLDER, report["check"]["max_abs_difference"])
     status = 0
     if args.validation:
-        from modeling_shapca import ShapCAConfig
-
-        config = ShapCAConfig.from_pretrained(str(args.output))
-        rows = load_split(args.validation, args.split, config.task)
         quality = {"data": args.validation, "split": args.split, "batch_size": args.batch_size, "machine": machine(),
                    "date": time.strftime("%Y-%m-%d"), "tolerance": args.f1_tolerance}
         for key, quantized in (("fp32", False), ("int8", True)) if args.quantize else (("fp32", False),):

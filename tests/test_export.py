@@ -83,3 +83,112 @@ def test_an_int8_model_outside_the_tolerance_is_reported(run, tmp_path, monkeypa
     assert saved["quality"]["int8_f1_change"] == -0.8 and saved["quality"]["within_tolerance"] is False
     assert "int8 loses 0.80 F1 points" in caplog.text
     assert "**outside** the tolerance of 0.5 points" in (copy / "README.md").read_text()
+
+
+# ---------------------------------------------------------------- folders you can trust (issue 34)
+@pytest.mark.parametrize("extra, message", [
+    (["--validation", "missing/data/folder"], r"--validation missing/data/folder: no such file or folder"),
+    (["--validation", "mnre"], r"--validation mnre is a 'mre' corpus; the model is a 'ner' model"),
+    (["--atol", "0"], None),
+    (["--f1-tolerance", "-1"], None),
+])
+def test_export_checks_its_arguments_before_writing_anything(trained_model_dir, tmp_path, extra, message):
+    out = tmp_path / "out"
+    if message is None:  # argparse's usage error
+        with pytest.raises(SystemExit) as exit_info:
+            export.main([str(trained_model_dir), str(out), *extra])
+        assert exit_info.value.code == 2
+    else:
+        with pytest.raises(ValueError, match=message):
+            export.main([str(trained_model_dir), str(out), *extra])
+    assert not out.exists()
+
+
+def test_export_refuses_another_models_folder(run, trained_model_dir, tmp_path):
+    folder, _, _ = run
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "other-run"
+    shutil.copytree(trained_model_dir, other)
+    weights = load_file(other / "model.safetensors")  # another model: other weights
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}, other / "model.safetensors")
+    config = (other / "config.json").read_bytes()
+    with pytest.raises(ValueError, match=f"{other} holds another model \\(model.safetensors\\)"):
+        export.main([str(folder), str(other), "--quantize", "int8"])
+    assert (other / "config.json").read_bytes() == config and not (other / "onnx").exists()
+    shutil.copyfile(folder / "model.safetensors", other / "model.safetensors")  # a copy of the same model: allowed
+    from shapca_serving.onnx_export import check_output_folder
+
+    check_output_folder(other, str(folder))
+
+
+def test_publishing_never_follows_links_nor_stages_files_that_are_not_the_models(run, tmp_path):
+    folder, _, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the Hub")
+    (copy / "onnx" / "notes.txt").symlink_to(secret)  # not listed in export.json: not staged
+    (copy / "onnx" / "scratch.bin").write_bytes(b"x")
+    files = push_to_hub.main([str(copy), "--repo-id", "user/x", "--dry-run", str(tmp_path / "staged")])
+    assert sorted(f for f in files if f.startswith("onnx/")) == ["onnx/export.json", "onnx/model.onnx",
+                                                                  "onnx/model_int8.onnx", "onnx/vision.onnx"]
+    assert "not for the Hub" not in "".join(p.read_text(errors="ignore") for p in (tmp_path / "staged").rglob("*")
+                                            if p.is_file())
+    (copy / "onnx" / "model_int8.onnx").unlink()
+    (copy / "onnx" / "model_int8.onnx").symlink_to(secret)  # listed, but a link
+    with pytest.raises(SystemExit, match=f"error: {copy / 'onnx' / 'model_int8.onnx'} is a symbolic link"):
+        push_to_hub.main([str(copy), "--repo-id", "user/x", "--dry-run", str(tmp_path / "staged2")])
+    assert not (tmp_path / "staged2").exists()
+
+
+def test_a_stale_onnx_folder_is_not_published(run, tmp_path):
+    """onnx/ of an earlier training of the folder (other weights) or of another task."""
+    from safetensors.torch import load_file, save_file
+
+    folder, _, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    weights = load_file(copy / "model.safetensors")
+    name = sorted(k for k in weights if k.endswith(".bias"))[-1]
+    weights[name] = weights[name] + 0.5  # the folder trained again after the export
+    save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(SystemExit, match=r"onnx was exported from another model than the one in this folder .* "
+                                         rf"Export again \(shapca-export {copy} {copy}\) or pass --no-onnx"):
+        push_to_hub.main([str(copy), "--repo-id", "user/x", "--dry-run", str(tmp_path / "staged")])
+    files = push_to_hub.main([str(copy), "--repo-id", "user/x", "--no-onnx", "--dry-run", str(tmp_path / "bare")])
+    assert not any(f.startswith("onnx/") for f in files)
+
+
+def test_a_nested_auto_map_is_scrubbed(run, tmp_path):
+    folder, _, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    processor = json.loads((copy / "processor_config.json").read_text())
+    processor["image_processor"]["auto_map"] = {"AutoImageProcessor": "ghost_module.GhostProcessor"}
+    (copy / "processor_config.json").write_text(json.dumps(processor))
+    push_to_hub.main([str(copy), "--repo-id", "user/x", "--dry-run", str(tmp_path / "staged")])
+    staged = (tmp_path / "staged" / "processor_config.json").read_text()
+    assert "ghost_module" not in staged
+    assert json.loads(staged)["image_processor"]["auto_map"] == {"AutoProcessor": "processing_shapca.ShapCAProcessor"}
+
+
+def test_console_scripts_print_one_line_for_input_errors(run, tmp_path, monkeypatch, capsys):
+    from shapca_training import cli
+
+    folder, _, _ = run
+    bad = tmp_path / "in.jsonl"
+    bad.write_text('{"text": "ok"}\n{"text": \n')
+    argv = ["shapca-predict", str(folder), "--input", str(bad), "--output", str(tmp_path / "out.jsonl")]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.predict()
+    assert exit_info.value.code == (f"shapca-predict: error: {bad}:2: not JSON (Expecting value) (rerun with --debug "
+                                    "for the traceback)")
+    monkeypatch.setattr("sys.argv", argv + ["--debug"])
+    with pytest.raises(ValueError, match=f"{bad}:2: not JSON"):
+        cli.predict()
+    monkeypatch.setattr("sys.argv", ["shapca-export", str(folder), str(tmp_path / "x"), "--validation", "mnre"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.export()
+    assert exit_info.value.code.startswith("shapca-export: error: --validation mnre is a 'mre' corpus")

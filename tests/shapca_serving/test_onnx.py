@@ -190,3 +190,113 @@ def test_predict_cli_onnx_backend_writes_the_torch_records(exported, tmp_path):
     assert_same_records(onnx_rows, torch_rows)
     with pytest.raises(SystemExit):
         main([str(folder), "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "x.jsonl"), "--quantized"])
+
+
+# ---------------------------------------------------------------- a folder checked at load (issue 34)
+def _tampered(exported, tmp_path, task="ner", config=None, info=None, graph_from=None):
+    """A copy of an exported folder with config.json / export.json edited (functions of the
+    dict) or the graph of another task's export."""
+    import shutil
+
+    folder = tmp_path / "tampered"
+    shutil.copytree(exported[task][2], folder)
+    for name, edit in (("config.json", config), ("onnx/export.json", info)):
+        if edit is not None:
+            path = folder / name
+            data = json.loads(path.read_text())
+            edit(data)
+            path.write_text(json.dumps(data))
+    if graph_from:
+        shutil.copyfile(exported[graph_from][2] / "onnx" / "model.onnx", folder / "onnx" / "model.onnx")
+    return folder
+
+
+def _labels(n):
+    def edit(data):
+        names = ["O"] + [f"{p}-T{k}" for k in range(n) for p in "BI"][: n - 1]
+        data["id2label"] = {str(i): name for i, name in enumerate(names)}
+        data["label2id"] = {name: i for i, name in enumerate(names)}
+        if "labels" in data or "format" in data:
+            data["labels"] = names
+    return edit
+
+
+def _crf(key, value):
+    def edit(data):
+        if value is None:
+            del data["crf"]
+        else:
+            data["crf"][key] = value
+    return edit
+
+
+@pytest.mark.parametrize("case, message", [
+    ("11 labels, config only", r"was exported for other labels than .*config.json's"),
+    ("11 labels on a 9-output graph", r"the graph's output has shape \['batch', 'words', 9\], but a 'ner' model with "
+                                      r"11 labels gives 3 axes ending in 11"),
+    ("5 labels on a 9-output graph", r"the graph's output has shape .* with 5 labels"),
+    ("ids with a gap", r"config.json: id2label ids must be 0..8"),
+    ("a CRF of the wrong shape", r"export.json: CRF transitions has shape \(2, 2\), \(9, 9\) expected for 9 labels"),
+    ("no CRF", r"export.json has no CRF parameters \(start, end, transitions\) of a NER export"),
+    ("NaN in the CRF", r"export.json: CRF start holds values that are not finite"),
+    ("an MRE graph in a NER folder", r"the graph's output has shape \['batch', 'words', 'words', 3\], but a 'ner' "
+                                     r"model with 9 labels gives 3 axes"),
+    ("export.json of another task", r"was exported from a 'mre' model, but .*config.json is 'ner'"),
+])
+def test_a_wrong_or_tampered_folder_is_refused_at_load(exported, tmp_path, case, message):
+    """Each case predicted silently wrong labels, or failed at predict time with a bare
+    KeyError, a NumPy broadcast error or 'NoneType is not subscriptable' (issue 34)."""
+    def gap(data):
+        data["id2label"] = {str(i if i < 8 else 9): v for i, v in enumerate(data["id2label"].values())}
+
+    edits = {
+        "11 labels, config only": dict(config=_labels(11)),
+        "11 labels on a 9-output graph": dict(config=_labels(11), info=_labels(11)),
+        "5 labels on a 9-output graph": dict(config=_labels(5), info=_labels(5)),
+        "ids with a gap": dict(config=gap),
+        "a CRF of the wrong shape": dict(info=_crf("transitions", [[0.0, 0.0], [0.0, 0.0]])),
+        "no CRF": dict(info=_crf("crf", None)),
+        "NaN in the CRF": dict(info=_crf("start", [float("nan")] * 9)),
+        "an MRE graph in a NER folder": dict(graph_from="mre"),
+        "export.json of another task": dict(info=lambda d: d.update(task="mre")),
+    }[case]
+    folder = _tampered(exported, tmp_path, **edits)
+    with pytest.raises(ValueError, match=message):
+        ShapCAOnnxPredictor(folder)
+    ShapCAOnnxPredictor(exported["ner"][2])  # the untouched folder loads
+
+
+def test_a_missing_local_folder_is_named_as_such(tmp_path):
+    for name in (str(tmp_path / "nope"), "./outputs/nope", "outputs/run/nope"):
+        with pytest.raises(OSError, match=f"^{name}: no such model folder$"):
+            ShapCAOnnxPredictor.from_pretrained(name)
+
+
+def test_export_refuses_a_folder_holding_another_model_and_cleans_its_leftovers(exported, tmp_path):
+    import os
+    import shutil
+
+    from shapca_serving.locks import WriterLock
+
+    model, processor, ner_folder, _ = exported["ner"]
+    other = tmp_path / "mre-run"
+    exported["mre"][0].save_pretrained(other)
+    before = {p.name: p.read_bytes() for p in other.iterdir()}
+    with pytest.raises(ValueError, match=f"^{other} holds another model \\(model.safetensors\\); exporting"):
+        export_onnx(model, other, processor=processor)
+    assert {p.name: p.read_bytes() for p in other.iterdir()} == before  # nothing written
+    # a killed export's partial folder is removed by the next export (here one whose check fails)
+    out = tmp_path / "out"
+    (out / ".onnx-partial-killed").mkdir(parents=True)
+    with pytest.raises(ExportError):
+        export_onnx(exported["mre"][0], out, processor=processor, atol=0.0, with_vision=False)
+    assert list(out.iterdir()) == []
+    with WriterLock(out / ".shapca-export.lock", "busy"):
+        with pytest.raises(ValueError, match=f"another export is writing {out} right now"):
+            export_onnx(exported["mre"][0], out, processor=processor, with_vision=False)
+    # onnx/ gets the umask's modes, not mkdtemp's 0700
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (ner_folder / "onnx").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert {p.stat().st_mode & 0o777 for p in (ner_folder / "onnx").iterdir()} == {0o666 & ~umask}
+    shutil.rmtree(other)
