@@ -12,9 +12,13 @@ the README's "Trust and data safety"), and every refusal is a `ValueError` sayin
   checked on every address the host name resolves to, before any connection, and again after
   each redirect; the connection goes to the checked address (no second resolution). The
   pipeline and the CLI run on the user's own machine and allow them (`allow_private=True`).
-* `MAX_IMAGE_PIXELS` (40 M pixels, ~120 MB as RGB) and `MAX_ASPECT_RATIO` (20): checked on the
+* `MAX_IMAGE_PIXELS` (40 M pixels: 114 MB as 8-bit RGB) and `MAX_ASPECT_RATIO` (20): checked on the
   image header before decoding; the resize to the processor's shortest edge multiplies a thin
-  image's size by its aspect ratio, so the ratio bounds the resized size too.
+  image's size by its aspect ratio, so the ratio bounds the resized size too. Measured cost of one
+  image inside the limits (`benchmarks/image_memory.py`, a 117 KB 6000 x 6000 PNG = 36 M
+  pixels): +137 MB peak RSS to decode it, +137 MB on the ONNX predictor, +481 MB on the PyTorch
+  pipeline (transformers' image processor converts the full-size image to float32 before it
+  resizes: 4 bytes a channel). At the 40 M pixel limit, scale by 40/36.
 * `MAX_RELATIONS` (10,000) and `MAX_ENTITIES` (2,000): the most relations and entities one
   input's records hold (MJERE): the word-pair heads mark cells, and an untrained or noisy model
   marks most of them (a 150-word text has 11,325 spans and ~128 M span pairs); the
