@@ -39,7 +39,7 @@ from pathlib import Path
 
 MODELS_FILE = "models.yaml"  # a Space's model list, beside app.py
 
-MAX_WORDS = 200  # longer texts are refused with a message (the models' position table is larger)
+MAX_WORDS = 200  # longer texts are refused with a message; each text's records are bounded by limits.MAX_RELATIONS / MAX_ENTITIES
 RELATION_COLUMNS = ["head", "relation", "tail", "score"]
 
 

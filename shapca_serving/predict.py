@@ -1,9 +1,21 @@
-"""Batch prediction from JSONL files, for every task (not part of the remote code).
+"""Batch prediction over files and corpora, for every task, on one process or N (not part of
+the remote code).
 
     shapca-predict MODEL --input inputs.jsonl --output preds.jsonl
-    python -m shapca_serving.predict MODEL --input inputs.jsonl --output preds.jsonl
+    shapca-predict MODEL --input user/tweets --split test --output preds.parquet
+    torchrun --nproc_per_node 4 -m shapca_serving.predict MODEL --input corpus/ --output preds.parquet
+    accelerate launch -m shapca_serving.predict MODEL --input user/tweets --split train --output preds.parquet
 
-One input record per line (docs/records.md has the formats):
+Inputs: a JSON-lines file, a Parquet file or folder, a save_to_disk folder, or a Hub dataset id
+with --split; dataset columns by --text-column / --tokens-column, --image-column,
+--context-column, --pairs-column (training's underscore spellings work too), plain columns (ids)
+copied to the output. Output: JSON lines, or Parquet with the records as nested columns (by the
+suffix), rows in input order. Under torchrun or accelerate launch each process predicts its share
+of --chunk-size row chunks and the main process writes the one output; a rerun after a kill keeps
+the complete chunks (shapca_serving/batch.py). A progress bar (rows/s) on the main process
+(--no-progress silences it) and one summary line with the rows per process.
+
+A JSON-lines input has one record per line (docs/records.md has the formats):
 
 * `{"text": "..."}` or `{"words": ["...", ...]}` (a list; a string is an error), optionally
   `"image"` (a file path or URL) and `"context"` (a string);
@@ -42,16 +54,23 @@ code differs from this package's) and passes the same consent to its processor.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
+import shutil
 import threading
+import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from modeling_shapca.tasks import get_task
 
+from .batch import (
+    DEFAULT_CHUNK_SIZE, INPUT_COLUMNS, assemble, chunks, lock_part, open_source, parts_folder, predict_part, summary,
+    world,
+)
 from .locks import WriterLock
 
 PIPELINE_KEYS = ("text", "words", "image", "context", "pairs")
@@ -69,38 +88,42 @@ def _check_line_value(value, where: str) -> None:
         raise ValueError(f"{where}: a field cannot be written back as JSON ({error})") from None
 
 
+def parse_line(raw: bytes, line_no: int, path: Path) -> dict | None:
+    """One input line as `{"line": file:line, "record", "inputs"}` (None for a blank line); every
+    fault named with its `file:line`."""
+    where = f"{path}:{line_no}"
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{where}: not valid UTF-8 (byte {error.start + 1} of the line)") from None
+    if line_no == 1:
+        line = line.removeprefix("\ufeff")
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not JSON ({error.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply") from None
+    if not isinstance(record, dict) or (("text" in record) == ("words" in record)):
+        raise ValueError(f"{where}: expected an object with exactly one of 'text' or 'words'")
+    _check_line_value(record, where)
+    image = record.get("image")
+    inputs = {k: record[k] for k in PIPELINE_KEYS if k in record}
+    if isinstance(image, str) and "://" not in image and not Path(image).is_absolute():
+        inputs["image"] = str(path.parent / image)
+    return {"line": where, "record": record, "inputs": inputs}
+
+
 def read_inputs(path: Path) -> list[dict]:
     """The records of a JSONL file, each with `_name` = `file:line` for error messages. Every
     fault of a line (bytes that are not UTF-8, bad or too deeply nested JSON, values that could
     not be written back) is reported with its `file:line` before any work. A relative image
     path resolves against the input file's folder."""
-    records = []
     with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            where = f"{path}:{line_no}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise ValueError(f"{where}: not valid UTF-8 (byte {error.start + 1} of the line)") from None
-            if line_no == 1:
-                line = line.removeprefix("\ufeff")
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not JSON ({error.msg})") from None
-            except RecursionError:
-                raise ValueError(f"{where}: JSON nested too deeply") from None
-            if not isinstance(record, dict) or (("text" in record) == ("words" in record)):
-                raise ValueError(f"{where}: expected an object with exactly one of 'text' or 'words'")
-            _check_line_value(record, where)
-            image = record.get("image")
-            inputs = {k: record[k] for k in PIPELINE_KEYS if k in record}
-            if isinstance(image, str) and "://" not in image and not Path(image).is_absolute():
-                inputs["image"] = str(path.parent / image)
-            records.append({"line": where, "record": record, "inputs": inputs})
-    return records
+        entries = [parse_line(raw, line_no, path) for line_no, raw in enumerate(handle, start=1)]
+    return [e for e in entries if e is not None]
 
 
 class OutputFile:
@@ -133,9 +156,10 @@ class OutputFile:
 
         try:
             if kind is None:
-                self.handle.flush()
-                os.fsync(self.handle.fileno())
-                self.handle.close()
+                if not self.handle.closed:  # (a Parquet output is written by its own writer)
+                    self.handle.flush()
+                    os.fsync(self.handle.fileno())
+                    self.handle.close()
                 if self.target.exists():
                     os.chmod(self.partial, self.target.stat().st_mode & 0o7777)
                 os.replace(self.partial, self.target)
@@ -180,9 +204,18 @@ def output_line(record: dict, prediction, output_key: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model folder or Hub id")
-    parser.add_argument("--input", required=True, type=Path)
-    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--input", required=True,
+                        help="a JSON-lines file, a Parquet file or folder, a save_to_disk folder, or a Hub dataset id")
+    parser.add_argument("--output", required=True, type=Path, help="a .jsonl file, or .parquet (nested columns)")
+    parser.add_argument("--split", help="the split of a dataset folder or Hub dataset")
+    for role, flag in (("text", "text"), ("tokens", "tokens"), ("image", "image"), ("context", "context"),
+                       ("pairs", "pairs")):
+        parser.add_argument(f"--{flag}-column", f"--{flag}_column", dest=f"{role}_column",
+                            help=f"the dataset column of the {role} (default: {' or '.join(INPUT_COLUMNS[role])})")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+                        help="rows per resumable chunk (a rerun after a kill keeps the complete chunks)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (GPU)")
     parser.add_argument("--window", type=int, help="words per window over long inputs (default: the model's max_words)")
     parser.add_argument("--stride", type=int, help="words shared by consecutive windows (default: window // 4)")
@@ -193,53 +226,76 @@ def main(argv=None) -> int:
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="run the code shipped in the model folder (off: this package's classes are used)")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
+    for name in ("batch_size", "chunk_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.window is not None and args.window < 1:
         parser.error(f"--window must be a positive integer, got {args.window}")
     if args.stride is not None and not 0 <= args.stride < (args.window or 2 ** 31):
         parser.error(f"--stride must be >= 0 and smaller than --window, got {args.stride}")
-    if not args.input.is_file():
+    source_path = Path(args.input)
+    if source_path.suffix.lower() in (".jsonl", ".json") and not source_path.is_file():
         parser.error(f"--input {args.input} is not a file")
-    if args.output.exists() and args.output.resolve() == args.input.resolve():
+    if args.output.exists() and source_path.exists() and args.output.resolve() == source_path.resolve():
         parser.error("--output is the --input file; write the predictions to another file")
     if args.output.is_dir():
         parser.error(f"--output {args.output} is a folder; name a file")
+    if args.output.suffix.lower() not in (".jsonl", ".json", ".parquet"):
+        parser.error(f"--output {args.output}: name a .jsonl or a .parquet file")
     if args.backend == "onnx" and (args.bf16 or args.trust_remote_code):
         parser.error("--bf16 and --trust-remote-code are options of --backend torch")
     if args.quantized and args.backend != "onnx":
         parser.error("--quantized needs --backend onnx")
 
-    entries = read_inputs(args.input)
-    with OutputFile(args.output) as out:  # the output is claimed (locked) before the model loads
-        if args.backend == "onnx":
-            from .onnx_predictor import ShapCAOnnxPredictor
-
-            engine = ShapCAOnnxPredictor.from_pretrained(args.model, quantized=args.quantized)
-            options = {}
-        else:
+    columns = {role: getattr(args, f"{role}_column") for role in INPUT_COLUMNS}
+    source = open_source(args.input, args.split, columns)  # a JSON-lines file is checked whole here
+    place = world()
+    key = {"input": source.fingerprint, "model": str(args.model), "backend": args.backend, "quantized": args.quantized,
+           "window": args.window, "stride": args.stride, "ignore": args.ignore_labels, "chunk": args.chunk_size,
+           "bf16": args.bf16}
+    folder = parts_folder(args.output, key)
+    spans = chunks(len(source), args.chunk_size)
+    mine = spans[place.rank::place.size]
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(OutputFile(args.output)) if place.is_main else None  # claimed before the model loads
+        stack.callback(lock_part(folder, place.rank).release)
+        engine = _engine(args)
+        options = {"window": args.window, "stride": args.stride, "ignore_labels": args.ignore_labels}
+        if args.backend == "torch":
             import torch
 
-            from .loading import load_trained
+            options["autocast_dtype"] = torch.bfloat16 if args.bf16 else None
+        task = engine.task
+        started = time.perf_counter()
+        show = place.is_main and not args.no_progress
+        with tqdm(total=sum(end - start for start, end in mine), desc="predict", unit="row", disable=not show) as bar:
+            done = predict_part(engine, source, folder, mine, get_task(task).output_key, args.batch_size, options, bar)
+        stats = place.gather(done)  # every process's part is complete past this point
+        if place.is_main:
+            assemble(folder, len(source), args.chunk_size, out, args.output.suffix.lower() == ".parquet", task)
+            print(summary(stats, time.perf_counter() - started))
+    if place.is_main:
+        for leftover in args.output.parent.glob(f".{args.output.name}.parts-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    return len(source)
 
-            model, processor = load_trained(args.model, args.trust_remote_code)
-            if torch.cuda.is_available():
-                model = model.cuda()
-            engine = build_engine(model, processor, args.trust_remote_code)
-            engine.runner.check()
-            options = {"autocast_dtype": torch.bfloat16 if args.bf16 else None}
-        output_key = get_task(engine.task).output_key
-        chunk_size = args.batch_size * 8
-        with tqdm(total=len(entries), desc="predict", unit="record") as bar:
-            for start in range(0, len(entries), chunk_size):
-                chunk = entries[start:start + chunk_size]
-                records = [{**e["inputs"], "_name": e["line"]} for e in chunk]
-                # (no progress bar of the engine: the CLI's own bar covers the whole file)
-                predictions = engine(records, batch_size=args.batch_size, window=args.window, stride=args.stride,
-                                     ignore_labels=args.ignore_labels, show_progress=False, **options)
-                out.writelines(output_line(e["record"], p, output_key) for e, p in zip(chunk, predictions))
-                bar.update(len(chunk))
-    return len(entries)
+
+def _engine(args):
+    """The inference engine of the chosen backend, on this process's GPU when there is one."""
+    if args.backend == "onnx":
+        from .onnx_predictor import ShapCAOnnxPredictor
+
+        return ShapCAOnnxPredictor.from_pretrained(args.model, quantized=args.quantized)
+    import torch
+
+    from .loading import load_trained
+
+    model, processor = load_trained(args.model, args.trust_remote_code)
+    if torch.cuda.is_available():
+        model = model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    engine = build_engine(model, processor, args.trust_remote_code)
+    engine.runner.check()
+    return engine
 
 
 if __name__ == "__main__":
