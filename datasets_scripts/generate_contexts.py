@@ -14,6 +14,15 @@ the file is renamed to OUTPUT when every image is done. On restart the images al
 partial file (or in a finished OUTPUT, when new images were added) are skipped, and a last line
 cut by an interruption is dropped and regenerated, so no image is lost or written twice and
 OUTPUT is never a half-written file. Sampling temperature 1.0 as in the paper; bf16 on GPU.
+
+On N processes (`torchrun --nproc_per_node N -m datasets_scripts.generate_contexts ...`, or
+`accelerate launch -m ...`: one process per GPU), the images still to describe are split over
+the processes (image k of them to process k % N); each appends to its own
+`OUTPUT.partial.rank-<i>` the same way, and every process reads every part (and `OUTPUT.partial`)
+to know what is done, so a rerun, with any N, resumes. After all processes finish, the main
+process writes OUTPUT in image order and removes the parts. With sampling, the contexts depend
+on which process drew them (each process seeds its own generator with `--seed` plus its index);
+with `--temperature 0` they are those of one process.
 """
 
 from __future__ import annotations
@@ -44,12 +53,18 @@ def list_images(image_dir: str | Path) -> list[Path]:
     return sorted(p for p in Path(image_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def recover_output(path: Path) -> set[str]:
-    """Image ids already written. A trailing partial line (killed mid-write) is cut off."""
+def recover_output(path: Path, truncate: bool = True) -> set[str]:
+    """Image ids already written. A trailing partial line (killed mid-write) is cut off (left in
+    place with `truncate=False`: another process's file, which only its owner changes)."""
+    return set(_complete_records(path, truncate))
+
+
+def _complete_records(path: Path, truncate: bool = True) -> dict[str, bytes]:
+    """`{image_id: line}` of the complete lines of `path`, in file order."""
     if not path.exists():
-        return set()
+        return {}
     data = path.read_bytes()
-    done, keep = set(), 0
+    done, keep = {}, 0
     for line in data.splitlines(keepends=True):
         if not line.endswith(b"\n"):
             break
@@ -57,9 +72,9 @@ def recover_output(path: Path) -> set[str]:
             record = json.loads(line)
         except json.JSONDecodeError:
             break
-        done.add(record["image_id"])
+        done.setdefault(record["image_id"], line)
         keep += len(line)
-    if keep != len(data):
+    if keep != len(data) and truncate:
         logger.warning("dropping %d bytes of an interrupted record at the end of %s", len(data) - keep, path)
         with path.open("r+b") as handle:
             handle.truncate(keep)
@@ -102,18 +117,30 @@ def generate(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
-    if not partial.exists() and output.exists():
+    from shapca_serving.batch import world
+
+    place = world()
+    if place.is_main and not partial.exists() and output.exists():
         shutil.copyfile(output, partial)  # new images join a finished file: it stays untouched until done
-    done = recover_output(partial)
-    todo = [p for p in list_images(image_dir) if p.name not in done]
+    place.gather(None)  # (several processes: the copy is there before anyone reads)
+    mine = partial if place.size == 1 else output.with_name(f"{output.name}.partial.rank-{place.rank}")
+    parts = [partial, *sorted(output.parent.glob(f"{output.name}.partial.rank-*"))]
+    done = set()
+    for part in parts:
+        done |= recover_output(part, truncate=part == mine)
+    place.gather(None)  # every process knows what is done before any writes
+    images = list_images(image_dir)
+    todo = [p for p in images if p.name not in done]
     limited = limit is not None and len(todo) > limit
     todo = todo[:limit] if limit is not None else todo
+    todo = todo[place.rank::place.size]
     counts = {"already_done": len(done), "generated": 0, "unreadable": 0}
     if todo:
         if generator is None:
             generator = ContextGenerator(settings, trust_remote_code=trust_remote_code)
-        torch.manual_seed(seed)
-        with partial.open("a", encoding="utf-8") as handle, tqdm(total=len(todo), desc="contexts", unit="img") as bar:
+        torch.manual_seed(seed + place.rank)
+        with mine.open("a", encoding="utf-8") as handle, tqdm(total=len(todo), desc="contexts", unit="img",
+                                                              disable=not place.is_main) as bar:
             for start in range(0, len(todo), batch_size):
                 paths = todo[start:start + batch_size]
                 opened = [_open(p) for p in paths]
@@ -134,9 +161,38 @@ def generate(
                 handle.flush()
                 os.fsync(handle.fileno())
                 bar.update(len(paths))
-    if partial.exists() and not limited:
+    if place.size > 1:
+        every = place.gather(counts)
+        counts = {"already_done": counts["already_done"],
+                  **{k: sum(c[k] for c in every) for k in ("generated", "unreadable")}}
+        if place.is_main and not limited:
+            _merge(parts + [p for p in output.parent.glob(f"{output.name}.partial.rank-*") if p not in parts],
+                   partial, images)
+        place.gather(None)
+    if place.is_main and partial.exists() and not limited:
         os.replace(partial, output)  # complete: the finished file appears in one step
     return counts
+
+
+def _merge(parts: list[Path], partial: Path, images: list[Path]) -> None:
+    """The processes' parts as one `partial` file in image order (images no longer in the folder
+    after them, in file order), then the parts removed."""
+    records: dict[str, bytes] = {}
+    for part in parts:
+        for image_id, line in _complete_records(part, truncate=False).items():
+            records.setdefault(image_id, line)
+    order = {p.name: i for i, p in enumerate(images)}
+    position = {k: i for i, k in enumerate(records)}
+    ids = sorted(records, key=lambda k: (order.get(k, len(order)), position[k]))
+    tmp = partial.with_name(partial.name + ".merge")
+    with tmp.open("wb") as handle:
+        handle.writelines(records[k] for k in ids)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, partial)
+    for part in parts:
+        if part != partial:
+            part.unlink(missing_ok=True)
 
 
 def main(argv=None) -> dict:
@@ -157,7 +213,8 @@ def main(argv=None) -> dict:
     counts = generate(args.image_dir, args.output, args.model, args.prompt, args.batch_size,
                       args.max_new_tokens, args.temperature, args.seed, args.limit,
                       trust_remote_code=args.trust_remote_code)
-    print(json.dumps(counts))
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary for all processes
+        print(json.dumps(counts))
     return counts
 
 

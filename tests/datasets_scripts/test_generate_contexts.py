@@ -104,3 +104,36 @@ def test_contexts_join_twitter_ids(tmp_path):
         (raw / name).write_text("IMGID:100\nParis\tB-LOC\n", encoding="utf-8")
     dataset = build_twitter_ner(raw, contexts={"100.jpg": "A city."})
     assert dataset["train"]["context"] == ["A city."]
+
+
+def test_two_processes_under_torchrun_write_the_one_output_in_image_order(tiny_llava, image_dir, tmp_path):
+    """Greedy decoding (temperature 0): the contexts of two processes are those of one; a killed
+    two-process run (a part with two complete records and a cut one) is resumed by the same
+    command, and the parts are gone at the end."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    args = ["--image-dir", str(image_dir), "--model", tiny_llava, "--batch-size", "2", "--max-new-tokens", "4",
+            "--temperature", "0"]
+    gc.main([*args, "--output", str(tmp_path / "one.jsonl")])
+    expected = (tmp_path / "one.jsonl").read_text()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "datasets_scripts.generate_contexts", *args]
+    out = tmp_path / "two.jsonl"
+    done = subprocess.run([*command, "--output", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert out.read_text() == expected
+    resumed = tmp_path / "resumed.jsonl"
+    lines = expected.splitlines(keepends=True)
+    (tmp_path / "resumed.jsonl.partial.rank-1").write_text(lines[3] + lines[1] + lines[4][:20])  # killed mid-line
+    done = subprocess.run([*command, "--output", str(resumed)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert resumed.read_text() == expected
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"already_done": 2, "generated": 3, "unreadable": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "one.jsonl", "resumed.jsonl", "two.jsonl"]
