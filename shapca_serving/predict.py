@@ -145,10 +145,16 @@ class OutputFile:
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self._lock = WriterLock(self.lock_path, f"another run is writing {self.target} right now; wait for it or "
                                                 "choose another --output").acquire()
-        self.handle = open(self.partial, "w", encoding="utf-8")  # truncates a killed run's leftover
         self._previous = signal.getsignal(signal.SIGTERM)
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _terminate)
+            signal.signal(signal.SIGTERM, _terminate)  # before the partial file exists: it never outlives a SIGTERM
+        try:
+            self.handle = open(self.partial, "w", encoding="utf-8")  # truncates a killed run's leftover
+        except BaseException:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, self._previous)
+            self._lock.release()
+            raise
         return self.handle
 
     def __exit__(self, kind, error, traceback):
@@ -258,6 +264,7 @@ def main(argv=None) -> int:
     mine = spans[place.rank::place.size]
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(OutputFile(args.output)) if place.is_main else None  # claimed before the model loads
+        stack.callback(_drop_if_empty, folder)  # a failure before any complete chunk leaves nothing behind
         stack.callback(lock_part(folder, place.rank).release)
         engine = _engine(args)
         options = {"window": args.window, "stride": args.stride, "ignore_labels": args.ignore_labels}
@@ -278,6 +285,12 @@ def main(argv=None) -> int:
         for leftover in args.output.parent.glob(f".{args.output.name}.parts-*"):
             shutil.rmtree(leftover, ignore_errors=True)
     return len(source)
+
+
+def _drop_if_empty(folder: Path) -> None:
+    """Remove the parts folder when it holds no complete chunk (and no other process's lock)."""
+    if folder.is_dir() and not any(folder.glob("rows-*.jsonl")) and not any(folder.glob("rank-*.lock")):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _engine(args):

@@ -321,6 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
     from shapca_serving.locks import WriterLock
 
     output = Path(training_args.output_dir)
+    created = not output.exists()
     lock = None
     if training_args.process_index == 0:  # one run writes an output_dir; its other processes are the same run
         try:
@@ -334,6 +335,8 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         if lock is not None:
             lock.release()
+            if created and output.is_dir() and not any(output.iterdir()):
+                output.rmdir()  # a run stopped before it wrote anything leaves no folder
 
 
 def run(model_args, shapca_args, data_args, training_args) -> dict:

@@ -151,3 +151,23 @@ def test_a_sigkill_mid_run_then_the_same_command_gives_the_same_output(trained_m
     _same_lines([json.loads(line) for line in out.read_text().splitlines()], expected)
     redone = int(done.stdout.split("predicted ")[1].split(" rows")[0])
     assert redone == 60 - 2 * len(kept)  # the complete chunks were not predicted again
+
+
+def test_the_onnx_backend_under_torchrun_gives_the_torch_records(trained_model_dir, single, tmp_path):
+    import shutil
+
+    from shapca_serving.onnx_export import export_onnx
+
+    source, expected = single
+    folder = tmp_path / "run"
+    shutil.copytree(trained_model_dir, folder)
+    export_onnx(str(folder), folder, with_vision=False)
+    out = tmp_path / "out.parquet"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(_torchrun([str(folder), "--input", str(source), "--output", str(out), "--chunk-size", "7",
+                                     "--backend", "onnx", "--no-progress"], 2),
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = list(datasets.Dataset.from_parquet(str(out)))
+    assert [_strip_scores(g["entities"]) for g in got] == [_strip_scores(e["entities"]) for e in expected]
+    assert [g["id"] for g in got] == [e["id"] for e in expected]
