@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .locks import WriterLock
+from .locks import WriterLock, write_atomic
 
 DEFAULT_CHUNK_SIZE = 1024
 INPUT_COLUMNS = {"text": ("text",), "tokens": ("words", "tokens"), "image": ("image",), "context": ("context",),
@@ -202,17 +202,6 @@ def chunks(total: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, total)) for start in range(0, total, size)]
 
 
-def write_chunk(folder: Path, start: int, end: int, lines: list[str]) -> None:
-    """A chunk's lines, written whole or not at all."""
-    target = folder / chunk_name(start, end)
-    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.writelines(lines)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
-
-
 def predict_part(engine, source, folder: Path, spans: list[tuple[int, int]], output_key: str, batch_size: int,
                  options: dict, bar=None) -> dict:
     """This process's chunks (those not already complete): rows, records and seconds done now."""
@@ -228,7 +217,8 @@ def predict_part(engine, source, folder: Path, spans: list[tuple[int, int]], out
         entries = source.rows(start, end)
         records = [{**e["inputs"], "_name": e["line"]} for e in entries]
         predictions = engine(records, batch_size=batch_size, show_progress=False, **options)
-        write_chunk(folder, start, end, [output_line(e["record"], p, output_key) for e, p in zip(entries, predictions)])
+        write_atomic(folder / chunk_name(start, end),  # a chunk is complete or absent
+                     "".join(output_line(e["record"], p, output_key) for e, p in zip(entries, predictions)))
         done["rows"] += end - start
         done["records"] += sum(_count(p) for p in predictions)
         done["seconds"] += time.perf_counter() - began

@@ -241,10 +241,10 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
-def _mode_of_umask(directory: bool) -> int:
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
+    return umask
 
 
 def _export_all(model, processor, output_dir: Path, source, quantize: bool, atol: float, with_vision) -> dict:
@@ -325,9 +325,10 @@ def _export_all(model, processor, output_dir: Path, source, quantize: bool, atol
         report["sizes_bytes"] = {key: (staged / name).stat().st_size for key, name in report["files"].items()}
         (staged / INFO_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         _write_beside(model, processor, output_dir, source)
-        os.chmod(staged, _mode_of_umask(directory=True))  # mkdtemp's 0700 -> what the user's umask gives
+        umask = _umask()
+        os.chmod(staged, 0o777 & ~umask)  # mkdtemp's 0700 -> what the user's umask gives
         for path in staged.iterdir():
-            os.chmod(path, _mode_of_umask(directory=False))
+            os.chmod(path, 0o666 & ~umask)
         target = output_dir / ONNX_FOLDER
         if target.exists():
             shutil.rmtree(target)

