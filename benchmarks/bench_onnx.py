@@ -142,9 +142,12 @@ def quality(args) -> dict:
 # ---------------------------------------------------------------------------------- speed
 class Tagger:
     """The anchors: MiniLM with a linear token-classification head (9 labels, fresh head),
-    through transformers' pipeline or through ONNX Runtime (fp32 / int8)."""
+    through transformers' pipeline or through ONNX Runtime (fp32 / int8). `exporter`: "dynamo"
+    (the #26 anchor) or "torchscript" (round two's, as the issue fixes it:
+    `torch.onnx.export(dynamo=False, opset_version=17)`); int8 by `quantize_dynamic` with its
+    defaults (QInt8 weights)."""
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, exporter: str = "dynamo"):
         import importlib.resources
 
         import torch
@@ -159,22 +162,27 @@ class Tagger:
         self.pipe = transformers.pipeline("token-classification", model=self.model, tokenizer=self.tokenizer,
                                           aggregation_strategy="simple", device="cpu")
         self.id2label = self.model.config.id2label
-        self.onnx = work / "tagger.onnx"
-        if not self.onnx.is_file():
+        self.onnx = work / ("tagger.onnx" if exporter == "dynamo" else f"tagger-{exporter}.onnx")
+        self.int8 = self.onnx.with_name(self.onnx.stem + "_int8.onnx")
+        if not self.int8.is_file():
             batch = self.tokenizer([["a", "b"], ["c"]], is_split_into_words=True, padding=True, return_tensors="pt")
-            dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("subwords")}
             names = ["input_ids", "attention_mask", "token_type_ids"]
-            torch.onnx.export(self.model, tuple(batch[n] for n in names), str(self.onnx), input_names=names,
-                              output_names=["logits"], dynamic_shapes={n: dims for n in names}, dynamo=True)
+            if exporter == "dynamo":
+                dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("subwords")}
+                torch.onnx.export(self.model, tuple(batch[n] for n in names), str(self.onnx), input_names=names,
+                                  output_names=["logits"], dynamic_shapes={n: dims for n in names}, dynamo=True)
+            else:
+                axes = {n: {0: "batch", 1: "subwords"} for n in names + ["logits"]}
+                torch.onnx.export(self.model, tuple(batch[n] for n in names), str(self.onnx), input_names=names,
+                                  output_names=["logits"], dynamic_axes=axes, dynamo=False, opset_version=17)
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(self.onnx), str(work / "tagger_int8.onnx"), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(self.onnx), str(self.int8), weight_type=QuantType.QInt8)
 
     def session(self, int8: bool):
         import onnxruntime as ort
 
-        return ort.InferenceSession(str(self.onnx.with_name("tagger_int8.onnx" if int8 else "tagger.onnx")),
-                                    providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(self.int8 if int8 else self.onnx), providers=["CPUExecutionProvider"])
 
     def run_onnx(self, session, words: list[list[str]], batch_size: int) -> list:
         from modeling_shapca.inference import bio_to_spans

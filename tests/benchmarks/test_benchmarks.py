@@ -208,3 +208,53 @@ def test_ablation_regimes_are_built_as_documented_and_the_switches_change_the_lo
     assert plain[0] != 0 and plain[1] != 0 and plain[2]
     args = ablation.train_args(folder, text_model, tmp_path / "run", 3, 8, ablation.VARIANTS["w/o alignment (none)"])
     assert args[-2:] == ["--alignment", "none"] and args[args.index("--seed") + 1] == "3"
+
+
+@pytest.fixture(scope="module")
+def minilm_shapca(tmp_path_factory):
+    """A MiniLM Shap-CA folder (the shipped encoder, fresh heads: speed does not depend on training)."""
+    import transformers
+
+    from modeling_shapca import ShapCAForTokenClassification, ShapCAProcessor
+    from tests.conftest import MINILM_PATH, NER_LABELS, tiny_vision_config
+
+    folder = tmp_path_factory.mktemp("bench") / "model"
+    torch.manual_seed(0)
+    model = ShapCAForTokenClassification.from_text_vision_pretrained(
+        MINILM_PATH, transformers.ResNetConfig(**{k: v for k, v in tiny_vision_config().items() if k != "model_type"}),
+        id2label=dict(enumerate(NER_LABELS)), label2id={n: i for i, n in enumerate(NER_LABELS)})
+    processor = ShapCAProcessor(transformers.ConvNextImageProcessorPil(size={"shortest_edge": 224}),
+                                transformers.AutoTokenizer.from_pretrained(MINILM_PATH), max_length=256,
+                                max_words=model.config.max_words)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_bench_serving_quick(minilm_shapca):
+    from benchmarks import bench_serving
+    from benchmarks.bench_onnx import SPEED_PATHS
+
+    speed = bench_serving.main(["speed", "--model", str(minilm_shapca), "--rounds", "1", "--limit", "40"])
+    rates = speed["sentences_per_second"]
+    assert speed["sentences_per_round"] == 20 and sorted(rates) == sorted(SPEED_PATHS)
+    for name, (ours, anchor, least) in bench_serving.TARGETS.items():
+        assert speed["targets"][name]["ratio"] == round(rates[ours] / rates[anchor], 2)
+        assert speed["targets"][name]["met"] == (rates[ours] / rates[anchor] >= least)
+    latency = bench_serving.main(["latency", "--model", str(minilm_shapca), "--sentences", "3"])
+    assert latency["sentences"] == 3 and sorted(latency["ms"]) == sorted(p for p in SPEED_PATHS if "onnx" in p)
+    assert all(v["p50_ms"] <= v["p95_ms"] for v in latency["ms"].values())
+    profile = bench_serving.main(["profile", "--model", str(minilm_shapca), "--sentences", "40", "--limit", "40"])
+    # the exported encoder attends eagerly: one Softmax per layer (6) plus the fusion's
+    assert profile["shapca-fp32"]["ops"]["Softmax"]["calls_per_run"] == 7
+    assert profile["tagger-fp32"]["ops"]["Softmax"]["calls_per_run"] == 6
+    assert set(profile["shapca-int8 predictor"]["shares"]) == {"pos", "tokenizer", "graph",
+                                                               "rest (encoding, CRF, records)"}
+
+
+def test_bench_serving_pos_quick():
+    from benchmarks import bench_serving
+
+    result = bench_serving.main(["pos", "--limit", "30"])
+    assert (result["spacy_path"], result["fast_path"]) == (False, True)
+    assert result["words_with_other_tags"] == 0 and (result["sentences"], result["words"]) == (158, 2540)
