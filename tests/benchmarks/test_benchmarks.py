@@ -249,7 +249,7 @@ def test_bench_serving_quick(minilm_shapca):
     # the exported encoder attends eagerly: one Softmax per layer (6) plus the fusion's
     assert profile["shapca-fp32"]["ops"]["Softmax"]["calls_per_run"] == 7
     assert profile["tagger-fp32"]["ops"]["Softmax"]["calls_per_run"] == 6
-    assert set(profile["shapca-int8 predictor"]["shares"]) == {"pos", "tokenizer", "graph",
+    assert set(profile["shapca-int8 predictor, batch 1"]["shares"]) == {"pos", "tokenizer", "graph",
                                                                "rest (encoding, CRF, records)"}
 
 

@@ -21,7 +21,7 @@ def taggers():
 def _same(taggers, words):
     slow, fast = taggers
     expected, got = slow(words), fast(words)
-    assert fast.fast_path is True and slow.fast_path is False
+    assert fast.fast_path is True and slow.fast_path is False and fast._flat is not None
     different = [(i, j, w, a, b) for i, (ws, e, g) in enumerate(zip(words, expected, got))
                  for j, (w, a, b) in enumerate(zip(ws, e, g)) if a != b]
     assert [len(t) for t in got] == [len(w) for w in words]
@@ -86,3 +86,19 @@ def test_dependency_rules_never_match_without_a_parser():
     nlp.get_pipe("attribute_ruler").add([[{"DEP": "nsubj", "TAG": "NN"}, {"LOWER": "bar"}]], {"POS": "INTJ"})
     table = _RuleTable.build(nlp)  # a multi-token rule, but on DEP "nsubj": never matches, so ignored
     assert table(["foo"], [nlp.vocab.strings["NN"]]) == ["NOUN"]
+
+
+def test_one_sentence_a_call_and_empty_sentences_give_the_same_tags(taggers):
+    slow, fast = taggers
+    words = [s.words for s in read_twitter_ner(DATA / "twitter2015" / "valid.txt")[0]][:60]
+    assert [fast([w])[0] for w in words] == slow(words)
+    assert fast([[], ["Paris"], []]) == [[], slow([["Paris"]])[0], []]
+    assert fast([]) == []
+
+
+def test_an_architecture_the_flat_tagger_does_not_know_runs_layer_by_layer(monkeypatch, taggers):
+    monkeypatch.setattr(pos, "TOK2VEC_NAME", "something>>else")
+    tagger = PosTagger()
+    words = [s.words for s in read_twitter_ner(DATA / "twitter2015" / "valid.txt")[0]][:200]
+    assert tagger(words) == taggers[0](words)
+    assert tagger.fast_path is True and tagger._flat is None  # the table and NumPy BLAS, thinc's layers
