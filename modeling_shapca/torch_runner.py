@@ -77,6 +77,9 @@ class TorchRunner:
         """Subwords of a window's text: the processor's `max_length` less the special tokens."""
         return self.processor.max_length - self.processor.tokenizer.num_special_tokens_to_add(pair=False)
 
+    def tag_pos(self, words: list[list[str]]) -> list[list[str]]:
+        return self.processor.tag_pos(words)
+
     def subword_counts(self, words: list[str]) -> list[int]:
         """Subwords of each word (a word without any is encoded as one unknown token)."""
         encoded = self.processor.tokenizer(words, is_split_into_words=True, add_special_tokens=False, verbose=False)

@@ -123,11 +123,24 @@ def check_export(folder: Path, config: dict, info: dict, session, spec) -> dict 
     return None
 
 
+def default_session_options():
+    """ONNX Runtime's defaults, but intra-op threads that sleep when a run ends instead of
+    spinning: between runs this predictor tags, tokenizes and decodes in Python, and spinning
+    threads take the cores that work needs (2-core CPU, Twitter-2015: +10 % sentences/s at batch
+    32 and a third less p95 latency at batch 1, docs/benchmarks.md "round two")."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxRunner:
     """The exported graphs of a folder as the inference engine's runner (see
     `modeling_shapca/engine.py`): the tokenizer, POS tagger and image transform in front of
     `onnx/model.onnx` (and `onnx/vision.onnx` for inputs with an image), the CRF decode or grid
-    argmax behind it, all in NumPy."""
+    argmax behind it, all in NumPy. `session_options`: ONNX Runtime's, default
+    `default_session_options()`."""
 
     def __init__(self, folder: str | Path, file: str = MODEL_FILE, providers: list[str] | None = None,
                  session_options=None, allow_private: bool = True):
@@ -152,6 +165,7 @@ class OnnxRunner:
         self.context_generator = processor.get("context_generator")
         self.allow_private = allow_private
         providers = providers or ["CPUExecutionProvider"]
+        session_options = session_options if session_options is not None else default_session_options()
         model_path = self.folder / ONNX_FOLDER / file
         if not model_path.is_file():
             raise OSError(f"{self.folder} has no {ONNX_FOLDER}/{file}" + (
@@ -173,6 +187,9 @@ class OnnxRunner:
             self.allowed_start, self.allowed_transitions = bio_constraints(self.id2label, len(self.crf["start"]))
 
     # ------------------------------------------------------------------ the engine's runner
+    def tag_pos(self, words: list[list[str]]) -> list[list[str]]:
+        return self.tagger(words)
+
     def subword_counts(self, words: list[str]) -> list[int]:
         encoded = self.tokenizer(words, is_split_into_words=True, add_special_tokens=False)
         return subword_counts(lambda _: encoded.word_ids(), words)
