@@ -194,7 +194,7 @@ class InferenceEngine:
             return self.predict_batch([items], overrides, **settings)[0]
         if kind == "list":
             chunks = self._ahead((items[start:start + batch_size] for start in range(0, len(items), batch_size)),
-                                 **settings)
+                                 **settings) if len(items) > batch_size else [self.predict_batch(items, **settings)]
             show = len(items) >= PROGRESS_FROM if show_progress is None else show_progress
             return [record for chunk in _progress(chunks, show, len(items), self.runner) for record in chunk]
         return self._stream(items, batch_size, show_progress, settings)

@@ -151,7 +151,7 @@ class ShapCAPipeline(Pipeline):
             dataset = PipelineIterator(inputs, self.preprocess, preprocess_params)
             num_workers = 0
         loader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=self._collate)
-        if sized:  # a list: each batch POS-tagged while the model runs on the one before (engine.py)
+        if sized and len(inputs) > batch_size:  # batches of a list: each tagged while the model runs on the one before
             loader = _TaggedAhead(loader, self.engine)
         model_iterator = PipelineIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
         outputs = PipelineIterator(model_iterator, self.postprocess, postprocess_params)
