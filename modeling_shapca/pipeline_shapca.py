@@ -56,7 +56,7 @@ from torch.utils.data import DataLoader
 from transformers import Pipeline
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
-from .engine import PROGRESS_FROM, InferenceEngine, check_options, named_inputs
+from .engine import PROGRESS_FROM, InferenceEngine, check_options, length_order, named_inputs
 from .tasks import get_task
 from .torch_runner import TorchRunner
 
@@ -102,9 +102,10 @@ class ShapCAPipeline(Pipeline):
         postprocess = {"ignore_labels": ignore} if ignore_labels is not None else {}
         return preprocess, forward, postprocess
 
-    def __call__(self, inputs, *args, batch_size=None, show_progress=None, **kwargs):
+    def __call__(self, inputs, *args, batch_size=None, show_progress=None, sort_by_length=True, **kwargs):
         """`show_progress`: a progress bar over a list or stream of inputs (default: from
-        `PROGRESS_FROM` inputs on a list)."""
+        `PROGRESS_FROM` inputs on a list). `sort_by_length`: a list of more than one batch is
+        batched in order of length (`engine.length_order`); the records come back in input order."""
         if args:
             raise TypeError("pass image, context and pairs as keywords or as fields of the input record")
         self.runner.check()
@@ -114,6 +115,13 @@ class ShapCAPipeline(Pipeline):
         if kind == "list" and not items:
             self._sanitize_parameters(**kwargs)  # the options are checked all the same
             return []  # an empty batch: no records (as the ONNX predictor)
+        if kind == "list" and sort_by_length and (batch_size or 1) > 1 and len(items) > batch_size:
+            order = length_order(items)
+            found = super().__call__([items[i] for i in order], batch_size=batch_size, **kwargs)
+            out = [None] * len(items)
+            for i, record in zip(order, found):
+                out[i] = record
+            return out
         return super().__call__(items, batch_size=batch_size, **kwargs)
 
     # ------------------------------------------------------------------ steps

@@ -9,7 +9,9 @@ card's sections. `tests/test_golden.py` recomputes them and compares.
                                                   # of the export or of the quantization; the rest stays)
 
 Re-recorded: the int8 records on 2026-12-06 (issue 35: the TorchScript exporter's graph is
-quantized at other points than the dynamo graph; fp32 records were unchanged within 1e-5).
+quantized at other points than the dynamo graph, and lists are batched in order of length; the
+int8 graph quantizes activations per batch, so its scores depend on the batch's other inputs;
+fp32 records were unchanged within 1e-5).
 """
 
 from __future__ import annotations

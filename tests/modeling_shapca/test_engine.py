@@ -67,3 +67,41 @@ def test_the_pipeline_tags_one_batch_ahead_in_a_thread(ner, monkeypatch):
     recorder = Recorder(pipe.runner, monkeypatch, 3)
     assert pipe(SENTENCES, batch_size=3) == expected
     recorder.check()
+
+
+VARIED = ["Go #Bears !", "Kevin Durant met Stephen Curry and Klay Thompson in Oakland tonight", "Paris",
+          {"text": "RT @cnni : Paris floods", "context": "a flooded street with cars and people"},
+          ["Warriors", "win"], "Oracle Arena"]
+
+
+def test_length_order_counts_text_words_and_context_words():
+    from modeling_shapca.engine import length_order, named_inputs
+
+    _, items = named_inputs(VARIED + [{"bad": 1}])
+    lengths = [3, 11, 1, 5 + 7, 2, 2, 0]
+    assert length_order(items) == sorted(range(7), key=lambda i: lengths[i]) == [6, 2, 4, 5, 0, 1, 3]
+
+
+@pytest.mark.parametrize("call", ["engine", "pipeline"])
+def test_a_list_is_batched_by_length_and_comes_back_in_input_order(ner, monkeypatch, call):
+    model, processor = ner
+    if call == "engine":
+        predictor = InferenceEngine(TorchRunner(model, processor))
+        runner = predictor.runner
+    else:
+        predictor = ShapCAPipeline(model=model, processor=processor, task="multimodal-ner")
+        runner = predictor.runner
+    one_by_one = [predictor([item], batch_size=1)[0] for item in VARIED]
+    seen = []
+    run = runner.run
+
+    def run_rows(rows, **options):
+        seen.append([len(r["words"]) for r in rows])
+        return run(rows, **options)
+
+    monkeypatch.setattr(runner, "run", run_rows)
+    assert predictor(VARIED, batch_size=2) == one_by_one
+    assert seen == [[1, 2], [2, 3], [11, 5]]  # words per row: the context's words count in the order
+    seen.clear()
+    assert predictor(VARIED, batch_size=2, sort_by_length=False) == one_by_one
+    assert seen == [[3, 11], [1, 5], [2, 2]]
