@@ -29,29 +29,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--rows", type=int, default=1000)
     args = parser.parse_args(argv)
     import datasets
-    import transformers
 
     sys.path.insert(0, str(ROOT))
     from datasets_scripts.readers import read_conll_ner
-    from modeling_shapca import ShapCAForTokenClassification, ShapCAProcessor
-    from tests.conftest import MINILM_PATH, NER_LABELS, tiny_vision_config
+    from tests.conftest import save_minilm_shapca
 
     sentences, _ = read_conll_ner(ROOT / "data" / "twitter2015" / "test.txt")
     rows = [{"id": f"test-{i}", "words": s.words} for i, s in enumerate(sentences[: args.rows])]
     results = {"rows": len(rows), "words": sum(len(r["words"]) for r in rows)}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        import torch
-
-        torch.manual_seed(0)
-        model = ShapCAForTokenClassification.from_text_vision_pretrained(
-            MINILM_PATH, transformers.ResNetConfig(**{k: v for k, v in tiny_vision_config().items() if k != "model_type"}),
-            id2label=dict(enumerate(NER_LABELS)), label2id={n: i for i, n in enumerate(NER_LABELS)})
-        processor = ShapCAProcessor(transformers.ConvNextImageProcessorPil(size={"shortest_edge": 224}),
-                                    transformers.AutoTokenizer.from_pretrained(MINILM_PATH), max_length=256,
-                                    max_words=model.config.max_words)
-        model.save_pretrained(work / "model")
-        processor.save_pretrained(work / "model")
+        save_minilm_shapca(work / "model")
         datasets.Dataset.from_list(rows).to_parquet(str(work / "in.parquet"))
         common = [str(work / "model"), "--input", str(work / "in.parquet"), "--batch-size", "32", "--chunk-size", "100", "--no-progress"]
         runs = {"1 process, 2 threads": ([sys.executable, "-m", "shapca_serving.predict"], "2"),

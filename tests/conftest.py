@@ -39,6 +39,21 @@ def tiny_vision_config(**overrides) -> dict:
     return config
 
 
+def save_minilm_shapca(folder) -> None:
+    """A MiniLM Shap-CA NER model (the shipped encoder, a tiny random ResNet, fresh heads, seed
+    0) and its processor saved in `folder`: what the serving benchmarks time (speed does not
+    depend on training)."""
+    torch.manual_seed(0)
+    model = ShapCAForTokenClassification.from_text_vision_pretrained(
+        MINILM_PATH, transformers.ResNetConfig(**{k: v for k, v in tiny_vision_config().items() if k != "model_type"}),
+        id2label=dict(enumerate(NER_LABELS)), label2id={n: i for i, n in enumerate(NER_LABELS)})
+    processor = ShapCAProcessor(transformers.ConvNextImageProcessorPil(size={"shortest_edge": 224}),
+                                transformers.AutoTokenizer.from_pretrained(MINILM_PATH), max_length=256,
+                                max_words=model.config.max_words)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
 def tiny_config(**overrides) -> ShapCAConfig:
     kwargs = dict(
         text_config=tiny_text_config(),

@@ -213,21 +213,10 @@ def test_ablation_regimes_are_built_as_documented_and_the_switches_change_the_lo
 @pytest.fixture(scope="module")
 def minilm_shapca(tmp_path_factory):
     """A MiniLM Shap-CA folder (the shipped encoder, fresh heads: speed does not depend on training)."""
-    import transformers
-
-    from modeling_shapca import ShapCAForTokenClassification, ShapCAProcessor
-    from tests.conftest import MINILM_PATH, NER_LABELS, tiny_vision_config
+    from tests.conftest import save_minilm_shapca
 
     folder = tmp_path_factory.mktemp("bench") / "model"
-    torch.manual_seed(0)
-    model = ShapCAForTokenClassification.from_text_vision_pretrained(
-        MINILM_PATH, transformers.ResNetConfig(**{k: v for k, v in tiny_vision_config().items() if k != "model_type"}),
-        id2label=dict(enumerate(NER_LABELS)), label2id={n: i for i, n in enumerate(NER_LABELS)})
-    processor = ShapCAProcessor(transformers.ConvNextImageProcessorPil(size={"shortest_edge": 224}),
-                                transformers.AutoTokenizer.from_pretrained(MINILM_PATH), max_length=256,
-                                max_words=model.config.max_words)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    save_minilm_shapca(folder)
     return folder
 
 
