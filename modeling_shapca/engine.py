@@ -98,6 +98,29 @@ def length_order(items: list) -> list[int]:
     return sorted(range(len(items)), key=lambda i: length(items[i]))
 
 
+def in_input_order(order, found: list) -> list:
+    """`found[k]` is the result of input `order[k]`: the results by input position."""
+    out = [None] * len(found)
+    for i, result in zip(order, found):
+        out[i] = result
+    return out
+
+
+def tagged_ahead(batches: Iterable, tag) -> Iterator[tuple]:
+    """`(batch, future of tag(batch))` for each batch, `tag` run in a thread and submitted one
+    batch ahead: batch k+1 is read and its tagging started before batch k is handed on, so it
+    is tagged while the caller runs the model on batch k."""
+    with ThreadPoolExecutor(1, thread_name_prefix="shapca-pos") as pool:
+        pending = None
+        for batch in batches:
+            ahead = (batch, pool.submit(tag, batch))
+            if pending is not None:
+                yield pending
+            pending = ahead
+        if pending is not None:
+            yield pending
+
+
 def check_options(batch_size=None, window=None, stride=None, ignore_labels=None) -> frozenset:
     """The checks of a call's options (one message each, whatever the backend); returns the
     labels to leave out."""
@@ -183,16 +206,9 @@ class InferenceEngine:
         """Each chunk of named items (of a list: the call returns all records or raises) to its
         records, the next chunk prepared and POS-tagged (in a thread) while the model runs on
         this one."""
-        with ThreadPoolExecutor(1, thread_name_prefix="shapca-pos") as pool:
-            pending = None
-            for items in chunks:
-                records = [self.prepare(item, window=window, stride=stride) for item in items]
-                ahead = (records, pool.submit(self.tag_rows, records))
-                if pending is not None:
-                    yield self._finish_batch(*pending, ignore_labels, options)
-                pending = ahead
-            if pending is not None:
-                yield self._finish_batch(*pending, ignore_labels, options)
+        prepared = ([self.prepare(item, window=window, stride=stride) for item in items] for items in chunks)
+        for records, row_tags in tagged_ahead(prepared, self.tag_rows):
+            yield self._finish_batch(records, row_tags, ignore_labels, options)
 
     # ------------------------------------------------------------------ calls
     def __call__(self, inputs, *, batch_size: int = 32, image=None, context=None, pairs=None, window: int | None = None,
@@ -218,11 +234,8 @@ class InferenceEngine:
                 chunks = self._ahead(([items[i] for i in order[start:start + batch_size]]
                                       for start in range(0, len(items), batch_size)), **settings)
             show = len(items) >= PROGRESS_FROM if show_progress is None else show_progress
-            found = [record for chunk in _progress(chunks, show, len(items), self.runner) for record in chunk]
-            out = [None] * len(items)
-            for i, record in zip(order, found):
-                out[i] = record
-            return out
+            return in_input_order(order, [record for chunk in _progress(chunks, show, len(items), self.runner)
+                                          for record in chunk])
         return self._stream(items, batch_size, show_progress, settings)
 
     def _stream(self, items: Iterator, batch_size: int, show_progress, settings: dict):
@@ -257,4 +270,5 @@ def _progress(chunks, show: bool, total: int, runner):
             yield chunk
 
 
-__all__ = ["InferenceEngine", "PROGRESS_FROM", "check_options", "is_stream", "length_order", "named_inputs"]
+__all__ = ["InferenceEngine", "PROGRESS_FROM", "check_options", "in_input_order", "is_stream", "length_order",
+           "named_inputs", "tagged_ahead"]

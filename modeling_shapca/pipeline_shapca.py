@@ -50,13 +50,14 @@ the same engine.
 from __future__ import annotations
 
 import collections.abc
-from concurrent.futures import ThreadPoolExecutor
 
 from torch.utils.data import DataLoader
 from transformers import Pipeline
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
-from .engine import PROGRESS_FROM, InferenceEngine, check_options, length_order, named_inputs
+from .engine import (
+    PROGRESS_FROM, InferenceEngine, check_options, in_input_order, length_order, named_inputs, tagged_ahead,
+)
 from .tasks import get_task
 from .torch_runner import TorchRunner
 
@@ -117,11 +118,7 @@ class ShapCAPipeline(Pipeline):
             return []  # an empty batch: no records (as the ONNX predictor)
         if kind == "list" and sort_by_length and (batch_size or 1) > 1 and len(items) > batch_size:
             order = length_order(items)
-            found = super().__call__([items[i] for i in order], batch_size=batch_size, **kwargs)
-            out = [None] * len(items)
-            for i, record in zip(order, found):
-                out[i] = record
-            return out
+            return in_input_order(order, super().__call__([items[i] for i in order], batch_size=batch_size, **kwargs))
         return super().__call__(items, batch_size=batch_size, **kwargs)
 
     # ------------------------------------------------------------------ steps
@@ -176,9 +173,8 @@ class ShapCAPipeline(Pipeline):
 
 
 class _TaggedAhead:
-    """The DataLoader's batches, each with the future of its POS tags (`row_tags`), submitted
-    when the batch is read: the iterator reads one batch ahead, so batch k+1 is tagged in a
-    thread while the model runs on batch k."""
+    """The DataLoader's batches, each with the future of its POS tags (`row_tags`, from
+    `engine.tagged_ahead`: batch k+1 tagged in a thread while the model runs on batch k)."""
 
     def __init__(self, loader, engine):
         self.loader, self.engine = loader, engine
@@ -187,15 +183,8 @@ class _TaggedAhead:
         return len(self.loader)
 
     def __iter__(self):
-        with ThreadPoolExecutor(1, thread_name_prefix="shapca-pos") as pool:
-            pending = None
-            for batch in self.loader:
-                batch = {**batch, "row_tags": pool.submit(self.engine.tag_rows, batch["records"])}
-                if pending is not None:
-                    yield pending
-                pending = batch
-            if pending is not None:
-                yield pending
+        for batch, row_tags in tagged_ahead(self.loader, lambda batch: self.engine.tag_rows(batch["records"])):
+            yield {**batch, "row_tags": row_tags}
 
 
 __all__ = ["ShapCAPipeline"]
