@@ -184,7 +184,7 @@ class _FlatTagger:
     six hash embeddings, maxout + layer norm, four residual maxout window layers; a linear
     tagger over it) as one function over thinc's own operations on the same arrays, in the
     same order: the fine tags of `nlp.pipe` without its per-layer calls (about half of the
-    tagging time of a short sentence). `build` refuses any other architecture."""
+    tagging time of a short sentence). Any other architecture is refused (`_NotCompilable`)."""
 
     def __init__(self, nlp):
         from thinc.api import NumpyOps
@@ -273,11 +273,11 @@ class PosTagger:
                 logger.info("POS tagging with the spaCy pipeline %s as loaded: %s", self.name, reason)
             else:
                 nlp.disable_pipe(RULER)
-                _use_numpy_blas(nlp)
                 try:
                     self._flat = _FlatTagger(nlp)
-                except _NotCompilable as reason:
+                except _NotCompilable as reason:  # thinc's layers one by one, on NumPy's BLAS
                     logger.info("POS tagging with the layers of %s one by one: %s", self.name, reason)
+                    _use_numpy_blas(nlp)
         self.fast_path = self._table is not None
         self._nlp = nlp
 
