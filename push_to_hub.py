@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 import modeling_shapca  # noqa: E402
-from model_card import render_card  # noqa: E402
+from shapca_training.model_card import render_card  # noqa: E402
 from modeling_shapca import ShapCAConfig, ShapCAProcessor  # noqa: E402
 from modeling_shapca.tasks import TaskSpec, get_task  # noqa: E402
 

@@ -41,7 +41,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["modeling_shapca", "shapca_serving", "datasets_scripts", "shapca_training", "shapca_app"]),
-    py_modules=["train", "push_to_hub", "model_card"],
+    py_modules=["train", "push_to_hub"],
     cmdclass={"build_py": BuildWithResources},
     entry_points={
         "console_scripts": [

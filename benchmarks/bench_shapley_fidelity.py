@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from modeling_shapca.alignment import cyclic_shapley, exact_shapley, monte_carlo_shapley
+from benchmarks.shapley_reference import exact_shapley, monte_carlo_shapley
+from modeling_shapca.alignment import cyclic_shapley
 
 
 def similarity(k: int, seed: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "cyclic_shapley": "alignment", "exact_shapley": "alignment", "info_nce_loss": "alignment",
+    "cyclic_shapley": "alignment", "info_nce_loss": "alignment",
     "shapley_contrastive_loss": "alignment",
     "ShapCAConfig": "configuration_shapca",
     "ShapCAForTokenClassification": "modeling_shapca", "ShapCAForWordPairExtraction": "modeling_shapca",
@@ -25,7 +25,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .alignment import cyclic_shapley, exact_shapley, info_nce_loss, shapley_contrastive_loss  # noqa: F401
+    from .alignment import cyclic_shapley, info_nce_loss, shapley_contrastive_loss  # noqa: F401
     from .configuration_shapca import ShapCAConfig  # noqa: F401
     from .modeling_shapca import (  # noqa: F401
         ShapCAForTokenClassification, ShapCAForWordPairExtraction, ShapCAModel, ShapCAPreTrainedModel,

@@ -19,10 +19,6 @@ def encode_mre(n: int, head: Sequence[int], tail: Sequence[int], relation: int) 
     return [grid]
 
 
-def decode_mre(grid, head: Sequence[int], tail: Sequence[int]) -> int:
-    return int(grid[0][head[0]][tail[0]])
-
-
 RELATION_CELLS = ("all", "entity_pairs")
 
 

@@ -28,9 +28,6 @@ from typing import Callable, Mapping, Sequence
 
 from .grids import encode_mjere, encode_mre
 
-NONE_LABEL = "None"
-
-
 @dataclass(frozen=True)
 class TaskSpec:
     """Everything that differs between tasks."""
@@ -48,15 +45,12 @@ class TaskSpec:
     def is_word_pair(self) -> bool:
         return bool(self.label_groups)
 
-
 def _mre_grid(row: Mapping) -> list:
     return encode_mre(len(row["words"]), (row["head"]["start"], row["head"]["end"]),
                       (row["tail"]["start"], row["tail"]["end"]), row["relation"])
 
-
 def _mjere_grid(row: Mapping, relation_cells: str = "all") -> list:
     return encode_mjere(len(row["words"]), row["entities"], row["triples"], relation_cells)
-
 
 TASKS: dict[str, TaskSpec] = {
     "ner": TaskSpec(
@@ -92,7 +86,6 @@ TASKS: dict[str, TaskSpec] = {
 
 PIPELINE_TASKS = {spec.pipeline_task: name for name, spec in TASKS.items()}
 
-
 def get_task(name: str) -> TaskSpec:
     """The entry of a task (`ner`, `mre`, `mjere`) or of a pipeline task name."""
     name = PIPELINE_TASKS.get(name, name)
@@ -101,7 +94,6 @@ def get_task(name: str) -> TaskSpec:
                          f"(or a pipeline task: {sorted(PIPELINE_TASKS)})")
     return TASKS[name]
 
-
 def check_label_groups(task: str, label_groups: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
     """The label groups of a word-pair task in canonical order; an error naming what is wrong."""
     expected = get_task(task).label_groups
@@ -109,5 +101,4 @@ def check_label_groups(task: str, label_groups: Mapping[str, Sequence[str]] | No
         raise ValueError(f"a {task!r} config needs label_groups {expected}, got {sorted(label_groups or {})}")
     return {group: list(label_groups[group]) for group in expected}
 
-
-__all__ = ["NONE_LABEL", "PIPELINE_TASKS", "TASKS", "TaskSpec", "check_label_groups", "get_task"]
+__all__ = ["PIPELINE_TASKS", "TASKS", "TaskSpec", "check_label_groups", "get_task"]

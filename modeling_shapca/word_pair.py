@@ -33,14 +33,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 from .grids import IGNORE_INDEX
-
-NONE_LABEL = "None"
 
 
 class _BroadcastGelu(torch.autograd.Function):

@@ -14,7 +14,8 @@ import datasets
 
 from datasets_scripts.presets import get_dataset
 from modeling_shapca import ShapCAProcessor
-from modeling_shapca.tasks import NONE_LABEL, get_task
+from datasets_scripts.readers import NONE_LABEL
+from modeling_shapca.tasks import get_task
 
 from .resources import resource
 

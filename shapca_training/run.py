@@ -309,7 +309,7 @@ def data_summary(info, dataset, config) -> dict:
     """What the model was trained and tested on, for results.json and the card: the data's
     name, its Hub id, the paper corpus it is (only when it is that corpus with its whole test
     split), its label set and split sizes."""
-    from model_card import label_names
+    from .model_card import label_names
 
     return {"name": info.name, "task": info.task, "hub_id": info.hub_id,
             "preset": info.preset if info.is_full_preset(dataset) else None,
@@ -475,7 +475,7 @@ def run(model_args, shapca_args, data_args, training_args) -> dict:
         processor.save_pretrained(training_args.output_dir)
         Path(training_args.output_dir, "results.json").write_text(json.dumps(results, indent=2, default=str))
         if validation and test:
-            from model_card import render_card
+            from .model_card import render_card
 
             Path(training_args.output_dir, "README.md").write_text(render_card(training_args.output_dir),
                                                                    encoding="utf-8")

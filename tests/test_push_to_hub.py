@@ -22,6 +22,7 @@ def test_training_writes_card_with_real_numbers_and_plot(trained_model_dir):
     assert "larger than 7 x 7 are average-pooled" in card  # the config's image_region_grid
 
 
+@pytest.mark.slow
 def test_dry_run_reloads_offline_with_remote_code(trained_model_dir, tmp_path):
     out = tmp_path / "staged"
     files = push_to_hub.main([str(trained_model_dir), "--repo-id", "someone/shapca-test", "--dry-run", str(out)])
@@ -121,7 +122,7 @@ def test_front_matter_is_serialized_so_no_field_injects_lines(trained_model_dir,
 
     import yaml
 
-    from model_card import render_card
+    from shapca_training.model_card import render_card
 
     run = tmp_path / "run"
     shutil.copytree(trained_model_dir, run)

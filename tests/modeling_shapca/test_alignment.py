@@ -3,12 +3,11 @@ import math
 import pytest
 import torch
 
+from benchmarks.shapley_reference import coalition_utilities, exact_shapley
 from modeling_shapca.alignment import (
     _cyclic_orders,
     alignment_loss,
-    coalition_utilities,
     cyclic_shapley,
-    exact_shapley,
     info_nce_loss,
     shapley_contrastive_loss,
 )

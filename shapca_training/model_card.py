@@ -10,7 +10,7 @@ import jinja2
 
 from datasets_scripts.presets import DATASETS, get_dataset
 from modeling_shapca.tasks import TASKS, get_task
-from shapca_training.resources import resource
+from .resources import resource
 
 TEMPLATE = resource("model_card.md")
 PAPER_BACKBONES = ("bert-base", "resnet-152")
@@ -55,7 +55,7 @@ CARD_TASKS = {
 
 def _metric_name(task: str) -> str:
     """What the main F1 measures, for results written before results.json named it."""
-    from shapca_training.scoring import METRICS
+    from .scoring import METRICS
 
     return METRICS[task][1]
 

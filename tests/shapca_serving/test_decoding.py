@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_shapca import decoding
+from modeling_shapca.decoding import bio_constraints as numpy_bio_constraints
+from shapca_serving import decoding
 from modeling_shapca.crf import LinearChainCRF, bio_constraints, crf_marginals, viterbi_decode
 from modeling_shapca.word_pair import grid_predictions
 
@@ -46,7 +47,7 @@ def test_numpy_viterbi_and_marginals_equal_the_torch_crf(seed, constrained):
 
 def test_torch_constraints_come_from_the_numpy_rule():
     start, transitions = bio_constraints(LABELS)
-    np_start, np_transitions = decoding.bio_constraints({str(k): v for k, v in LABELS.items()})  # JSON keys
+    np_start, np_transitions = numpy_bio_constraints({str(k): v for k, v in LABELS.items()})  # JSON keys
     assert np.array_equal(start.numpy(), np_start) and np.array_equal(transitions.numpy(), np_transitions)
     assert np_start.tolist() == [True, True, False, True, False]
     assert np_transitions[0, 2] == False and np_transitions[1, 2] == True and np_transitions[3, 2] == False  # noqa: E712
