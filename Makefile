@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo app test clean
+.PHONY: setup demo app test test-all clean
 
 # torch is pinned in the same pip command as the rest so pip never resolves a CUDA build.
 $(STAMP): setup.py requirements/constraints.txt
@@ -26,7 +26,12 @@ demo: $(STAMP)
 app: $(STAMP)
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PY) demo/app.py --model outputs/twitter2015-minilm
 
+# The fast tier: the loop after every edit (about 3 minutes on 2 cores; no training, no extra processes).
 test: $(STAMP)
+	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PY) -m pytest -q -rs -m "not slow" tests
+
+# Every tier: the fast one, then trainings, multi-process runs, wheel builds, the browser (what CI runs).
+test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PY) -m pytest -q -rs tests
 
 clean:

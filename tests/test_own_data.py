@@ -9,8 +9,8 @@ import pytest
 import transformers
 
 import train
-from tests.conftest import base_args
-from tests.conftest import OWN_TYPES, SENTENCES, conll, own_conll
+from tests.helpers import base_args
+from tests.helpers import OWN_TYPES, SENTENCES, conll, own_conll
 
 OWN_TAGS = ["O"] + [f"{p}-{t}" for t in OWN_TYPES for p in "BI"]
 # a paper corpus named, linked or scored (the metric's own name, "triple F1 (MJERE_j)", is not a corpus)
@@ -116,7 +116,7 @@ def test_a_key_dataset_and_dataset_rows_stream_through_the_pipeline(trained_mode
     from transformers.pipelines.pt_utils import KeyDataset
 
     from datasets_scripts import build
-    from tests.conftest import raw_twitter
+    from tests.helpers import raw_twitter
 
     dataset, _ = build.build("twitter2015", raw_twitter(tmp_path / "raw"))
     pipe = transformers.pipeline("multimodal-ner", model=str(trained_model_dir), trust_remote_code=True)

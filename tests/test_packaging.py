@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TINY_VISION
+from tests.helpers import ROOT, TINY_VISION
 
 TASK_CONFIGS = {"ner": "twitter2015-minilm", "mre": "mnre-minilm", "mjere": "mjere-minilm"}
 INPUTS = {"ner": {"text": "Kevin Durant joins the Warriors"},

@@ -19,7 +19,7 @@ from datasets_scripts import build
 from modeling_shapca import ShapCAForTokenClassification
 from shapca_serving import predict as predict_cli
 from modeling_shapca.inference import tokenize_with_offsets
-from tests.conftest import random_image, raw_twitter
+from tests.helpers import random_image, raw_twitter
 
 @pytest.fixture(scope="module")
 def model(trained_model_dir):
@@ -50,7 +50,7 @@ def test_hub_export_embeds_image_bytes_and_no_local_path(tmp_path):
 
 def test_a_local_hub_copy_trains_like_a_saved_dataset(tiny_text_model, tmp_path):
     import train
-    from tests.conftest import base_args
+    from tests.helpers import base_args
 
     build.main(["twitter2015", "--raw-dir", str(raw_twitter(tmp_path / "raw")), "--output-dir", str(tmp_path / "out"),
                 "--hub-folder", str(tmp_path / "hub")])
@@ -186,15 +186,15 @@ def test_a_huge_image_is_an_unreadable_image(model, tmp_path, monkeypatch):
     ("0-2", "'pairs' must be a list"),
 ])
 def test_mre_pairs_are_checked(processor, pairs, message):
-    from tests.conftest import make_wp_model
+    from tests.helpers import tiny_model
 
-    model = make_wp_model("mre").eval()
+    model = tiny_model("mre").eval()
     with pytest.raises((TypeError, ValueError), match=message):
         model.predict("Kevin Durant joins Warriors", pairs=pairs, processor=processor)
     with pytest.raises(ValueError, match="needs 'pairs'"):
         model.predict("Kevin Durant joins Warriors", processor=processor)
     with pytest.raises(ValueError, match="only read by relation extraction"):
-        make_wp_model("mjere").eval().predict("Kevin Durant", pairs=[[[0, 1], [1, 2]]], processor=processor)
+        tiny_model("mjere").eval().predict("Kevin Durant", pairs=[[[0, 1], [1, 2]]], processor=processor)
 
 
 @pytest.mark.parametrize("text, words", [

@@ -16,7 +16,7 @@ import push_to_hub
 import train
 from datasets_scripts.presets import DATASETS, get_dataset
 from modeling_shapca.tasks import TASKS
-from tests.conftest import base_args
+from tests.helpers import base_args
 
 INPUTS = {
     "ner": [{"text": "Kevin Durant scores for the Warriors in Oakland"}, {"words": ["Go", "#Bears", "!"]},

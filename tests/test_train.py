@@ -11,7 +11,7 @@ import transformers
 
 import train
 from shapca_training.trainer import parameter_groups
-from tests.conftest import MINILM_PATH, base_args, raw_twitter, tiny_config, tiny_text_config
+from tests.helpers import MINILM_PATH, base_args, raw_twitter, tiny_config, tiny_text_config
 
 def test_yaml_and_overrides():
     model_args, shapca_args, data_args, training_args = train.parse_arguments(

@@ -213,7 +213,7 @@ def test_ablation_regimes_are_built_as_documented_and_the_switches_change_the_lo
 @pytest.fixture(scope="module")
 def minilm_shapca(tmp_path_factory):
     """A MiniLM Shap-CA folder (the shipped encoder, fresh heads: speed does not depend on training)."""
-    from tests.conftest import save_minilm_shapca
+    from tests.helpers import save_minilm_shapca
 
     folder = tmp_path_factory.mktemp("bench") / "model"
     save_minilm_shapca(folder)
@@ -240,6 +240,15 @@ def test_bench_serving_quick(minilm_shapca):
     assert profile["tagger-fp32"]["ops"]["Softmax"]["calls_per_run"] == 6
     assert set(profile["shapca-int8 predictor, batch 1"]["shares"]) == {"pos", "tokenizer", "graph",
                                                                "rest (encoding, CRF, records)"}
+
+
+def test_bench_serving_tag_ahead_quick(minilm_shapca):
+    from benchmarks import bench_serving
+
+    result = bench_serving.main(["tag-ahead", "--model", str(minilm_shapca), "--rounds", "2", "--limit", "120",
+                                 "--batch-size", "8"])
+    assert result["sentences_per_round"] == 40 and result["same_records_last_round"] is True
+    assert result["gain"] == pytest.approx(result["with_tag_ahead"] / result["without"] - 1, abs=0.01)
 
 
 def test_bench_serving_pos_quick():

@@ -8,7 +8,7 @@ from datasets_scripts import build
 from datasets_scripts.contexts import load_contexts
 from datasets_scripts.relations import MJERE_RELATIONS, MNRE_RELATIONS, group_mjere
 from datasets_scripts.readers import DataFormatError, MnreInstance
-from tests.conftest import ROOT, random_image
+from tests.helpers import ROOT, random_image
 
 DATA = ROOT / "data"
 

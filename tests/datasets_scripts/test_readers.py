@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from seqeval.metrics.sequence_labeling import get_entities
 
 from datasets_scripts.readers import DataFormatError, parse_mnre_line, read_mnre, read_twitter_ner, to_iob2
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DATA = ROOT / "data"
 

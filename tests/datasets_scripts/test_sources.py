@@ -10,7 +10,7 @@ import pytest
 from datasets_scripts import build
 from datasets_scripts.readers import DataFormatError, read_conll_ner
 from datasets_scripts.sources import Columns, DataInfo, load_data
-from tests.conftest import OWN_TYPES, SENTENCES, conll, own_conll
+from tests.helpers import OWN_TYPES, SENTENCES, conll, own_conll
 
 def test_conll_labels_come_from_the_data_with_iob2_repair(tmp_path):
     dataset, info, report = load_data(own_conll(tmp_path / "raw"))
@@ -80,7 +80,7 @@ def test_a_datasets_folder_with_conll_columns(tmp_path):
 
 
 def test_image_paths_in_a_column_resolve_inside_the_image_folder(tmp_path):
-    from tests.conftest import random_image
+    from tests.helpers import random_image
 
     (tmp_path / "imgs").mkdir()
     random_image(0).save(tmp_path / "imgs" / "a.png")

@@ -16,14 +16,14 @@ from PIL import Image
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from shapca_app.app import DemoApp, LoadedModel, find_span, load_model  # noqa: E402
-from tests.conftest import random_image  # noqa: E402
-from tests.conftest import MRE_GROUPS, make_wp_model  # noqa: E402
+from tests.helpers import random_image  # noqa: E402
+from tests.helpers import TASK_GROUPS, tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def mre_dir(processor, tmp_path_factory):
     folder = tmp_path_factory.mktemp("mre_model")
-    model = make_wp_model("mre")
+    model = tiny_model("mre")
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
@@ -83,7 +83,7 @@ def test_gradio_client_ner_and_mre(running, demo):
     assert message.startswith("Done: Kevin Durant -> Warriors:")
     assert table["headers"] == ["head", "relation", "tail", "score"]
     head, label, tail, score = table["data"][0]
-    assert (head, tail) == ("Kevin Durant", "Warriors") and label in MRE_GROUPS["relation"] and 0 <= score <= 1
+    assert (head, tail) == ("Kevin Durant", "Warriors") and label in TASK_GROUPS["mre"]["relation"] and 0 <= score <= 1
     _, _, message = client.predict(mre, "Kevin Durant joins", None, "", "", "", "Warriors", True, api_name="/predict")
     assert message.startswith("**Cannot predict:**")
 

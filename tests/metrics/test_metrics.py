@@ -4,7 +4,7 @@ import evaluate
 import pytest
 from seqeval.metrics import f1_score, precision_score, recall_score
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 METRICS = ROOT / "metrics"
 

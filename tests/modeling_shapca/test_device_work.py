@@ -13,7 +13,7 @@ import torch
 from benchmarks.dispatch import count_dispatch
 from modeling_shapca import ShapCAForTokenClassification, ShapCAForWordPairExtraction
 from modeling_shapca.grids import encode_mjere, encode_mre
-from tests.conftest import NER_LABELS, random_image, tiny_config
+from tests.helpers import NER_LABELS, random_image, tiny_config
 
 WORDS = [["Kevin", "Durant", "joins", "the", "Warriors"], ["Obama", "meets", "Merkel"], ["Hi"]]
 INPUTS = dict(words=WORDS, contexts=["a player", "", "x"], images=[random_image(0), None, random_image(1)],
@@ -64,6 +64,7 @@ def test_dispatch_counter_sees_syncs_and_kernels():
     assert counter.kernels == 4  # gt, index, sum, item: the two views launch nothing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["ner", "mjere"])
 def test_inference_compiles_to_one_graph(task, processor):
     """No graph break and no recompilation in inference (Viterbi / grid decoding included):

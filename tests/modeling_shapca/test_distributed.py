@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.conftest import NER_LABELS, tiny_config
+from tests.helpers import NER_LABELS, tiny_config
 
 
 def _free_port() -> int:
@@ -33,7 +33,7 @@ def _worker(rank, world, port, state, out_dir):
     from transformers import AutoTokenizer, ConvNextImageProcessorPil
 
     from modeling_shapca import ShapCAForTokenClassification, ShapCAProcessor
-    from tests.conftest import MINILM_PATH
+    from tests.helpers import MINILM_PATH
 
     processor = ShapCAProcessor(ConvNextImageProcessorPil(size={"shortest_edge": 32}), AutoTokenizer.from_pretrained(MINILM_PATH))
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ from modeling_shapca.engine import InferenceEngine
 from modeling_shapca.pipeline_shapca import ShapCAPipeline
 from modeling_shapca.torch_runner import TorchRunner
 
-from ..conftest import task_model, tiny_processor
+from tests.helpers import tiny_model, tiny_processor
 
 SENTENCES = [f"Kevin Durant number {i} met Stephen Curry in Paris" for i in range(7)]
 
@@ -48,7 +48,7 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def ner():
-    return task_model("ner").eval(), tiny_processor()
+    return tiny_model("ner").eval(), tiny_processor()
 
 
 def test_the_engine_tags_one_batch_ahead_in_a_thread(ner, monkeypatch):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from modeling_shapca import limits
 from modeling_shapca.inference import load_image
-from tests.conftest import ROOT, random_image
+from tests.helpers import ROOT, random_image
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -232,9 +232,9 @@ def test_an_untrained_mjere_model_on_150_words_returns_bounded_records_quickly()
     from modeling_shapca.engine import InferenceEngine
     from modeling_shapca.limits import MAX_ENTITIES, MAX_RELATIONS
     from modeling_shapca.torch_runner import TorchRunner
-    from tests.conftest import task_model, tiny_processor
+    from tests.helpers import tiny_model, tiny_processor
 
-    engine = InferenceEngine(TorchRunner(task_model("mjere").eval(), tiny_processor()))
+    engine = InferenceEngine(TorchRunner(tiny_model("mjere").eval(), tiny_processor()))
     words = [f"Word{i}" for i in range(150)]
     started = time.perf_counter()
     with pytest.warns(UserWarning, match=r"input 0: relations: the model marked [\d,]+ .*more than "

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from modeling_shapca import ShapCAForTokenClassification, ShapCAModel
-from tests.conftest import MINILM_PATH, NER_LABELS, ROOT, tiny_vision_config
+from tests.helpers import MINILM_PATH, NER_LABELS, ROOT, tiny_vision_config
 
 
 @pytest.fixture
@@ -131,6 +131,7 @@ def test_save_load_round_trip(make_model, batch, tmp_path):
     assert not (after.predictions == 2).all()
 
 
+@pytest.mark.slow
 def test_remote_code_round_trip_in_fresh_process(make_model, processor, batch, tmp_path):
     model = make_model().eval()
     model.save_pretrained(tmp_path / "model")
@@ -189,7 +190,7 @@ def test_from_text_vision_pretrained_loads_the_text_weights():
 
 
 def test_base_model_output(batch):
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     model = ShapCAModel(tiny_config()).eval()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -221,7 +222,7 @@ def test_cnn_maps_are_pooled_to_the_region_grid():
 
 @pytest.mark.parametrize("grid", [0, -1, "7", 2.5])
 def test_region_grid_must_be_positive_int(grid):
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     with pytest.raises(ValueError, match="image_region_grid"):
         tiny_config(image_region_grid=grid)

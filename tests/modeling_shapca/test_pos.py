@@ -8,7 +8,7 @@ from datasets_scripts.readers import read_mnre, read_twitter_ner
 from datasets_scripts.relations import build_mjere
 from modeling_shapca import pos
 from modeling_shapca.pos import PosTagger, _NotCompilable, _RuleTable
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DATA = ROOT / "data"
 
@@ -28,12 +28,14 @@ def _same(taggers, words):
     assert different == []
 
 
+@pytest.mark.slow
 def test_same_tags_on_the_twitter2015_test_split(taggers):
     words = [s.words for s in read_twitter_ner(DATA / "twitter2015" / "test.txt")[0]]
     assert sum(map(len, words)) == 52822
     _same(taggers, words)
 
 
+@pytest.mark.slow
 def test_same_tags_on_the_mnre_and_mjere_test_splits(taggers):
     mnre = [r.words for r in read_mnre(DATA / "mnre" / "mnre_test.txt")]
     mjere = list(build_mjere(DATA / "mnre")["test"]["words"])

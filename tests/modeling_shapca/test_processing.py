@@ -143,7 +143,7 @@ def test_roberta_text_and_clip_vision_train_and_predict(roberta_style_tokenizer)
     import transformers
 
     from modeling_shapca import ShapCAForTokenClassification
-    from tests.conftest import NER_LABELS, random_image, tiny_config
+    from tests.helpers import NER_LABELS, random_image, tiny_config
 
     text = dict(model_type="roberta", vocab_size=roberta_style_tokenizer.vocab_size, hidden_size=32,
                 num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=80,

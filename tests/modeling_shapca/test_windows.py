@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from modeling_shapca.windows import owners, pair_window, plan_windows
-from tests.conftest import make_wp_model
+from tests.helpers import tiny_model
 
 
 def test_windows_cover_every_word_within_their_limits():
@@ -38,7 +38,7 @@ def test_a_pair_gets_a_window_holding_both_spans():
 def test_mre_pairs_anywhere_in_a_long_text(processor):
     """A pair inside the first window is read exactly as in the text cut to that window; a pair
     600 words in is classified too, with offsets into the whole text."""
-    model = make_wp_model("mre").eval()
+    model = tiny_model("mre").eval()
     words = [f"w{i}" for i in range(700)]
     text = " ".join(words)
     near, far = [[2, 3], [5, 7]], [[600, 602], [606, 607]]
@@ -57,7 +57,7 @@ def test_mre_pairs_anywhere_in_a_long_text(processor):
 
 
 def test_mjere_over_a_long_text_keeps_relations_inside_windows(processor):
-    model = make_wp_model("mjere").eval()
+    model = tiny_model("mjere").eval()
     with torch.no_grad():
         model.pair_layer.joint_head.bias[1] += 30.0  # every boundary cell: an entity of type 1
     text = " ".join(f"w{i}" for i in range(150))

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from datasets_scripts.relations import build_mnre
 from modeling_shapca import ShapCAForWordPairExtraction
-from modeling_shapca.grids import decode_mjere, decode_mre, encode_mjere, encode_mre
+from modeling_shapca.grids import decode_mjere, encode_mjere, encode_mre
 from modeling_shapca.word_pair import PairFeatures, WordPairContrastiveLayer, grid_predictions, word_pair_loss
-from tests.conftest import MJERE_GROUPS, MRE_GROUPS, ROOT, make_wp_model, tiny_config
+from tests.helpers import ROOT, TASK_GROUPS, tiny_config, tiny_model
 
 
 
@@ -112,7 +112,7 @@ def test_mre_codec_on_every_shipped_sample(mnre):
         for row in data:
             head, tail = (row["head"]["start"], row["head"]["end"]), (row["tail"]["start"], row["tail"]["end"])
             grid = encode_mre(len(row["words"]), head, tail, row["relation"])
-            assert decode_mre(grid, head, tail) == row["relation"]
+            assert grid[0][head[0]][tail[0]] == row["relation"]  # the one labelled cell
             assert sum(v != -100 for r in grid[0] for v in r) == 1
             after += head[0] > tail[0]
             overlap += head[0] < tail[1] and tail[0] < head[1]
@@ -194,7 +194,7 @@ def wp_batch(processor):
     words = [["Kevin", "Durant", "joins", "the", "Warriors"], ["Obama", "meets", "Merkel"], ["Hi"]]
     grids = [
         encode_mjere(5, [{"start": 0, "end": 2, "type": 0}, {"start": 4, "end": 5, "type": 1}],
-                     [{"head_start": 0, "head_end": 2, "tail_start": 4, "tail_end": 5, "relation": 1}]),
+                     [{"head_start": 0, "head_end": 2, "tail_start": 4, "tail_end": 5, "relation": 0}]),
         encode_mjere(3, [{"start": 0, "end": 1, "type": 0}, {"start": 2, "end": 3, "type": 0}],
                      [{"head_start": 2, "head_end": 3, "tail_start": 0, "tail_end": 1, "relation": 0}]),
         encode_mjere(1, [], []),
@@ -204,7 +204,7 @@ def wp_batch(processor):
 
 
 def test_word_pair_model_trains_and_is_batch_invariant(processor):
-    model = make_wp_model()
+    model = tiny_model("mjere")
     batch = wp_batch(processor)
     assert batch["labels"].shape == (3, 3, 5, 5)
     model.train()
@@ -229,12 +229,13 @@ def test_word_pair_config_requires_groups():
     with pytest.raises(ValueError, match="needs label_groups"):
         tiny_config(task="mjere", label_groups={"relation": ["None"]})
     # configs saved before the task registry name the task through word_pair_scheme
-    legacy = tiny_config(task="word_pair", word_pair_scheme="mre", label_groups=MRE_GROUPS)
+    legacy = tiny_config(task="word_pair", word_pair_scheme="mre", label_groups=TASK_GROUPS["mre"])
     assert legacy.task == "mre" and legacy.is_word_pair and not hasattr(legacy, "word_pair_scheme")
 
 
+@pytest.mark.slow
 def test_word_pair_remote_code_round_trip(processor, tmp_path):
-    model = make_wp_model("mre").eval()
+    model = tiny_model("mre").eval()
     model.save_pretrained(tmp_path / "m")
     processor.save_pretrained(tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
@@ -243,7 +244,7 @@ def test_word_pair_remote_code_round_trip(processor, tmp_path):
         expected = model.predict("Kevin Durant joins the Warriors", pairs=[((0, 2), (4, 5))], processor=processor)
     assert expected[0]["head"] == {"word": "Kevin Durant", "start": 0, "end": 12}
     assert 0.0 <= expected[0]["score"] <= 1.0
-    assert expected[0]["label"] in MRE_GROUPS["relation"]
+    assert expected[0]["label"] in TASK_GROUPS["mre"]["relation"]
     script = textwrap.dedent(f"""
         import importlib.abc, json, sys
 
@@ -266,35 +267,35 @@ def test_word_pair_remote_code_round_trip(processor, tmp_path):
 
 
 def test_mjere_predict_output_shape(processor):
-    model = make_wp_model("mjere").eval()
+    model = tiny_model("mjere").eval()
     out = model.predict(["Kevin Durant joins the Warriors", ""], processor=processor)
     assert out[1] == {"entities": [], "relations": []}
     assert set(out[0]) == {"entities", "relations"}
     for entity in out[0]["entities"]:
         assert "Kevin Durant joins the Warriors"[entity["start"]:entity["end"]] == entity["word"]
     with pytest.raises(ValueError, match="not inside the 2 words"):
-        make_wp_model("mre").eval().predict("Kevin Durant", pairs=[((0, 1), (1, 3))], processor=processor)
+        tiny_model("mre").eval().predict("Kevin Durant", pairs=[((0, 1), (1, 3))], processor=processor)
 
 
 def test_pipeline_scores_are_the_model_cell_probabilities(processor):
     """MRE: a relation's score is the softmax probability of its label in the pair's cell;
     MJERE: an entity's is its type's probability on its boundary cell."""
     words = ["Kevin", "Durant", "joins", "the", "Warriors"]
-    mre = make_wp_model("mre").eval()
+    mre = tiny_model("mre").eval()
     out = mre.predict(words, pairs=[[[0, 2], [4, 5]]], processor=processor)[0]
     with torch.no_grad():
         probs = mre(**processor(words=[words])).logits[0].exp()  # (n, n, labels)
-    label = MRE_GROUPS["relation"].index(out["label"])
+    label = TASK_GROUPS["mre"]["relation"].index(out["label"])
     assert out["score"] == pytest.approx(float(probs[0, 4, label]), abs=1e-6)
     assert out["score"] == pytest.approx(float(probs[0, 4].max()), abs=1e-6)  # the argmax label
-    mjere = make_wp_model("mjere").eval()
+    mjere = tiny_model("mjere").eval()
     with torch.no_grad():
         mjere.pair_layer.joint_head.bias[1] += 30.0  # every boundary cell says entity type 1
     result = mjere.predict(words, processor=processor)
     with torch.no_grad():
         probs = mjere(**processor(words=[words])).logits[0].exp()
     starts = {(e["start"], e["end"]): e for e in result["entities"]}
-    assert starts and all(e["entity_group"] == MJERE_GROUPS["entity"][1] for e in starts.values())
+    assert starts and all(e["entity_group"] == TASK_GROUPS["mjere"]["entity"][1] for e in starts.values())
     offsets = [0, 6, 13, 19, 23]
     for entity in result["entities"]:
         first = offsets.index(entity["start"])

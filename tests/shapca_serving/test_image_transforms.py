@@ -6,7 +6,7 @@ import transformers
 
 from shapca_serving.image_transforms import ImageTransform
 
-from ..conftest import random_image
+from tests.helpers import random_image
 
 SIZES = [(40, 56), (77, 31), (32, 32), (300, 200)]
 
