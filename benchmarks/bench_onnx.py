@@ -119,7 +119,7 @@ def quality(args) -> dict:
     model = load_trained(str(args.model), processor=False)[0].eval()
     rows = split_rows(args.data, args.split, model.config.task)
     out = {}
-    fp32 = ShapCAOnnxPredictor.from_pretrained(folder)
+    fp32 = ShapCAOnnxPredictor.from_pretrained(folder).runner
     # PyTorch, on exactly the inputs the ONNX graphs get (the predictor's encoding)
     compute, _ = make_compute_metrics(model.config.task, model.config)
     predictions, labels = [], []
@@ -134,7 +134,7 @@ def quality(args) -> dict:
     scores = compute(EvalPrediction(predictions=_pad_stack(predictions), label_ids=_pad_stack(labels)))
     out["torch"] = {"f1": round(100 * scores["f1"], 2)}
     out["onnx-fp32"] = measure(fp32, rows, model.config)
-    out["onnx-int8"] = measure(ShapCAOnnxPredictor.from_pretrained(folder, quantized=True), rows, model.config)
+    out["onnx-int8"] = measure(ShapCAOnnxPredictor.from_pretrained(folder, quantized=True).runner, rows, model.config)
     out["int8_f1_change"] = round(out["onnx-int8"]["f1"] - out["onnx-fp32"]["f1"], 2)
     return out
 

@@ -5,6 +5,7 @@
     python -m benchmarks.bench_serving profile --model RUN
     python -m benchmarks.bench_serving memory --model RUN
     python -m benchmarks.bench_serving pos
+    python -m benchmarks.bench_serving tag-ahead --model RUN [--rounds 6]
 
 `RUN` is a trained Twitter-2015 folder (`train.py configs/twitter2015-minilm.yaml`); it is
 exported with int8 into `RUN-onnx` unless that folder has `onnx/` already. The anchor is
@@ -23,7 +24,11 @@ rotated order; p50 / p95 ms per sentence. `profile`: ONNX Runtime's per-node pro
 Shap-CA and plain graphs (fp32 and int8) on the same sentences at batch 32, summed by operator,
 and where the Shap-CA int8 predictor's time goes (POS, tokenizer, graph, rest). `memory`: each
 path's peak RSS in a fresh process (loading included). `pos`: the POS tagger's fast path against
-spaCy as loaded on every shipped split: words/s and equal tags. Run on a quiet machine.
+spaCy as loaded on every shipped split: words/s and equal tags. `tag-ahead`: the PyTorch
+pipeline (eager, batch 32, sorted) with and without its `get_iterator` override's tagging one
+batch ahead (`ShapCAPipeline.tag_ahead`), alternating rounds on fresh slices; the median round
+each and the gain (issue 42 keeps the override if removing it costs more than 2 %). Run on a
+quiet machine.
 """
 
 from __future__ import annotations
@@ -82,6 +87,33 @@ def _paths(model: Path, tagger: Tagger, batch_size: int, sort: bool = True) -> d
         "tagger-onnx-fp32": lambda words: tagger.run_onnx(sessions[False], words, batch_size),
         "tagger-onnx-int8": lambda words: tagger.run_onnx(sessions[True], words, batch_size),
     }
+
+
+def tag_ahead(args) -> dict:
+    import torch
+
+    words = _words("test")
+    slice_size = len(words) // (args.rounds + 1)
+    slices = [words[i * slice_size:(i + 1) * slice_size] for i in range(args.rounds + 1)]
+    pipe = _pipeline(args.model)
+    times = {True: [], False: []}
+    with torch.inference_mode():
+        for round_, chunk in enumerate(slices):  # round 0 warms up
+            for ahead in ((True, False) if round_ % 2 else (False, True)):
+                pipe.tag_ahead = ahead
+                began = time.perf_counter()
+                records = pipe([{"words": w} for w in chunk], batch_size=args.batch_size, show_progress=False)
+                if round_:
+                    times[ahead].append(time.perf_counter() - began)
+                if ahead:
+                    expected = records
+                else:
+                    same = records == expected
+    pipe.tag_ahead = True
+    rates = {ahead: slice_size / statistics.median(t) for ahead, t in times.items()}
+    return {"sentences_per_round": slice_size, "rounds": args.rounds, "batch_size": args.batch_size,
+            "with_tag_ahead": round(rates[True], 1), "without": round(rates[False], 1),
+            "gain": round(rates[True] / rates[False] - 1, 4), "same_records_last_round": same}
 
 
 def _ratios(rates: dict) -> dict:
@@ -271,7 +303,7 @@ def pos(args) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("job", choices=["speed", "latency", "profile", "memory", "memory-one", "pos"])
+    parser.add_argument("job", choices=["speed", "latency", "profile", "memory", "memory-one", "pos", "tag-ahead"])
     parser.add_argument("--model", type=Path, help="a trained Twitter-2015 folder (not for pos)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -286,7 +318,7 @@ def main(argv=None) -> dict:
     if args.job != "pos" and args.model is None:
         parser.error(f"{args.job} needs --model")
     jobs = {"speed": speed, "latency": latency, "profile": profile, "memory": memory, "memory-one": memory_one,
-            "pos": pos}
+            "pos": pos, "tag-ahead": tag_ahead}
     result = jobs[args.job](args)
     print(json.dumps(result))
     return result

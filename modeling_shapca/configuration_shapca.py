@@ -21,6 +21,45 @@ FUSIONS = ("adaptive", "plain")
 
 # Universal POS tags (spaCy's `token.pos_`, index 0 is padding) live in pos.py.
 
+# The numeric fields and their ranges: (lowest, highest, lowest allowed itself, highest allowed
+# itself); every value finite. Checked at construction (`check_fields`), and by training on its
+# YAML and command line before any data is read.
+FLOAT_FIELDS = {
+    "alpha": (0.0, None, True, None), "beta": (0.0, None, True, None), "tau": (0.0, None, False, None),
+    "alignment_margin": (0.0, None, True, None), "refinement_scale": (0.0, None, True, None),
+    "dropout": (0.0, 1.0, True, False), "initializer_range": (0.0, None, False, None),
+}
+POSITIVE_INT_FIELDS = ("projection_dim", "fusion_dim", "fusion_heads", "pos_embedding_dim", "position_embedding_dim",
+                       "hidden_dim", "max_words")
+
+
+def _describe(low, high, low_in, high_in) -> str:
+    parts = [f"{'>=' if low_in else '>'} {low:g}"] if low is not None else []
+    parts += [f"{'<=' if high_in else '<'} {high:g}"] if high is not None else []
+    return " and ".join(parts)
+
+
+def check_fields(values: dict, prefix: str = "ShapCAConfig.") -> None:
+    """The numeric fields among `values` (name -> value; None is left to the default): floats
+    finite and in range (`FLOAT_FIELDS`), sizes positive ints (`POSITIVE_INT_FIELDS`). One
+    `ValueError` naming the field (`prefix` + name), the range and the value."""
+    import math
+
+    for name, (low, high, low_in, high_in) in FLOAT_FIELDS.items():
+        value = values.get(name)
+        if value is None:
+            continue
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+            and (low is None or (value >= low if low_in else value > low)) \
+            and (high is None or (value <= high if high_in else value < high))
+        if not ok:
+            raise ValueError(f"{prefix}{name} must be a finite number {_describe(low, high, low_in, high_in)}, "
+                             f"got {value!r}")
+    for name in POSITIVE_INT_FIELDS:
+        value = values.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{prefix}{name} must be a positive int, got {value!r}")
+
 
 class ShapCAConfig(PretrainedConfig):
     r"""Configuration of a Shap-CA model (Luo et al., ACM MM 2024).
@@ -133,11 +172,7 @@ class ShapCAConfig(PretrainedConfig):
             self.label2id = {label: i for i, label in enumerate(flat)}
         if self.image_region_grid is not None and (not isinstance(self.image_region_grid, int) or self.image_region_grid < 1):
             raise ValueError(f"ShapCAConfig.image_region_grid must be a positive int or None, got {self.image_region_grid!r}")
-        if not isinstance(self.alignment_margin, (int, float)) or isinstance(self.alignment_margin, bool) \
-                or self.alignment_margin < 0:
-            raise ValueError(f"ShapCAConfig.alignment_margin must be a number >= 0, got {self.alignment_margin!r}")
-        if self.tau <= 0:
-            raise ValueError(f"ShapCAConfig.tau must be > 0, got {self.tau}")
+        check_fields({name: getattr(self, name) for name in (*FLOAT_FIELDS, *POSITIVE_INT_FIELDS)})
         if self.fusion_dim % self.fusion_heads:
             raise ValueError(
                 f"ShapCAConfig.fusion_dim ({self.fusion_dim}) must be divisible by fusion_heads ({self.fusion_heads})"
@@ -185,4 +220,4 @@ class ShapCAConfig(PretrainedConfig):
 
 ShapCAConfig.register_for_auto_class()
 
-__all__ = ["ShapCAConfig", "POS_TAGS"]
+__all__ = ["FLOAT_FIELDS", "POSITIVE_INT_FIELDS", "POS_TAGS", "ShapCAConfig", "check_fields"]

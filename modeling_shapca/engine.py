@@ -16,19 +16,8 @@ The driver, step by step (`records.py` holds the steps):
    (NER: each word from the window that owns it; MRE / MJERE: the pair and grid decisions);
 4. `finish`: one input's values as records, without `ignore_labels`.
 
-A runner is any object with:
-
-* `task` (`"ner"`, `"mre"`, `"mjere"`), `id2label`, `label_groups`, `group_sizes`;
-* `max_words` (the model's and processor's word limit) and `subword_budget` (subwords of a
-  window's text);
-* `subword_counts(words) -> list[int]`: subwords of each word (at least 1);
-* `add_contexts(records, generate_contexts: bool)`: fill or check the contexts of records with
-  an image and no context (a context generator, or an error naming the input);
-* `run(rows, **options) -> dict`: the model on window rows `{"words", "context", "image",
-  "pos_tags", "_name"}` (it tags the rows whose `pos_tags` is None): NER `{"tags": (rows, n),
-  "marginals": (rows, n, labels)}`, word pairs `{"probs": (rows, n, n, labels), "labels":
-  (rows, groups, n, n)}` (NumPy);
-* `tag_pos(word_lists) -> list[list[str]]`: universal POS tags, as `run` would give them.
+A runner is any object that satisfies `Runner` (below): the one statement of what the engine
+calls. `InferenceEngine(runner)` calls `runner.check()` once, when it is built.
 
 Batches of a list (the pipeline's too) are tagged one batch ahead (`tag_rows`, in a thread) while the
 model runs on the batch before: the model runs outside the GIL (PyTorch, ONNX Runtime), so the
@@ -43,7 +32,7 @@ from __future__ import annotations
 import collections.abc
 import types
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Protocol, runtime_checkable
 
 from .inference import check_positive_int
 from .records import (
@@ -54,6 +43,46 @@ from .records import (
 PROGRESS_FROM = 256  # inputs in one call from which a progress bar is shown (a list; streams: on request)
 SINGLE_INPUT_ONLY = ("image, context and pairs keywords go with a single input; give a batch as records with "
                      "those fields")
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """What the engine calls: a model (PyTorch `torch_runner.TorchRunner`, ONNX Runtime
+    `shapca_serving.onnx_predictor.OnnxRunner`) on window rows."""
+
+    task: str  # "ner", "mre" or "mjere"
+    id2label: dict  # NER: tag id -> label
+    label_groups: dict | None  # word pairs: group name -> labels (None for NER)
+    group_sizes: list  # word pairs: labels per group
+    max_words: int  # the model's and processor's word limit
+    subword_budget: int  # subwords of a window's text
+    allow_private: bool  # image URLs may resolve to private addresses (False: the demo app)
+    progress_name: str  # the progress bar's label
+    context_generator: str | None  # the model id that writes contexts for images (None: none)
+
+    def check(self) -> None:
+        """Raise if the model cannot predict (e.g. NER: a label per CRF tag); the engine calls
+        it once, when it is built."""
+
+    def subword_counts(self, words: list[str]) -> list[int]:
+        """Subwords of each word (at least 1)."""
+
+    def tag_pos(self, word_lists: list[list[str]]) -> list[list[str]]:
+        """Universal POS tags of each word list, as `run` would give them."""
+
+    def add_contexts(self, records: list[dict], generate_contexts: bool) -> None:
+        """Fill or check the contexts of records with an image and no context (a context
+        generator, or an error naming the input)."""
+
+    def run(self, rows: list[dict], **options) -> dict:
+        """The model on window rows `{"words", "context", "image", "pos_tags", "_name"}` (rows
+        whose `pos_tags` is None are tagged here): NER `{"tags": (rows, n), "marginals": (rows,
+        n, labels)}`, word pairs `{"probs": (rows, n, n, labels), "labels": (rows, groups, n,
+        n)}` (NumPy)."""
+
+
+RUNNER_MEMBERS = (*Runner.__annotations__, *(name for name, value in vars(Runner).items()
+                                              if callable(value) and not name.startswith("_")))
 
 
 def is_stream(inputs) -> bool:
@@ -133,7 +162,11 @@ def check_options(batch_size=None, window=None, stride=None, ignore_labels=None)
 class InferenceEngine:
     """Records for texts, images and contexts from any runner (see the module docstring)."""
 
-    def __init__(self, runner):
+    def __init__(self, runner: Runner):
+        missing = [name for name in RUNNER_MEMBERS if not hasattr(runner, name)]
+        if missing:
+            raise TypeError(f"{type(runner).__name__} is not an inference runner: it lacks {sorted(missing)}")
+        runner.check()
         self.runner = runner
 
     @property
@@ -155,7 +188,7 @@ class InferenceEngine:
             name = item.get("_name", "input") if isinstance(item, dict) else "input"
         elif isinstance(item, dict):
             item = {**item, "_name": name}
-        record = as_record(item, name, self.task, allow_private=getattr(self.runner, "allow_private", True),
+        record = as_record(item, name, self.task, allow_private=self.runner.allow_private,
                            **overrides)
         plan(record, self.task, self.window_size(window), stride, self.runner.subword_budget,
              self.runner.subword_counts)
@@ -264,11 +297,11 @@ def _progress(chunks, show: bool, total: int, runner):
         return
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, desc=getattr(runner, "progress_name", runner.task), unit="input") as bar:
+    with tqdm(total=total, desc=runner.progress_name, unit="input") as bar:
         for chunk in chunks:
             bar.update(len(chunk))
             yield chunk
 
 
-__all__ = ["InferenceEngine", "PROGRESS_FROM", "check_options", "in_input_order", "is_stream", "length_order",
+__all__ = ["InferenceEngine", "RUNNER_MEMBERS", "Runner", "PROGRESS_FROM", "check_options", "in_input_order", "is_stream", "length_order",
            "named_inputs", "tagged_ahead"]

@@ -218,8 +218,7 @@ class ShapCAPreTrainedModel(PreTrainedModel):
                             "ShapCAForWordPairExtraction")
         if getattr(self, "_cached_engine", None) is None or processor is not None:
             processor = processor or load_processor(self, trust_remote_code)
-            self._cached_engine = InferenceEngine(TorchRunner(self, processor))
-        self._cached_engine.runner.check()
+            self._cached_engine = InferenceEngine(TorchRunner(self, processor))  # checks the labels once
         return self._cached_engine.predict(
             inputs, images, contexts, pairs, batch_size=batch_size, is_split_into_words=is_split_into_words,
             autocast_dtype=dtype, compile=compile, show_progress=show_progress, window=window, stride=stride,

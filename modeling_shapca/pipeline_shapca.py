@@ -43,7 +43,9 @@ gives a record under `"_name"` (the CLI gives `file:line`).
 The pipeline is a thin adapter in transformers' style over the inference engine
 (`engine.py`) with the PyTorch runner (`torch_runner.py`): `preprocess` is the engine's
 `prepare`, `_forward` its `run_batch` over a batch of inputs, `postprocess` its `finish`;
-transformers' DataLoader does the batching. `model.predict`, the ONNX predictor and the CLI run
+transformers' DataLoader does the batching. It overrides transformers' public hooks
+(`_sanitize_parameters`, `preprocess`, `_forward`, `postprocess`) and `get_iterator` (records
+are collated as lists, and a list's batches are tagged ahead). `model.predict`, the ONNX predictor and the CLI run
 the same engine.
 """
 
@@ -74,6 +76,7 @@ class ShapCAPipeline(Pipeline):
     _load_feature_extractor = False
     _load_video_processor = False
     _pipeline_calls_generate = False
+    tag_ahead = True  # POS-tag a list's next batch in a thread while the model runs (docs/benchmarks.md)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -109,7 +112,6 @@ class ShapCAPipeline(Pipeline):
         batched in order of length (`engine.length_order`); the records come back in input order."""
         if args:
             raise TypeError("pass image, context and pairs as keywords or as fields of the input record")
-        self.runner.check()
         check_options(batch_size)
         self._show_progress = show_progress
         kind, items = named_inputs(inputs, {k: kwargs.get(k) for k in ("image", "context", "pairs")})
@@ -123,17 +125,14 @@ class ShapCAPipeline(Pipeline):
 
     # ------------------------------------------------------------------ steps
     def preprocess(self, inputs, window: int | None = None, stride: int | None = None, **overrides) -> dict:
-        return self.engine.prepare(inputs, window=window, stride=stride, **overrides)
+        """One checked input with its windows (the engine's `prepare`), as a batch of one."""
+        return {"records": [self.engine.prepare(inputs, window=window, stride=stride, **overrides)]}
 
-    def _collate(self, records: list[dict]) -> dict:
-        return {"records": records}
-
-    def forward(self, model_inputs: dict, **forward_params) -> dict:
-        """transformers' `forward` without its device moves of the inputs and outputs: they are
-        records and NumPy values (the runner puts its own tensors on the model's device), and
-        walking them item by item cost about 2 % of a batch on CPU."""
-        with self.device_placement(), self.get_inference_context()():
-            return self._forward(model_inputs, **forward_params)
+    @staticmethod
+    def _collate(items: list[dict]) -> dict:
+        """Preprocessed inputs as one batch (records are not tensors: transformers'
+        `pad_collate_fn` cannot batch them)."""
+        return {"records": [record for item in items for record in item["records"]]}
 
     def _forward(self, model_inputs: dict, **options) -> dict:
         records = model_inputs["records"]
@@ -148,6 +147,9 @@ class ShapCAPipeline(Pipeline):
         return self.engine.finish(entry["record"], entry["values"], ignore_labels)
 
     # ------------------------------------------------------------------ batching
+    # transformers' own `get_iterator` with two changes: records are batched by `_collate` (its
+    # `pad_collate_fn` pads tensors only), and the batches of a list are POS-tagged one ahead in a
+    # thread (`_TaggedAhead`; its gain is measured in docs/benchmarks.md, "One loader").
     def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
         sized = isinstance(inputs, collections.abc.Sized)
         if sized:
@@ -156,7 +158,7 @@ class ShapCAPipeline(Pipeline):
             dataset = PipelineIterator(inputs, self.preprocess, preprocess_params)
             num_workers = 0
         loader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=self._collate)
-        if sized and len(inputs) > batch_size:  # batches of a list: each tagged while the model runs on the one before
+        if self.tag_ahead and sized and len(inputs) > batch_size:  # each batch tagged while the model runs on the one before
             loader = _TaggedAhead(loader, self.engine)
         model_iterator = PipelineIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
         outputs = PipelineIterator(model_iterator, self.postprocess, postprocess_params)
@@ -166,10 +168,6 @@ class ShapCAPipeline(Pipeline):
 
             return tqdm(outputs, total=len(inputs) if sized else None, desc=self.spec.pipeline_task, unit="input")
         return outputs
-
-    def run_single(self, inputs, preprocess_params, forward_params, postprocess_params):
-        outputs = self.forward(self._collate([self.preprocess(inputs, **preprocess_params)]), **forward_params)
-        return self.postprocess(outputs, **postprocess_params)
 
 
 class _TaggedAhead:

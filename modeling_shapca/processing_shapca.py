@@ -67,6 +67,9 @@ class ShapCAProcessor(ProcessorMixin):
         **kwargs,
     ):
         self.pos_model = pos_model
+        for name, value in (("max_length", max_length), ("max_words", max_words)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ShapCAProcessor.{name} must be a positive int, got {value!r}")
         self.max_length = max_length
         self.max_words = max_words
         self.context_generator = context_generator

@@ -46,8 +46,7 @@ def as_record(item, name: str, task: str, allow_private: bool = True, **override
     for key, value in overrides.items():
         if value is not None:
             record[key] = value
-    if ("text" in record) == ("words" in record):
-        raise ValueError(f"{name}: give exactly one of 'text' (a string) or 'words' (a list of strings)")
+    check_text_or_words(record, name)
     if "text" in record:
         if not isinstance(record["text"], str):
             raise TypeError(f"{name}: 'text' must be a string, got {type(record['text']).__name__}")
@@ -86,6 +85,12 @@ def as_record(item, name: str, task: str, allow_private: bool = True, **override
             "pos_tags": None if pos_tags is None else list(pos_tags)}
 
 
+def check_text_or_words(record: dict, name: str) -> None:
+    """A record has exactly one of `text` and `words` (the one check of it: records, JSON lines)."""
+    if ("text" in record) == ("words" in record):
+        raise ValueError(f"{name}: give exactly one of 'text' (a string) or 'words' (a list of strings)")
+
+
 def named(item, index: int):
     """An item of a caller's list or stream with its position as its name (`input 3`)."""
     if isinstance(item, dict):
@@ -114,11 +119,14 @@ def row_record(row: dict) -> dict:
 
 
 def check_window_args(window, stride) -> None:
-    """`window` a positive int, `stride` an int >= 0 (either may be None)."""
+    """`window` a positive int, `stride` an int >= 0 and smaller than `window` (either may be
+    None; a stride with the model's own window is checked against it in `plan`)."""
     if window is not None:
         check_positive_int(window, "window")
     if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 0):
         raise ValueError(f"stride must be an int >= 0 (words shared by consecutive windows), got {stride!r}")
+    if window is not None and stride is not None and stride >= window:
+        raise ValueError(f"stride={stride} must be smaller than the window of {window} words")
 
 
 def check_ignore_labels(ignore_labels) -> frozenset:

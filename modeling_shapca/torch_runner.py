@@ -45,15 +45,17 @@ def load_processor(model, trust_remote_code: bool | None = None):
 
 class TorchRunner:
     """A Shap-CA model (`ShapCAForTokenClassification` or `ShapCAForWordPairExtraction`) and its
-    processor as the engine's runner; `device` defaults to the model's."""
+    processor as the engine's runner (`engine.Runner`); `device` defaults to the model's;
+    `allow_private=False` refuses image URLs on private addresses."""
 
     # Shape buckets of the captured path: subwords and words padded up to these multiples.
     BUCKETS = {"pad_to_multiple_of": 32, "words_pad_to_multiple_of": 8}
 
-    def __init__(self, model, processor, device=None):
+    def __init__(self, model, processor, device=None, allow_private: bool = True):
         if processor is None:
             raise ValueError("the Shap-CA pipeline needs the model's processor (saved next to the weights)")
         self.model, self.processor, self._device = model, processor, device
+        self.allow_private = allow_private
         config = model.config
         self.spec = get_task(config.task)
         self.task = self.spec.name
@@ -67,6 +69,11 @@ class TorchRunner:
     def device(self) -> torch.device:
         """Where the inputs go: the device given, else the model's (wherever it is now)."""
         return torch.device(self._device) if self._device is not None else self.model.device
+
+    @property
+    def context_generator(self) -> str | None:
+        """The processor's context generator (a model id), or None."""
+        return self.processor.context_generator
 
     @property
     def max_words(self) -> int:

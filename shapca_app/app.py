@@ -52,20 +52,14 @@ class LoadedModel:
 
 
 def load_model(name: str, trust_remote_code: bool = False, backend: str = "torch", quantized: bool = False) -> LoadedModel:
-    """A model folder or Hub id and its inference engine (the prediction CLI's loading rules), or
-    its ONNX predictor (`backend="onnx"`)."""
+    """A model folder or Hub id and its inference engine (`shapca_serving.loading.load_engine`,
+    the loader every tool uses), with image URLs on private addresses refused (the app serves
+    others)."""
+    from shapca_serving.loading import load_engine
+
     shown = Path(name).name if Path(name).exists() else name  # no local path in the page
-    if backend == "onnx":
-        from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
-
-        predictor = ShapCAOnnxPredictor.from_pretrained(name, quantized=quantized)
-        return LoadedModel(shown, predictor.spec.name, predictor, bool(predictor.context_generator))
-    from shapca_serving.loading import load_trained
-    from shapca_serving.predict import build_engine
-
-    model, processor = load_trained(name, trust_remote_code)
-    engine = build_engine(model.eval(), processor, trust_remote_code)
-    return LoadedModel(shown, engine.task, engine, bool(processor.context_generator))
+    engine = load_engine(name, backend, quantized, trust_remote_code=trust_remote_code, allow_private=False)
+    return LoadedModel(shown, engine.task, engine, bool(engine.runner.context_generator))
 
 
 def shipped_examples(task: str, count: int = 3) -> list[dict]:

@@ -25,10 +25,25 @@ class WriterLock:
         self._handle = None
 
     def acquire(self) -> "WriterLock":
+        """The lock, or a `ValueError` in one line: `busy` while another process holds it; a lock
+        path that is a folder, a link (never followed: O_NOFOLLOW) or inside a file."""
+        import errno
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ValueError(f"{self.path.parent} is not a folder (the lock {self.path.name} goes inside it)") from None
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        except IsADirectoryError:
+            raise ValueError(f"the lock file {self.path} is a folder: move it away") from None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise ValueError(f"the lock file {self.path} is a symbolic link, which is never followed: remove "
+                                 "it") from None
+            raise ValueError(f"the lock file {self.path} cannot be opened ({error.strerror})") from None
+        handle = os.fdopen(fd, "a")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if os.fstat(handle.fileno()).st_ino != os.stat(self.path).st_ino:

@@ -252,6 +252,10 @@ def check_output_folder(output_dir: Path, source: str | None, model=None) -> Non
     else, before anything is written."""
     if output_dir.is_symlink() or (output_dir.exists() and not output_dir.is_dir()):
         raise ValueError(f"the export's output {output_dir} is not a folder")
+    onnx = output_dir / ONNX_FOLDER
+    if onnx.is_symlink() or (onnx.exists() and not onnx.is_dir()):
+        raise ValueError(f"{onnx} is not a folder: the export writes its graphs there; move it away or export into "
+                         "another folder")
     if not output_dir.is_dir() or not any(output_dir.iterdir()):
         return
     if _holds(output_dir, source, model):

@@ -16,7 +16,7 @@ only on the inputs that have an image; an input without an image takes the learn
 region inside the main graph, as in PyTorch. Tokenisation (`tokenization.py`) and image
 preprocessing (`image_transforms.py`) are tested equal to the processor's; POS tags
 (`modeling_shapca/pos.py`), the constrained Viterbi decode and CRF marginals
-(`modeling_shapca/decoding.py`) are the PyTorch model's. The driver (inputs, checks, windows,
+(`decoding.py`) equal the PyTorch model's. The driver (inputs, checks, windows,
 batching, records) is the inference engine that the PyTorch pipeline runs too
 (`modeling_shapca/engine.py`): `OnnxRunner` is its runner here.
 
@@ -34,10 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling_shapca.decoding import bio_constraints, crf_marginals, grid_predictions, viterbi_decode
+from modeling_shapca.decoding import bio_constraints
 from modeling_shapca.encoding import encode_batch
 from modeling_shapca.engine import InferenceEngine
 from modeling_shapca.records import row_pos_tags, subword_counts
+
+from .decoding import crf_marginals, grid_predictions, viterbi_decode
 
 ONNX_FOLDER = "onnx"
 MODEL_FILE, INT8_FILE, VISION_FILE, INFO_FILE = "model.onnx", "model_int8.onnx", "vision.onnx", "export.json"
@@ -48,28 +50,26 @@ HUB_PATTERNS = ["config.json", "processor_config.json", "tokenizer.json", "token
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise OSError(f"{path.parent} has no {path.name}: export the model with `shapca-export` first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): export the model again (shapca-export)") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds {type(value).__name__}, not a JSON object: export the model again")
+    return value
 
 
 def resolve_folder(path_or_hub_id: str | Path, revision: str | None = None, token=None) -> Path:
-    """A local folder as it is; a Hub id downloaded (only the files the predictor reads). A name
-    that is neither an existing folder nor a Hub id (`./run`, `/abs/run`, `a/b/c`) is an
-    `OSError` saying the folder does not exist."""
-    path = Path(path_or_hub_id)
-    if path.is_dir():
-        return path
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    """A local folder as it is; a Hub id downloaded (only the files the predictor reads); the
+    rule between them is `loading.model_location`'s."""
+    from .hub import model_location
 
-    name = str(path_or_hub_id)
-    try:
-        if path.is_absolute() or name.startswith((".", "~")) or path.exists():
-            raise HFValidationError(name)
-        validate_repo_id(name)
-    except HFValidationError:
-        raise OSError(f"{name}: no such model folder" + (" (it is a file)" if path.is_file() else "")) from None
+    location = model_location(path_or_hub_id)
+    if isinstance(location, Path):
+        return location
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(name, revision=revision, token=token, allow_patterns=HUB_PATTERNS))
+    return Path(snapshot_download(location, revision=revision, token=token, allow_patterns=HUB_PATTERNS))
 
 
 def label_summary(config: dict) -> dict:
@@ -158,6 +158,7 @@ class OnnxRunner:
         processor = _read_json(self.folder / "processor_config.json")
         self.spec = get_task(self.config["task"])
         self.task = self.spec.name
+        self.progress_name = self.spec.pipeline_task
         self.id2label = {int(k): v for k, v in self.config["id2label"].items()}
         self.label_groups = self.config.get("label_groups")
         self.group_sizes = [len(v) for v in (self.label_groups or {}).values()]
@@ -187,6 +188,9 @@ class OnnxRunner:
             self.allowed_start, self.allowed_transitions = bio_constraints(self.id2label, len(self.crf["start"]))
 
     # ------------------------------------------------------------------ the engine's runner
+    def check(self) -> None:
+        """Nothing left to check: the folder was checked as it loaded (`check_export`)."""
+
     def tag_pos(self, words: list[list[str]]) -> list[list[str]]:
         return self.tagger(words)
 
@@ -256,7 +260,8 @@ class OnnxRunner:
 
 class ShapCAOnnxPredictor(InferenceEngine):
     """Records for texts, images and contexts from an exported Shap-CA model (see the module
-    docstring): the inference engine with an `OnnxRunner`. Call it like the pipeline: a string,
+    docstring): the inference engine with an `OnnxRunner` (`predictor.runner`), as the PyTorch
+    backend is the engine with a `TorchRunner`. Call it like the pipeline: a string,
     a record, a list of those (a batch), or a stream (generator, `datasets.Dataset`), with
     `batch_size`, `window`, `stride`, `ignore_labels`, `generate_contexts`, and `image` /
     `context` / `pairs` for a single input; `predict` takes `model.predict`'s arguments."""
@@ -271,13 +276,6 @@ class ShapCAOnnxPredictor(InferenceEngine):
         """From a local folder or a Hub id; `quantized=True` loads `onnx/model_int8.onnx`."""
         folder = resolve_folder(path_or_hub_id, revision, token)
         return cls(folder, file or (INT8_FILE if quantized else MODEL_FILE), **kwargs)
-
-    def __getattr__(self, name: str):
-        """The runner's attributes (`spec`, `config`, `session`, `tokenizer`, `encode`, ...) as
-        the predictor's own, as before the engine."""
-        if name == "runner":
-            raise AttributeError(name)
-        return getattr(self.runner, name)
 
     def __call__(self, inputs, *, batch_size: int = 32, show_progress: bool | None = False, **kwargs):
         """See the class docstring (no progress bar unless `show_progress=True`)."""

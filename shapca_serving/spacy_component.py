@@ -45,17 +45,21 @@ Give an absolute folder (or a Hub id) when the pipeline is loaded from elsewhere
 
 from __future__ import annotations
 
+import contextlib
 import io
-import json
-from pathlib import Path
 from typing import Iterable, Iterator
 
+import regex
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
+from modeling_shapca.inference import INVISIBLE
+
 RELATIONS_KEY = "shapca_relations"  # doc.user_data: [[head start, head end, tail start, tail end, label, score]]
 PAIRS_KEY = "shapca_relation_pairs"  # doc.user_data: [[head start, head end, tail start, tail end]] (token offsets)
+CONTEXT_KEYS = ("image", "context")  # what `nlp.pipe(..., as_tuples=True)` may give per text
+_INVISIBLE_ONLY = regex.compile(f"[{INVISIBLE}]+")
 DEFAULT_CONFIG = {"backend": "torch", "quantized": False, "batch_size": 32, "window": None, "stride": None,
                   "device": None, "overwrite_ents": False, "trust_remote_code": False, "spans_key": "shapca"}
 
@@ -95,29 +99,35 @@ def register_extensions() -> None:
 
 
 def check_model(model) -> dict:
-    """The config.json of a Shap-CA model folder or Hub id; a clear error naming `model`
-    otherwise (nothing else is loaded)."""
-    if not isinstance(model, str) or not model:
-        raise ValueError(f"shapca: config 'model' must be a model folder or Hub id, got {model!r}")
-    path = Path(model)
-    try:
-        if path.is_dir():
-            config_path = path / "config.json"
-            if not config_path.is_file():
-                raise OSError(f"{model} has no config.json")
-        elif path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
-            raise OSError(f"{model} is not a folder")
-        else:
-            from huggingface_hub import hf_hub_download
+    """The config.json of a Shap-CA model folder or Hub id (`loading.model_config`), a clear
+    error naming `model` otherwise (nothing else is loaded)."""
+    from .loading import model_config
 
-            config_path = Path(hf_hub_download(model, "config.json"))
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except Exception as error:  # noqa: BLE001 - any reason (offline, no such repo, bad JSON) is the same error here
-        raise ValueError(f"shapca: {model!r} is not a Shap-CA model folder or Hub id: {error}") from None
-    if not isinstance(config, dict) or config.get("model_type") != "shapca" or "task" not in config:
-        raise ValueError(f"shapca: {model!r} is not a Shap-CA model (its config.json has model_type "
-                         f"{config.get('model_type') if isinstance(config, dict) else None!r}, not 'shapca')")
-    return config
+    try:
+        return model_config(model)
+    except ValueError as error:
+        raise ValueError(f"shapca: {error}") from None
+
+
+_CONSENT: list[str] = []  # models whose code the caller allows to run, inside `remote_code_allowed`
+
+
+@contextlib.contextmanager
+def remote_code_allowed(*models: str):
+    """The caller's consent to run the code shipped with `models` (folders or Hub ids, as the
+    component's `model` names them), for pipelines built inside the block:
+
+        with remote_code_allowed("path/or/hub-id"):
+            nlp = spacy.load("my_pipeline")           # its config says trust_remote_code = true
+
+    A pipeline's `config.cfg` (or any config) saying `trust_remote_code = true` is not consent:
+    without this block the component refuses to be built."""
+    _CONSENT.extend(str(m) for m in models)
+    try:
+        yield
+    finally:
+        for model in models:
+            _CONSENT.remove(str(model))
 
 
 @Language.factory("shapca", default_config=DEFAULT_CONFIG)
@@ -139,19 +149,29 @@ class ShapCAComponent:
                  spans_key: str = "shapca"):
         from modeling_shapca.engine import check_options
 
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"shapca: backend must be 'torch' or 'onnx', got {backend!r}")
-        if backend == "onnx" and (trust_remote_code or device):
-            raise ValueError("shapca: trust_remote_code and device are options of backend 'torch'")
-        if quantized and backend != "onnx":
-            raise ValueError("shapca: quantized needs backend 'onnx'")
-        check_options(batch_size, window, stride)
+        from .loading import check_serving_options
+
+        config = check_model(model)
+        try:  # every setting checked here, at add_pipe / spacy.load, in the engine's and loader's words
+            check_options(batch_size, window, stride)
+            if window is None and stride is not None and stride >= config.get("max_words", stride + 1):
+                raise ValueError(f"stride={stride} must be smaller than the model's window of {config['max_words']} "
+                                 "words")
+            check_serving_options(model, backend, quantized, device, trust_remote_code)
+            if not isinstance(overwrite_ents, bool):
+                raise TypeError(f"overwrite_ents must be True or False, got {overwrite_ents!r}")
+            if not isinstance(spans_key, str) or not spans_key:
+                raise TypeError(f"spans_key must be a non-empty string, got {spans_key!r}")
+        except (OSError, TypeError, ValueError) as error:
+            raise type(error)(f"shapca: {error}") from None
+        if trust_remote_code and model not in _CONSENT:
+            raise ValueError(f"shapca: the component's config asks to run the code shipped with {model!r} "
+                             "(trust_remote_code = true), and a config is not consent: build the pipeline inside "
+                             f"`with shapca_serving.spacy_component.remote_code_allowed({model!r}):` (docs/spacy.md)")
         self.name, self.model, self.backend, self.quantized = name, model, backend, quantized
         self.batch_size, self.window, self.stride, self.device = batch_size, window, stride, device
         self.overwrite_ents, self.trust_remote_code, self.spans_key = overwrite_ents, trust_remote_code, spans_key
-        self.task = check_model(model)["task"]
-        if self.task == "word_pair":  # configs saved before the task registry
-            self.task = "mre"
+        self.task = config["task"]
         self._engine = None
         register_extensions()
 
@@ -159,19 +179,9 @@ class ShapCAComponent:
     @property
     def engine(self):
         if self._engine is None:
-            if self.backend == "onnx":
-                from .onnx_predictor import ShapCAOnnxPredictor
+            from .loading import load_engine
 
-                self._engine = ShapCAOnnxPredictor.from_pretrained(self.model, quantized=self.quantized)
-            else:
-                from .loading import load_trained
-                from .predict import build_engine
-
-                model, processor = load_trained(self.model, self.trust_remote_code)
-                if self.device is not None:
-                    model = model.to(self.device)
-                self._engine = build_engine(model.eval(), processor, self.trust_remote_code)
-                self._engine.runner.check()
+            self._engine = load_engine(self.model, self.backend, self.quantized, self.device, self.trust_remote_code)
             self.task = self._engine.task
         return self._engine
 
@@ -197,27 +207,37 @@ class ShapCAComponent:
             record, tokens = self._record(doc, k)
             if record is not None:
                 inputs.append(record)
-                todo.append((doc, tokens))
+                todo.append((doc, tokens, record["words"]))
             else:
                 self._annotate(doc, [], [], [])  # no words (or no pair to classify): empty results
         if inputs:
             outputs = self.engine(inputs, batch_size=self.batch_size, window=self.window, stride=self.stride,
                                   show_progress=False)
-            for (doc, tokens), output in zip(todo, outputs):
-                self._set(doc, tokens, output)
+            for (doc, tokens, words), output in zip(todo, outputs):
+                self._set(doc, tokens, words, output)
         return docs
 
     def _record(self, doc: Doc, index: int) -> tuple[dict | None, list[int]]:
-        """The Doc as an input record (its non-whitespace tokens as words) and the token index of
-        each word; `(None, tokens)` when there is nothing to predict."""
+        """The Doc as an input record and the token index of each word; `(None, word_tokens)`
+        when there is nothing to predict. The words are the Doc's tokens as the pipeline would
+        read their text: a token merged from several (`merge_entities`, `doc.retokenize()`)
+        gives the words it holds, and whitespace or invisible characters alone are no word."""
         context = doc._context if isinstance(getattr(doc, "_context", None), dict) else {}
-        for key in ("image", "context"):
+        unknown = sorted(set(context) - set(CONTEXT_KEYS))
+        if unknown:
+            raise ValueError(f"doc {index}: unknown key(s) {unknown} in the context given with nlp.pipe(..., "
+                             f"as_tuples=True); the component reads {list(CONTEXT_KEYS)}")
+        for key in CONTEXT_KEYS:
             if context.get(key) is not None:
                 setattr(doc._, key, context[key])
-        tokens = [t.i for t in doc if not t.is_space]
-        if not tokens:
-            return None, tokens
-        record = {"words": [doc[i].text for i in tokens], "_name": f"doc {index}"}
+        words, word_tokens = [], []
+        for token in doc:
+            for word in token_words(token.text):
+                words.append(word)
+                word_tokens.append(token.i)
+        if not words:
+            return None, word_tokens
+        record = {"words": words, "_name": f"doc {index}"}
         image = doc._.image
         if isinstance(image, (bytes, bytearray)):
             image = io.BytesIO(bytes(image))
@@ -226,45 +246,45 @@ class ShapCAComponent:
         if doc._.context is not None:
             record["context"] = doc._.context
         if doc.has_annotation("POS", require_complete=True):
-            record["pos_tags"] = [doc[i].pos_ for i in tokens]
+            record["pos_tags"] = [doc[i].pos_ for i in word_tokens]
         if self.task == "mre":
-            word_of = {t: w for w, t in enumerate(tokens)}
             pairs = doc.user_data.get(PAIRS_KEY)
             if pairs is None:  # every ordered pair of the Doc's entities
                 pairs = [[h.start, h.end, t.start, t.end] for h in doc.ents for t in doc.ents if h != t]
             spans = []
             for hs, he, ts, te in pairs:
-                head, tail = _words(word_of, hs, he), _words(word_of, ts, te)
+                head, tail = _words(word_tokens, hs, he), _words(word_tokens, ts, te)
                 if head is None or tail is None:
                     raise ValueError(f"doc {index}: a relation pair spans only whitespace tokens")
                 spans.append([head, tail])
             if not spans:
-                return None, tokens
+                return None, word_tokens
             record["pairs"] = spans
-        return record, tokens
+        return record, word_tokens
 
-    def _span(self, doc: Doc, tokens: list[int], word_starts: dict, item: dict, label: str) -> Span:
-        """The Doc's span of a record's character offsets (into the words joined by spaces)."""
+    def _span(self, doc: Doc, word_tokens: list[int], word_starts: dict, item: dict, label: str) -> Span:
+        """The Doc's span of a record's character offsets (into the words joined by spaces): the
+        tokens holding its first and last word, whole."""
         first = word_starts[item["start"]]
         last = word_starts[item["end"] - len(item["word"].split(" ")[-1])]
-        return Span(doc, tokens[first], tokens[last] + 1, label=label)
+        return Span(doc, word_tokens[first], word_tokens[last] + 1, label=label)
 
-    def _set(self, doc: Doc, tokens: list[int], output) -> None:
+    def _set(self, doc: Doc, word_tokens: list[int], words: list[str], output) -> None:
         starts, position = {}, 0
-        for w, i in enumerate(tokens):
+        for w, word in enumerate(words):
             starts[position] = w
-            position += len(doc[i].text) + 1
+            position += len(word) + 1
         if self.task == "mre":
-            relations = [(self._span(doc, tokens, starts, r["head"], ""), self._span(doc, tokens, starts, r["tail"], ""),
-                          r["label"], r["score"]) for r in output]
+            relations = [(self._span(doc, word_tokens, starts, r["head"], ""),
+                          self._span(doc, word_tokens, starts, r["tail"], ""), r["label"], r["score"]) for r in output]
             self._annotate(doc, [], [], relations)
             return
         entities = output if self.task == "ner" else output["entities"]
-        spans = [self._span(doc, tokens, starts, e, e["entity_group"]) for e in entities]
+        spans = [self._span(doc, word_tokens, starts, e, e["entity_group"]) for e in entities]
         scores = [e["score"] for e in entities]
         relations = [] if self.task == "ner" else [
-            (self._span(doc, tokens, starts, r["head"], r["head"]["entity_group"]),
-             self._span(doc, tokens, starts, r["tail"], r["tail"]["entity_group"]), r["label"], r["score"])
+            (self._span(doc, word_tokens, starts, r["head"], r["head"]["entity_group"]),
+             self._span(doc, word_tokens, starts, r["tail"], r["tail"]["entity_group"]), r["label"], r["score"])
             for r in output["relations"]]
         self._annotate(doc, spans, scores, relations)
 
@@ -288,9 +308,15 @@ class ShapCAComponent:
         return self
 
 
-def _words(word_of: dict, start: int, end: int) -> list[int] | None:
-    """The word span of tokens `[start, end)` (whitespace tokens have no word)."""
-    words = [word_of[i] for i in range(start, end) if i in word_of]
+def token_words(text: str) -> list[str]:
+    """The words of one token's text: its whitespace-separated pieces that hold more than
+    invisible characters (the pipeline's tokenizer never makes a word of those either)."""
+    return [piece for piece in text.split() if not _INVISIBLE_ONLY.fullmatch(piece)]
+
+
+def _words(word_tokens: list[int], start: int, end: int) -> list[int] | None:
+    """The word span of tokens `[start, end)` (tokens of whitespace alone have no word)."""
+    words = [w for w, i in enumerate(word_tokens) if start <= i < end]
     return [words[0], words[-1] + 1] if words else None
 
 
@@ -310,4 +336,4 @@ def merge_entities(existing: list[Span], predicted: list[Span], overwrite: bool)
     return sorted(kept, key=lambda s: s.start)
 
 
-__all__ = ["ShapCAComponent", "check_model", "make_shapca", "merge_entities", "register_extensions"]
+__all__ = ["ShapCAComponent", "check_model", "make_shapca", "merge_entities", "register_extensions", "remote_code_allowed"]

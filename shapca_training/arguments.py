@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from modeling_shapca.configuration_shapca import ShapCAConfig
+from modeling_shapca.configuration_shapca import ShapCAConfig, check_fields
 from modeling_shapca.configuration_shapca import ALIGNMENT_OBJECTIVES, ALIGNMENTS, FUSIONS
 from datasets_scripts.presets import DATASETS
 from modeling_shapca.tasks import TASKS
@@ -202,6 +202,10 @@ def parse_arguments(argv: list[str]):
     if unknown:
         raise SystemExit(f"error: unknown argument(s) {unknown}; see train.py --help (flags are never abbreviated)")
     data_args, shapca_args, model_args, training_args = parser.parse_args_into_dataclasses(args=cli)
+    try:  # the config's ranges, before any data is read or model built
+        check_fields(dataclasses.asdict(shapca_args), prefix="--")
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     # TrainingArguments turns do_eval on by itself when eval_strategy is set: keep what the user asked.
     data_args.steps = {step for step in ("do_train", "do_eval", "do_predict")
                        if f"--{step}" in cli and _true(cli[cli.index(f"--{step}") + 1:][:1])}

@@ -68,8 +68,8 @@ def load_split(source: str, split: str, task: str):
     return dataset[split]
 
 
-def labelled_feed(predictor, batch: list[dict], config) -> dict:
-    """The predictor's graph inputs for dataset rows, with the task's labels under `labels`
+def labelled_feed(runner, batch: list[dict], config) -> dict:
+    """An ONNX runner's graph inputs for dataset rows, with the task's labels under `labels`
     (the rows' POS tags are used where the dataset has them, as in training)."""
     from modeling_shapca.tasks import get_task
 
@@ -81,11 +81,11 @@ def labelled_feed(predictor, batch: list[dict], config) -> dict:
         given["pair_labels"] = [spec.encode_row(r) for r in batch]
     else:
         given.update(word_labels=[r["tags"] for r in batch], label2id=config.label2id)
-    return predictor.encode(items, **given)
+    return runner.encode(items, **given)
 
 
-def measure(predictor, rows, config, batch_size: int = 32) -> dict:
-    """The task's scores of an ONNX predictor on labelled rows (a `datasets.Dataset`), and its
+def measure(runner, rows, config, batch_size: int = 32) -> dict:
+    """The task's scores of an ONNX runner (`ShapCAOnnxPredictor(...).runner`) on labelled rows (a `datasets.Dataset`), and its
     speed (encoding, the graph and the decoding)."""
     from transformers.trainer_utils import EvalPrediction
 
@@ -96,8 +96,8 @@ def measure(predictor, rows, config, batch_size: int = 32) -> dict:
     for start in range(0, len(rows), batch_size):
         batch = list(rows.select(range(start, min(start + batch_size, len(rows)))))
         began = time.perf_counter()
-        feed = labelled_feed(predictor, batch, config)
-        predicted, _ = predictor.predictions(feed)
+        feed = labelled_feed(runner, batch, config)
+        predicted, _ = runner.predictions(feed)
         seconds += time.perf_counter() - began
         predictions.append(predicted)
         labels.append(feed["labels"])
@@ -114,7 +114,7 @@ def machine() -> str:
 def update_card(folder: Path) -> bool:
     """Render `folder/README.md` again, now with the ONNX section of `onnx/export.json` (the card
     template has it: one card writer); False when the folder has no card or no results.json."""
-    from model_card import render_card
+    from .model_card import render_card
     from shapca_serving.locks import write_atomic
 
     card = folder / "README.md"
@@ -165,8 +165,8 @@ def main(argv=None) -> dict:
         quality = {"data": args.validation, "split": args.split, "batch_size": args.batch_size, "machine": machine(),
                    "date": time.strftime("%Y-%m-%d"), "tolerance": args.f1_tolerance}
         for key, quantized in (("fp32", False), ("int8", True)) if args.quantize else (("fp32", False),):
-            predictor = ShapCAOnnxPredictor.from_pretrained(args.output, quantized=quantized)
-            quality[key] = measure(predictor, rows, config, args.batch_size)
+            runner = ShapCAOnnxPredictor.from_pretrained(args.output, quantized=quantized).runner
+            quality[key] = measure(runner, rows, config, args.batch_size)
             logger.info("%s: F1 %.2f, %.1f sentences/s", key, quality[key]["f1"], quality[key]["sentences_per_second"])
         if args.quantize:
             quality["int8_f1_change"] = round(quality["int8"]["f1"] - quality["fp32"]["f1"], 2)

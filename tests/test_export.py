@@ -11,7 +11,7 @@ import torch
 import push_to_hub
 from shapca_training import export
 
-from .conftest import raw_twitter
+from tests.helpers import raw_twitter
 
 SENTENCES = ("IMGID:1\nKevin\tB-PER\nDurant\tI-PER\nenters\tO\nOracle\tB-LOC\nArena\tI-LOC\n\n"
              "IMGID:2\nRT\tO\n@cnni\tO\n:\tO\nParis\tB-LOC\nfloods\tO\n\n"
@@ -43,7 +43,7 @@ def test_export_measures_f1_and_speed_and_fp32_matches_pytorch(run):
     # the fp32 graph predicts exactly what PyTorch predicts on the same inputs
     model = load_trained(str(folder), processor=False)[0].eval()
     rows = export.load_split(str(data), "test", "ner")
-    predictor = ShapCAOnnxPredictor.from_pretrained(folder)
+    predictor = ShapCAOnnxPredictor.from_pretrained(folder).runner
     feed = export.labelled_feed(predictor, list(rows), model.config)
     inputs = {k: torch.from_numpy(v) for k, v in feed.items() if k not in ("labels", "image_regions")}
     with torch.no_grad():
@@ -102,6 +102,27 @@ def test_export_checks_its_arguments_before_writing_anything(trained_model_dir, 
         with pytest.raises(ValueError, match=message):
             export.main([str(trained_model_dir), str(out), *extra])
     assert not out.exists()
+
+
+def test_an_onnx_file_in_the_output_folder_is_refused_before_anything_is_written(trained_model_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "onnx").write_text("a file, not a folder")
+    with pytest.raises(ValueError, match=r"out/onnx is not a folder: the export writes its graphs there"):
+        export.main([str(trained_model_dir), str(out)])
+    assert sorted(p.name for p in out.iterdir()) == ["onnx"]  # no config, processor, tokenizer or code written
+
+
+def test_an_invalid_export_json_is_named(run, tmp_path):
+    import shutil
+
+    from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "onnx" / "export.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"copy/onnx/export.json is not valid JSON \(.*\): export the model again"):
+        ShapCAOnnxPredictor.from_pretrained(copy)
 
 
 def test_export_refuses_another_models_folder(run, trained_model_dir, tmp_path):

@@ -15,7 +15,7 @@ import train
 from modeling_shapca import ShapCAConfig
 from shapca_training import arguments
 from shapca_training.trainer import ShapCATrainer
-from tests.conftest import base_args, raw_twitter
+from tests.helpers import base_args, raw_twitter
 
 
 def run(tiny_text_model, out, *extra, config="twitter2015"):
@@ -28,7 +28,7 @@ def run(tiny_text_model, out, *extra, config="twitter2015"):
 def no_dropout_text_model(tmp_path_factory):
     import transformers
 
-    from tests.conftest import MINILM_PATH, tiny_text_config
+    from tests.helpers import MINILM_PATH, tiny_text_config
 
     path = tmp_path_factory.mktemp("bert_no_dropout")
     torch.manual_seed(0)
@@ -112,6 +112,33 @@ def test_unknown_abbreviated_and_invalid_flags_are_errors(argv, message, capsys)
     assert message in str(error.value) + capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--alignment_margin", "inf", "error: --alignment_margin must be a finite number >= 0, got inf"),
+    ("--alignment_margin", "-1", "error: --alignment_margin must be a finite number >= 0, got -1.0"),
+    ("--tau", "nan", "error: --tau must be a finite number > 0, got nan"),
+    ("--alpha", "-3", "error: --alpha must be a finite number >= 0, got -3.0"),
+    ("--dropout", "1.5", "error: --dropout must be a finite number >= 0 and < 1, got 1.5"),
+])
+def test_config_values_out_of_range_are_refused_in_one_line_before_any_data(flag, value, message, tmp_path):
+    """Issue 42: on the command line and in YAML alike, before anything is read or written."""
+    with pytest.raises(SystemExit) as error:
+        train.parse_arguments(["twitter2015-minilm", flag, value])
+    assert str(error.value) == message
+    config = tmp_path / "c.yaml"
+    config.write_text(f"{flag[2:]}: {value}\n")
+    with pytest.raises(SystemExit) as error:
+        train.main([str(config), "--output_dir", str(tmp_path / "out")])
+    assert str(error.value) == message and not (tmp_path / "out").exists()
+
+
+def test_an_output_dir_that_is_a_file_is_one_line(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("not a folder")
+    with pytest.raises(SystemExit) as error:
+        train.main(["twitter2015-minilm", "--output_dir", str(target)])
+    assert str(error.value) == f"error: {target} is not a folder (the lock .shapca-train.lock goes inside it)"
+
+
 def test_help_starts_with_the_usage_and_explains_the_switches():
     done = subprocess.run([sys.executable, "train.py", "--help"], cwd=train.ROOT, capture_output=True, text=True)
     assert done.returncode == 0
@@ -134,7 +161,7 @@ def test_optim_is_honoured_with_two_learning_rates(tiny_text_model, tmp_path):
     import transformers
 
     from modeling_shapca import ShapCAForTokenClassification
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     model = ShapCAForTokenClassification(tiny_config())
     trainer = ShapCATrainer(model=model, args=transformers.TrainingArguments(str(tmp_path / "x"), optim="sgd",
@@ -321,7 +348,7 @@ def test_a_second_run_on_a_locked_output_dir_is_refused_before_any_data(tiny_tex
 def test_a_finished_run_rerun_with_other_data_is_refused(tiny_text_model, tmp_path):
     """A finished run rerun with another corpus used to "resume", train 0 steps and card itself
     as trained on the new data: it is refused, with both ways out; the same data resumes."""
-    from tests.conftest import SENTENCES, own_conll
+    from tests.helpers import SENTENCES, own_conll
 
     first, other = own_conll(tmp_path / "a", sentences=SENTENCES * 3), own_conll(tmp_path / "b", sentences=SENTENCES * 4)
     out = tmp_path / "run"

@@ -1,7 +1,7 @@
 import pytest
 
 from modeling_shapca import ShapCAConfig
-from tests.conftest import MINILM_PATH, tiny_config, tiny_vision_config
+from tests.helpers import MINILM_PATH, tiny_config, tiny_vision_config
 
 
 def test_round_trip(tmp_path):
@@ -24,6 +24,19 @@ def test_round_trip(tmp_path):
         ({"fusion": "concat"}, "fusion"),
         ({"tau": 0.0}, "tau"),
         ({"fusion_dim": 10, "fusion_heads": 4}, "divisible"),
+        # issue 42: every float finite and in range, every size a positive int, at construction
+        ({"alignment_margin": float("nan")}, r"^ShapCAConfig.alignment_margin must be a finite number >= 0, got nan$"),
+        ({"alignment_margin": float("inf")}, r"^ShapCAConfig.alignment_margin must be a finite number >= 0, got inf$"),
+        ({"tau": float("nan")}, r"^ShapCAConfig.tau must be a finite number > 0, got nan$"),
+        ({"tau": float("inf")}, r"^ShapCAConfig.tau must be a finite number > 0, got inf$"),
+        ({"tau": "0.1"}, r"^ShapCAConfig.tau must be a finite number > 0, got '0.1'$"),
+        ({"alpha": float("nan")}, r"^ShapCAConfig.alpha must be a finite number >= 0, got nan$"),
+        ({"alpha": -3}, r"^ShapCAConfig.alpha must be a finite number >= 0, got -3$"),
+        ({"beta": True}, r"^ShapCAConfig.beta must be a finite number >= 0, got True$"),
+        ({"dropout": 1.0}, r"^ShapCAConfig.dropout must be a finite number >= 0 and < 1, got 1.0$"),
+        ({"refinement_scale": float("-inf")}, r"refinement_scale must be a finite number >= 0"),
+        ({"max_words": 0}, r"^ShapCAConfig.max_words must be a positive int, got 0$"),
+        ({"hidden_dim": 16.0}, r"^ShapCAConfig.hidden_dim must be a positive int, got 16.0$"),
     ],
 )
 def test_invalid_values_are_rejected(kwargs, message):

@@ -16,12 +16,12 @@ from shapca_serving.onnx_export import ExportError, export_onnx
 from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
 from modeling_shapca.pipeline_shapca import ShapCAPipeline
 
-from ..conftest import (
-    MINILM_PATH, ROOT, TASK_GROUPS, TASK_TEXTS, random_image, task_model, tiny_config, tiny_processor,
+from tests.helpers import (
+    MINILM_PATH, ROOT, TASK_GROUPS, TASK_TEXTS, random_image, tiny_model, tiny_config, tiny_processor,
 )
 
 GROUPS, TEXTS = TASK_GROUPS, TASK_TEXTS
-_model = task_model
+_model = tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +118,10 @@ def test_windows_streams_and_ignored_labels_as_the_pipeline(exported):
 
 def test_int8_serves_the_same_records_structure(exported):
     model, processor, folder, report = exported["mjere"]
-    fp32 = ShapCAOnnxPredictor.from_pretrained(folder)
+    fp32 = ShapCAOnnxPredictor.from_pretrained(folder).runner
     int8 = ShapCAOnnxPredictor.from_pretrained(folder, quantized=True)
     feed = fp32.encode([{"words": t.split(), "context": "", "image": None} for t in TEXTS["mjere"]])
-    difference = np.abs(int8.logits(feed) - fp32.logits(feed)).max()
+    difference = np.abs(int8.runner.logits(feed) - fp32.logits(feed)).max()
     assert 0 < difference <= report["int8"]["max_abs_difference"] + 1e-6 or difference == pytest.approx(
         report["int8"]["max_abs_difference"], rel=0.5)
     records = int8(TEXTS["mjere"])
@@ -154,6 +154,7 @@ sys.meta_path.insert(0, Block())
 """
 
 
+@pytest.mark.slow
 def test_the_predictor_runs_where_torch_cannot_be_imported(exported, tmp_path):
     model, processor, folder, _ = exported["ner"]
     inputs = [TEXTS["ner"][0], {"text": TEXTS["ner"][1], "image": str(tmp_path / "tweet.png"), "context": "A street."}]
@@ -317,6 +318,7 @@ def test_the_default_export_traces_eager_attention_and_gives_the_model_back(expo
     assert model.shapca.text_model.config._attn_implementation == "sdpa"  # the user's model is as it was
 
 
+@pytest.mark.slow
 def test_the_dynamo_exporter_gives_the_same_records(exported, tmp_path):
     model, processor, _, _ = exported["mre"]
     report = export_onnx(model, tmp_path, processor=processor, exporter="dynamo")

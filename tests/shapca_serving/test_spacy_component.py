@@ -15,7 +15,7 @@ from modeling_shapca.pipeline_shapca import ShapCAPipeline
 from modeling_shapca.tasks import get_task
 from shapca_serving.onnx_export import export_onnx
 
-from ..conftest import MINILM_PATH, ROOT, random_image, task_model, tiny_processor
+from tests.helpers import MINILM_PATH, ROOT, random_image, tiny_model, tiny_processor
 
 NER_TEXTS = ["Kevin Durant enters Oracle Arena tonight with Stephen Curry", "RT cnni : Paris floods again",
              "Go Bears !", "Kevin Durant in Paris"]
@@ -30,7 +30,7 @@ def folders(tmp_path_factory):
     out = {}
     for task in ("ner", "mre", "mjere"):
         processor = tiny_processor(tokenizer)
-        model = task_model(task).eval()
+        model = tiny_model(task).eval()
         folder = tmp_path_factory.mktemp(f"spacy-{task}")
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
@@ -172,6 +172,7 @@ def test_pos_from_the_doc_when_tagged(folders):
     assert ("PERSON", 46, 59) in _ents(doc)  # the pipeline's own entities win overlaps (overwrite_ents false)
 
 
+@pytest.mark.slow
 def test_to_disk_docbin_and_two_processes(folders, tmp_path):
     folder, _ = folders["mjere"]
     nlp = _nlp(folder)
@@ -220,7 +221,7 @@ def test_bad_models_and_options_are_refused_at_add_pipe(folders, tmp_path):
     (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ValueError, match="has model_type 'bert', not 'shapca'"):
         nlp.add_pipe("shapca", config={"model": str(other)})
-    with pytest.raises(ValueError, match="backend must be 'torch' or 'onnx'"):
+    with pytest.raises(ValueError, match=r"shapca: backend must be one of \('torch', 'onnx'\), got 'tf'"):
         nlp.add_pipe("shapca", config={"model": folders["ner"][0], "backend": "tf"})
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         nlp.add_pipe("shapca", config={"model": folders["ner"][0], "batch_size": 0})
@@ -229,6 +230,7 @@ def test_bad_models_and_options_are_refused_at_add_pipe(folders, tmp_path):
         nlp.add_pipe("shapca", config={"model": "someone/not-here"})
 
 
+@pytest.mark.slow
 def test_the_factory_comes_from_the_entry_point():
     """`nlp.add_pipe("shapca")` works in a fresh process that imported nothing of the package."""
     code = ("import spacy\n"
@@ -239,3 +241,110 @@ def test_the_factory_comes_from_the_entry_point():
             "except ValueError as error:\n    print('shapca' in names, 'not a Shap-CA model' in str(error))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["True", "True"], out.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------- issue 42
+def test_merged_tokens_are_predicted_as_the_words_they_hold(folders):
+    """entity_ruler + merge_entities (and doc.retokenize()) give tokens holding a space: the model
+    reads the words inside them, as it reads the unmerged Doc."""
+    folder, pipe = folders["ner"]
+    text = NER_TEXTS[0]
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": "PERSON", "pattern": "Kevin Durant"},
+                                               {"label": "FAC", "pattern": "Oracle Arena"}])
+    nlp.add_pipe("merge_entities")
+    nlp.add_pipe("shapca", config={"model": folder, "overwrite_ents": True})
+    doc = nlp(text)
+    assert "Kevin Durant" in [t.text for t in doc]  # merged: one token holds a space
+    (expected,) = [pipe({"words": text.split()})]
+    assert expected  # the tiny model finds entities here
+    # each predicted span covers whole tokens; its text holds the predicted words
+    spans = doc.spans["shapca"]
+    assert len(spans) == len(expected)
+    for span, record in zip(spans, expected):
+        assert record["word"] in span.text and span.label_ == record["entity_group"]
+    # retokenize by hand, and MRE pairs on merged tokens
+    doc = spacy.blank("en")(text)
+    with doc.retokenize() as retokenizer:
+        retokenizer.merge(doc[0:2])
+    mre_folder, mre_pipe = folders["mre"]
+    mre = _nlp(mre_folder)
+    doc._.relation_pairs = [(doc[0:1], doc[2:4])]  # "Kevin Durant" -> "Oracle Arena"
+    mre(doc)
+    (relation,) = doc._.relations
+    (expected,) = mre_pipe({"words": text.split(), "pairs": [[[0, 2], [3, 5]]]})
+    assert (relation["head"].text, relation["tail"].text, relation["label"]) == \
+        ("Kevin Durant", "Oracle Arena", expected["label"])
+    assert relation["score"] == pytest.approx(expected["score"], abs=1e-6)
+
+
+def test_invisible_characters_are_no_entity(folders):
+    folder, pipe = folders["ner"]
+    text = "\u200b \u200d \u3164"
+    assert pipe(text) == []
+    doc = _nlp(folder)(text)
+    assert list(doc.ents) == [] and list(doc.spans["shapca"]) == []
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"window": 8, "stride": 8}, r"shapca: stride=8 must be smaller than the window of 8 words"),
+    ({"stride": 64}, r"shapca: stride=64 must be smaller than the model's window of 64 words"),
+    ({"device": "banana"}, r"shapca: device 'banana' is not a device torch knows"),
+    ({"device": "cuda:7"}, r"shapca: device 'cuda:7': this machine has \d+ CUDA device"),
+    ({"backend": "onnx", "quantized": True}, r"shapca: .* has no onnx/model_int8.onnx"),
+    ({"backend": "tensorflow"}, r"shapca: backend must be one of \('torch', 'onnx'\)"),
+    ({"quantized": True}, r"shapca: quantized needs backend 'onnx'"),
+    ({"batch_size": 0}, r"shapca: batch_size must be a positive int, got 0"),
+])
+def test_settings_are_checked_at_add_pipe(folders, config, message):
+    folder = folders["ner"][0]
+    with pytest.raises((ValueError, OSError), match=message):
+        _nlp(folder, **config)
+
+
+def test_config_tasks_are_checked_at_add_pipe(folders, tmp_path):
+    folder = folders["mjere"][0]
+    config = json.loads((open(f"{folder}/config.json")).read())
+    bad = tmp_path / "pos"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({**config, "task": "pos"}))
+    with pytest.raises(ValueError, match=r"has task 'pos' in its config.json; a Shap-CA model's task is one of"):
+        _nlp(str(bad))
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "config.json").write_text(json.dumps({**config, "task": "word_pair", "word_pair_scheme": "mjere"}))
+    nlp = _nlp(str(legacy))
+    assert nlp.get_pipe("shapca").task == "mjere"  # the old mapping keeps the scheme: an MJERE model stays MJERE
+
+
+def test_a_misspelled_as_tuples_key_is_named(folders):
+    nlp = _nlp(folders["ner"][0])
+    with pytest.raises(ValueError, match=r"doc 0: unknown key\(s\) \['imgae'\] .* reads \['image', 'context'\]"):
+        list(nlp.pipe([("Go Bears", {"imgae": "x.png"})], as_tuples=True))
+
+
+def test_a_loaded_config_never_grants_remote_code(folders, tmp_path):
+    """A pipeline folder whose config.cfg says trust_remote_code = true and points at a model
+    folder with planted code: spacy.load refuses unless the caller consents at load time."""
+    from shapca_serving.spacy_component import remote_code_allowed
+
+    folder = tmp_path / "model"
+    import shutil
+
+    shutil.copytree(folders["ner"][0], folder)
+    planted = tmp_path / "planted"
+    for py in folder.glob("*.py"):
+        py.write_text(py.read_text() + f"\nopen({str(planted)!r}, 'w').write('ran')\n")
+    with remote_code_allowed(str(folder)):
+        nlp = _nlp(str(folder), trust_remote_code=True)
+    nlp.to_disk(tmp_path / "pipeline")
+    with pytest.raises(ValueError, match=r"a config is not consent: build the pipeline inside `with "
+                                         r"shapca_serving.spacy_component.remote_code_allowed"):
+        spacy.load(tmp_path / "pipeline")
+    with pytest.raises(ValueError, match="a config is not consent"):
+        _nlp(str(folder), trust_remote_code=True)
+    assert not planted.exists()
+    with remote_code_allowed(str(folder)):
+        loaded = spacy.load(tmp_path / "pipeline")
+    loaded("Kevin Durant in Paris")
+    assert planted.read_text() == "ran"  # with consent the folder's own code runs, as transformers does
