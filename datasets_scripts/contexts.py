@@ -1,4 +1,4 @@
-"""Image contexts: JSONL records `{"image_id", "context", "generator", "prompt"}` joined by image id."""
+"""Image contexts: JSONL records `{"image_id", "sha256", "context", "generator", "prompt", ...}` joined by image id."""
 
 from __future__ import annotations
 

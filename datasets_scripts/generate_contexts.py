@@ -3,26 +3,28 @@
     python -m datasets_scripts.generate_contexts --image-dir images/twitter2015 \
         --model llava-hf/llava-1.5-7b-hf --output contexts/twitter2015.jsonl
 
-Each output line is `{"image_id", "context", "generator", "prompt", "max_new_tokens",
-"temperature"}` (plus `"error"` for an image that could not be read: it gets an empty context
-and is not retried). `image_id` is the file name; the builders join contexts on it (Twitter ids
-also match without `.jpg`). The generator is `modeling_shapca.context_generation`, the same one
-the processor uses at inference.
+Each output line is `{"image_id", "sha256", "context", "generator", "prompt", "max_new_tokens",
+"temperature", "seed"}` (plus `"error"` for an image that could not be read: it gets an empty
+context and is not retried), one line per image of `--image-dir`, in file-name order. `image_id`
+is the file name; the builders join contexts on it (Twitter ids also match without `.jpg`). The
+generator is `modeling_shapca.context_generation`, the same one the processor uses at inference.
 
-Resumable and atomic: records go to `OUTPUT.partial`, appended and flushed batch by batch, and
-the file is renamed to OUTPUT when every image is done. On restart the images already in the
-partial file (or in a finished OUTPUT, when new images were added) are skipped, and a last line
-cut by an interruption is dropped and regenerated, so no image is lost or written twice and
-OUTPUT is never a half-written file. Sampling temperature 1.0 as in the paper; bf16 on GPU.
+The work runs on the corpus runner (`shapca_serving/runner.py`), keyed by content: each image by
+the sha256 of its bytes and the generator's settings (model, prompt, max new tokens,
+temperature, seed). So a renamed copy of an image is described once, a replaced image is
+described again, a deleted image's line leaves the output, and a rerun with other settings
+reuses nothing of the earlier ones (it says which setting changed, in one line). Finished
+contexts are stored as parts in `.<OUTPUT>.parts/` beside the output (each batch written whole
+or not at all), and a finished OUTPUT's own lines count as done; the output is written through a
+partial file and renamed when every image is described, then the parts are removed. One run per
+output at a time (a lock beside it). Sampling temperature 1.0 as in the paper; bf16 on GPU.
 
 On N processes (`torchrun --nproc_per_node N -m datasets_scripts.generate_contexts ...`, or
 `accelerate launch -m ...`: one process per GPU), the images still to describe are split over
-the processes (image k of them to process k % N); each appends to its own
-`OUTPUT.partial.rank-<i>` the same way, and every process reads every part (and `OUTPUT.partial`)
-to know what is done, so a rerun, with any N, resumes. After all processes finish, the main
-process writes OUTPUT in image order and removes the parts. With sampling, the contexts depend
-on which process drew them (each process seeds its own generator with `--seed` plus its index);
-with `--temperature 0` they are those of one process.
+the processes in batches; every process reads every part, so a rerun with any N resumes any
+other N's work, and the main process writes OUTPUT. With sampling, a context depends on which
+process drew it (each process seeds its own generator with `--seed` plus its index); with
+`--temperature 0` the contexts are those of one process.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from modeling_shapca.context_generation import (
     DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, DEFAULT_TEMPERATURE, ContextGenerator, ContextSettings,
 )
 from modeling_shapca.inference import check_positive_int
+from shapca_serving.locks import write_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 logger = logging.getLogger("shapca.generate_contexts")
@@ -51,34 +54,6 @@ logger = logging.getLogger("shapca.generate_contexts")
 
 def list_images(image_dir: str | Path) -> list[Path]:
     return sorted(p for p in Path(image_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-def recover_output(path: Path, truncate: bool = True) -> set[str]:
-    """Image ids already written. A trailing partial line (killed mid-write) is cut off (left in
-    place with `truncate=False`: another process's file, which only its owner changes)."""
-    return set(_complete_records(path, truncate))
-
-
-def _complete_records(path: Path, truncate: bool = True) -> dict[str, bytes]:
-    """`{image_id: line}` of the complete lines of `path`, in file order."""
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    done, keep = {}, 0
-    for line in data.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        done.setdefault(record["image_id"], line)
-        keep += len(line)
-    if keep != len(data) and truncate:
-        logger.warning("dropping %d bytes of an interrupted record at the end of %s", len(data) - keep, path)
-        with path.open("r+b") as handle:
-            handle.truncate(keep)
-    return done
 
 
 def load_generator(model_name: str, device: str | None = None, trust_remote_code: bool = False,
@@ -106,93 +81,110 @@ def _open(path: Path) -> tuple[Image.Image | None, str | None]:
         return None, f"{type(error).__name__}: {error}"
 
 
+SETTING_KEYS = ("generator", "prompt", "max_new_tokens", "temperature", "seed")
+
+
 def generate(
     image_dir, output, model_name: str, prompt: str = DEFAULT_PROMPT, batch_size: int = 8,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = DEFAULT_TEMPERATURE, seed: int = 0,
     limit: int | None = None, generator: ContextGenerator | None = None, trust_remote_code: bool = False,
 ) -> dict:
-    """Generate the missing contexts of `image_dir` into `output`; returns counts."""
+    """The contexts of `image_dir` into `output` (see the module docstring); returns counts:
+    `already_done` (images whose context was found), `generated`, `unreadable` (this run, all
+    processes). With `limit`, at most that many new images are described and OUTPUT is written
+    only once nothing is left."""
+    from shapca_serving.runner import OutputLock, PartStore, digest_of, file_digest, run_parts, world
+
     check_positive_int(batch_size, "batch_size")
     settings = ContextSettings(model_name, prompt, max_new_tokens, temperature)
+    record_settings = {"generator": settings.model, "prompt": settings.prompt,
+                       "max_new_tokens": settings.max_new_tokens, "temperature": settings.temperature, "seed": seed}
+    setting_digest = digest_of(record_settings)[:16]
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    from shapca_serving.batch import world
-
-    place = world()
-    if place.is_main and not partial.exists() and output.exists():
-        shutil.copyfile(output, partial)  # new images join a finished file: it stays untouched until done
-    place.gather(None)  # (several processes: the copy is there before anyone reads)
-    mine = partial if place.size == 1 else output.with_name(f"{output.name}.partial.rank-{place.rank}")
-    parts = [partial, *sorted(output.parent.glob(f"{output.name}.partial.rank-*"))]
-    done = set()
-    for part in parts:
-        done |= recover_output(part, truncate=part == mine)
-    place.gather(None)  # every process knows what is done before any writes
     images = list_images(image_dir)
-    todo = [p for p in images if p.name not in done]
-    limited = limit is not None and len(todo) > limit
-    todo = todo[:limit] if limit is not None else todo
-    todo = todo[place.rank::place.size]
-    counts = {"already_done": len(done), "generated": 0, "unreadable": 0}
-    if todo:
-        if generator is None:
-            generator = ContextGenerator(settings, trust_remote_code=trust_remote_code)
+    hashes = [file_digest(path) for path in images]
+    key_of = [f"{digest}:{setting_digest}" for digest in hashes]
+    path_of = {}
+    for path, key in zip(images, key_of):
+        path_of.setdefault(key, path)  # a renamed copy is the same image: described once
+    keys = list(path_of)
+    place = world()
+    with OutputLock(output, place):
+        store = PartStore(output.with_name(f".{output.name}.parts"))
+        if place.is_main:
+            _seed_from_output(output, store, keys, record_settings, hashes)
+        place.gather(None)  # seeded before any process reads the parts
+        found = store.done(keys)
+        todo = [key for key in keys if key not in found]
+        limited = limit is not None and len(todo) > limit
+        if limit is not None:
+            keys = [key for key in keys if key in found] + todo[:limit]
+        counts = {"already_done": len(found), "generated": 0, "unreadable": 0}
+        state = {"generator": generator}
+
+        def work(chunk: list[str]) -> list[dict]:
+            if state["generator"] is None:
+                state["generator"] = ContextGenerator(settings, trust_remote_code=trust_remote_code)
+            opened = [_open(path_of[key]) for key in chunk]
+            readable = [image for image, error in opened if image is not None]
+            texts = iter(describe(state["generator"], readable) if readable else ())
+            values = []
+            for image, error in opened:
+                values.append({"context": next(texts)} if image is not None else {"context": "", "error": error})
+                counts["unreadable" if error else "generated"] += 1
+            return values
+
         torch.manual_seed(seed + place.rank)
-        with mine.open("a", encoding="utf-8") as handle, tqdm(total=len(todo), desc="contexts", unit="img",
-                                                              disable=not place.is_main) as bar:
-            for start in range(0, len(todo), batch_size):
-                paths = todo[start:start + batch_size]
-                opened = [_open(p) for p in paths]
-                readable = [img for img, err in opened if img is not None]
-                texts = iter(describe(generator, readable) if readable else ())
-                lines = []
-                for path, (image, error) in zip(paths, opened):
-                    record = {"image_id": path.name, "context": next(texts) if image is not None else "",
-                              "generator": settings.model, "prompt": settings.prompt,
-                              "max_new_tokens": settings.max_new_tokens, "temperature": settings.temperature}
-                    if error:
-                        record["error"] = error
-                        counts["unreadable"] += 1
-                    else:
-                        counts["generated"] += 1
-                    lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-                handle.write("".join(lines))
-                handle.flush()
-                os.fsync(handle.fileno())
-                bar.update(len(paths))
-    if place.size > 1:
+        with tqdm(total=len(keys), desc="contexts", unit="img", disable=not place.is_main) as bar:
+            run_parts(keys, store, work, place, batch_size, bar)
         every = place.gather(counts)
         counts = {"already_done": counts["already_done"],
                   **{k: sum(c[k] for c in every) for k in ("generated", "unreadable")}}
         if place.is_main and not limited:
-            _merge(parts + [p for p in output.parent.glob(f"{output.name}.partial.rank-*") if p not in parts],
-                   partial, images)
+            values = store.done(key_of)
+            lines = []
+            for path, digest, key in zip(images, hashes, key_of):
+                lines.append(json.dumps({"image_id": path.name, "sha256": digest, **values[key], **record_settings},
+                                        ensure_ascii=False) + "\n")
+            write_atomic(output, "".join(lines))
+            shutil.rmtree(store.folder, ignore_errors=True)
         place.gather(None)
-    if place.is_main and partial.exists() and not limited:
-        os.replace(partial, output)  # complete: the finished file appears in one step
     return counts
 
 
-def _merge(parts: list[Path], partial: Path, images: list[Path]) -> None:
-    """The processes' parts as one `partial` file in image order (images no longer in the folder
-    after them, in file order), then the parts removed."""
-    records: dict[str, bytes] = {}
-    for part in parts:
-        for image_id, line in _complete_records(part, truncate=False).items():
-            records.setdefault(image_id, line)
-    order = {p.name: i for i, p in enumerate(images)}
-    position = {k: i for i, k in enumerate(records)}
-    ids = sorted(records, key=lambda k: (order.get(k, len(order)), position[k]))
-    tmp = partial.with_name(partial.name + ".merge")
-    with tmp.open("wb") as handle:
-        handle.writelines(records[k] for k in ids)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, partial)
-    for part in parts:
-        if part != partial:
-            part.unlink(missing_ok=True)
+def _seed_from_output(output: Path, store, keys: list[str], settings_now: dict, hashes: list[str]) -> None:
+    """A finished OUTPUT's lines count as done (a part of them is stored), when their image bytes
+    and settings are this run's; one line says so when the settings changed."""
+    from shapca_serving.runner import digest_of
+
+    if not output.is_file():
+        return
+    wanted, entries, other, hashes = set(keys), [], {}, set(hashes)
+    with output.open("r", encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(record, dict) or "sha256" not in record:
+                continue  # written before contexts were keyed by content
+            settings = {name: record.get(name) for name in SETTING_KEYS}
+            key = f"{record['sha256']}:{digest_of(settings)[:16]}"
+            if key in wanted:
+                value = {"context": record.get("context", "")}
+                if "error" in record:
+                    value["error"] = record["error"]
+                entries.append((key, value))
+                wanted.discard(key)
+            elif record["sha256"] in hashes:
+                other = settings
+    if entries:
+        store.write(entries)
+    if other and len(entries) < len(keys):
+        changed = [name for name in SETTING_KEYS if other.get(name) != settings_now[name]]
+        logger.warning("%s: contexts written with another %s are not reused; those images are described again",
+                       output, " and ".join(changed) or "setting")
 
 
 def main(argv=None) -> dict:

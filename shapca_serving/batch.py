@@ -1,36 +1,48 @@
-"""Batch prediction over a corpus, on one process or N (`shapca-predict`'s engine room).
+"""Batch prediction over a corpus (`shapca-predict`'s work on the corpus runner, `runner.py`).
 
 Inputs (`open_source`): a JSON-lines file (every line checked in a first pass, as always; only
 the byte offsets of the lines are kept), a Parquet file or folder, a `save_to_disk` folder, or
 a Hub dataset id (`--split`). Datasets are memory-mapped Arrow tables and read row by row, never
 the whole corpus in memory; a bad row is reported with its split and row index when it is
-reached. Columns: `--text-column` or `--tokens-column`, `--image-column` (an Image feature, bytes
-or paths), `--context-column`, `--pairs-column` (MRE); defaults `text` / `words` or `tokens` /
-`image` / `context` / `pairs`. The other columns that hold plain values (ids, strings, numbers)
-are copied to the output rows.
+reached. Columns: `--text-column` or `--tokens-column`, `--image-column` (an `Image()` feature,
+bytes of an image file or paths), `--context-column`, `--pairs-column` (MRE); defaults `text` /
+`words` or `tokens` / `image` / `context` / `pairs`. Every other plain column (ids, strings,
+numbers, dates) is copied to the output rows (`--columns` names the ones to copy,
+`--drop-columns` the ones to leave out); a copied column named like an output key (`entities`,
+`relations`) is refused before any work.
 
-Work: the rows are cut into chunks of `chunk_size` rows, keyed by their row range
-(`rows-<start>-<end>.jsonl` in `.<output>.parts-<key>/` beside the output, where `<key>` hashes
-the input, the model and the options, so a rerun with other options never mixes parts). Chunk k
-goes to process `k % N` (N and the process index from the launcher: `torchrun`, `accelerate
-launch`, or 1). A chunk is written to a partial file and renamed when complete, so a kill never
-leaves a chunk that counts as done; a rerun of the same command (with any N) keeps the complete
-chunks and redoes the rest. Each process holds a lock on its own part (`rank-<i>.lock`); the main
-process holds the output's lock, waits for every process (torch.distributed, gloo), then writes
-the one output in input order (JSON lines, or Parquet with nested columns, by the suffix) through
-a partial file, and removes the parts.
+Content keys: the input by its bytes (sha256 of a JSON-lines file) or its `datasets`
+fingerprint, the model by its files' bytes (a Hub id by its commit), and every option that
+changes a row (columns, window, stride, ignored labels, backend, quantized, bf16) make the key of
+the parts folder `.<output>.parts-<key>` beside the output; inside it, each row's prediction is
+stored under its position (`runner.PartStore`). A rerun with the same key keeps every complete
+part, with any number of processes; a rerun with another key says in one line which part of the
+key changed and starts that output anew.
+
+Values: the output's rows are the input's rows (the copied columns) with the predictions added.
+JSON lines carry what JSON can: NaN and infinite floats become null, dates and times ISO text,
+decimals text; a binary column is refused up front (drop it with `--drop-columns`). A Parquet
+output keeps the input's column types (a JSON-lines input's field types are found in the first
+pass: a field with one type keeps it, ints with floats become floats, a field of mixed or nested
+types is written as JSON text), then the task's records as nested columns: its schema is known
+before the first row is predicted.
 """
 
 from __future__ import annotations
 
-import hashlib
+import base64
+import datetime
+import decimal
+import io
 import json
-import os
-import time
-from dataclasses import dataclass
+import math
+import shutil
 from pathlib import Path
 
-from .locks import WriterLock, write_atomic
+from modeling_shapca.records import check_text_or_words
+
+from .hub import model_location
+from .runner import changed_parts, digest_of, file_digest
 
 DEFAULT_CHUNK_SIZE = 1024
 INPUT_COLUMNS = {"text": ("text",), "tokens": ("words", "tokens"), "image": ("image",), "context": ("context",),
@@ -38,45 +50,120 @@ INPUT_COLUMNS = {"text": ("text",), "tokens": ("words", "tokens"), "image": ("im
 
 
 # ---------------------------------------------------------------------------------- inputs
+PIPELINE_KEYS = ("text", "words", "image", "context", "pairs")
+
+
+def _check_line_value(value, where: str) -> None:
+    """A passed-through value must be writable as JSON on its output line: no NaN or Infinity
+    (not JSON), no lone surrogate (not UTF-8). Checked before any prediction runs."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"{where}: a field holds text that is not valid Unicode ({error.reason} at "
+                         f"{error.object[error.start:error.end]!r})") from None
+    except ValueError as error:
+        raise ValueError(f"{where}: a field cannot be written back as JSON ({error})") from None
+
+
+def parse_line(raw: bytes, line_no: int, path: Path) -> dict | None:
+    """One input line as `{"line": file:line, "record", "inputs"}` (None for a blank line); every
+    fault named with its `file:line`."""
+    where = f"{path}:{line_no}"
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{where}: not valid UTF-8 (byte {error.start + 1} of the line)") from None
+    if line_no == 1:
+        line = line.removeprefix("\ufeff")
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not JSON ({error.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected an object with 'text' or 'words', got JSON {type(record).__name__}")
+    check_text_or_words(record, where)
+    _check_line_value(record, where)
+    image = record.get("image")
+    inputs = {k: record[k] for k in PIPELINE_KEYS if k in record}
+    if isinstance(image, str) and "://" not in image and not Path(image).is_absolute():
+        inputs["image"] = str(path.parent / image)
+    return {"line": where, "record": record, "inputs": inputs}
+
+
 class JsonlSource:
-    """A JSON-lines file: checked whole in a first pass (faults named `file:line`), then read by
-    line offsets."""
+    """A JSON-lines file: checked whole in a first pass (faults named `file:line`, each field's
+    JSON types noted for a Parquet output), then read by line offsets; keyed by its bytes."""
 
     def __init__(self, path: Path):
-        from .predict import parse_line
-
         self.path, self.name = path, str(path)
-        stat = path.stat()
-        self.fingerprint = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-        self.offsets, self.numbers = [], []
+        self.fingerprint = f"sha256:{file_digest(path)}"
+        self.offsets, self.numbers, self.kinds = [], [], {}
         offset = 0
         with path.open("rb") as handle:
             for line_no, raw in enumerate(handle, start=1):
-                if parse_line(raw, line_no, path) is not None:
+                entry = parse_line(raw, line_no, path)
+                if entry is not None:
                     self.offsets.append(offset)
                     self.numbers.append(line_no)
+                    for key, value in entry["record"].items():
+                        self.kinds.setdefault(key, set()).add(_json_kind(value))
                 offset += len(raw)
+        self.columns = {role: role for role in PIPELINE_KEYS}
+        self.copied = list(self.kinds)
 
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def rows(self, start: int, end: int) -> list[dict]:
-        from .predict import parse_line
-
+    def rows_at(self, indices: list[int]) -> list[dict]:
         entries = []
         with self.path.open("rb") as handle:
-            for i in range(start, end):
+            for i in indices:
                 handle.seek(self.offsets[i])
                 entries.append(parse_line(handle.readline(), self.numbers[i], self.path))
         return entries
 
+    def copied_rows(self, start: int, end: int) -> list[dict]:
+        return [e["record"] for e in self.rows_at(range(start, end))]
+
+    def arrow_fields(self) -> list:
+        """The copied fields' Arrow types from the JSON types seen in the first pass."""
+        import pyarrow as pa
+
+        scalar = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "str": pa.string()}
+        fields = []
+        for key, kinds in self.kinds.items():
+            kinds = kinds - {"null"}
+            if kinds == {"int", "float"}:
+                kinds = {"float"}
+            kind = scalar.get(next(iter(kinds))) if len(kinds) == 1 else None
+            fields.append(pa.field(key, kind if kind is not None else pa.string(), metadata=None if kind is not None
+                                   else {b"shapca": b"json text"}))
+        return fields
+
+
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    return "str" if isinstance(value, str) else "nested"
+
 
 class DatasetSource:
-    """A `datasets.Dataset` (memory-mapped) with the input columns named by `columns`."""
+    """A `datasets.Dataset` (memory-mapped) with the input columns named by `columns`; keyed by
+    its fingerprint. `keep` / `drop`: the plain columns to copy (default: every plain column)."""
 
-    def __init__(self, dataset, name: str, columns: dict[str, str | None]):
+    def __init__(self, dataset, name: str, columns: dict[str, str | None], keep=None, drop=None):
         self.dataset, self.name = dataset, name
-        self.fingerprint = f"{name}:{dataset._fingerprint}:{len(dataset)}"
+        self.fingerprint = f"datasets:{dataset._fingerprint}:{len(dataset)}"
         present = list(dataset.column_names)
         chosen = {}
         for role, given in columns.items():
@@ -95,22 +182,57 @@ class DatasetSource:
         features = dataset.features
         used = set(chosen.values())
         self.copied = [c for c in present if c not in used and _is_plain(features[c])]
+        self.copied = choose_columns(self.copied, keep, drop, name, present)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def rows(self, start: int, end: int) -> list[dict]:
+    def rows_at(self, indices: list[int]) -> list[dict]:
         entries = []
-        for i, row in enumerate(self.dataset.select(range(start, end)), start=start):
+        for i, row in zip(indices, self.dataset.select(indices)):
             inputs = {}
             for role, column in self.columns.items():
                 value = row[column]
                 if value is None:
                     continue
+                if role == "image":
+                    value = _image_value(value, f"{self.name} row {i}")
                 inputs["words" if role == "tokens" else role] = value
-            entries.append({"line": f"{self.name} row {i}", "record": {c: row[c] for c in self.copied},
-                            "inputs": inputs})
+            entries.append({"line": f"{self.name} row {i}", "inputs": inputs})
         return entries
+
+    def copied_rows(self, start: int, end: int) -> list[dict]:
+        return self.dataset.select_columns(self.copied).select(range(start, end)).to_list() if self.copied \
+            else [{} for _ in range(start, end)]
+
+    def copied_table(self, start: int, end: int):
+        """The copied columns of rows `[start, end)` as an Arrow table (their own types)."""
+        return self.dataset.data.table.select(self.copied).slice(start, end - start) if self.copied else None
+
+    def arrow_fields(self) -> list:
+        schema = self.dataset.data.table.schema
+        return [schema.field(c) for c in self.copied]
+
+
+def _image_value(value, where: str):
+    """An image column's value as the engine takes it: bytes of an image file (a binary column,
+    or an undecoded `Image()` feature's `{"bytes", "path"}`) as a file object, else as it is."""
+    if isinstance(value, dict) and ("bytes" in value or "path" in value):
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(value))
+    return value
+
+
+def choose_columns(copied: list[str], keep, drop, name: str, present: list[str]) -> list[str]:
+    """The columns copied to the output: `keep` (in its order) or every plain column, less
+    `drop`; each named column must exist."""
+    for flag, names in (("--columns", keep), ("--drop-columns", drop)):
+        missing = [c for c in names or () if c not in present]
+        if missing:
+            raise ValueError(f"{flag}: {name} has no column {missing[0]!r}; its columns: {present}")
+    chosen = list(keep) if keep is not None else copied
+    return [c for c in chosen if c not in set(drop or ())]
 
 
 def _is_plain(feature) -> bool:
@@ -119,162 +241,196 @@ def _is_plain(feature) -> bool:
     return isinstance(feature, (datasets.Value, datasets.ClassLabel))
 
 
-def open_source(path_or_id: str, split: str | None = None, columns: dict | None = None):
-    """The input of a batch prediction (see the module docstring)."""
+def open_source(path_or_id: str, split: str | None = None, columns: dict | None = None, keep=None, drop=None):
+    """The input of a batch prediction (see the module docstring); `keep` / `drop` choose the
+    copied columns (`--columns`, `--drop-columns`)."""
     columns = columns or {role: None for role in INPUT_COLUMNS}
     path = Path(path_or_id)
     if path.is_file() and path.suffix.lower() in (".jsonl", ".json", ".txt"):
         if any(v is not None for v in columns.values()):
             raise ValueError(f"{path} is a JSON-lines file: its fields are named text / words / image / context / "
                              "pairs; the column flags are for datasets")
-        return JsonlSource(path)
+        source = JsonlSource(path)
+        source.copied = choose_columns(source.copied, keep, drop, str(path), list(source.kinds))
+        return source
     import datasets
 
     if path.is_file() and path.suffix.lower() == ".parquet":
-        return DatasetSource(datasets.Dataset.from_parquet(str(path)), str(path), columns)
+        return DatasetSource(datasets.Dataset.from_parquet(str(path)), str(path), columns, keep, drop)
     if path.is_dir():
-        parquet = sorted(str(p) for p in path.rglob("*.parquet"))
+        parquet = sorted(str(p) for p in path.rglob("*.parquet") if not p.name.startswith("."))
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             loaded = datasets.load_from_disk(str(path))
             if isinstance(loaded, datasets.DatasetDict):
                 if split not in loaded:
                     raise ValueError(f"{path} holds the splits {sorted(loaded)}: choose one with --split")
                 loaded = loaded[split]
-            return DatasetSource(loaded, f"{path}" + (f" split {split!r}" if split else ""), columns)
+            return DatasetSource(loaded, f"{path}" + (f" split {split!r}" if split else ""), columns, keep, drop)
         if parquet:
-            return DatasetSource(datasets.Dataset.from_parquet(parquet), str(path), columns)
+            return DatasetSource(datasets.Dataset.from_parquet(parquet), str(path), columns, keep, drop)
         raise ValueError(f"{path} is a folder without a saved dataset (save_to_disk) or Parquet files")
-    if path.exists() or path_or_id.startswith((".", "/", "~")):
-        raise ValueError(f"--input {path_or_id}: not a JSON-lines file (.jsonl), a Parquet file or a dataset folder")
+    try:
+        model_location(path_or_id, "dataset folder")  # (a folder was handled above: this is a Hub id or an error)
+    except OSError:
+        raise ValueError(f"--input {path_or_id}: not a JSON-lines file (.jsonl), a Parquet file or a dataset folder") \
+            from None
     if split is None:
         raise ValueError(f"--input {path_or_id} is read as a Hub dataset id: name its --split")
     loaded = datasets.load_dataset(path_or_id, split=split)  # downloaded once, memory-mapped
-    return DatasetSource(loaded, f"{path_or_id} split {split!r}", columns)
+    return DatasetSource(loaded, f"{path_or_id} split {split!r}", columns, keep, drop)
 
 
-# ---------------------------------------------------------------------------------- processes
-@dataclass
-class World:
-    rank: int = 0
-    size: int = 1
+def check_copied(source, output_keys: tuple[str, ...], parquet: bool) -> None:
+    """Before any work: no copied column named like an output key, and (JSON lines) no binary
+    column, which JSON cannot carry."""
+    clash = [c for c in source.copied if c in output_keys]
+    if clash:
+        raise ValueError(f"{source.name}: the column {clash[0]!r} would be replaced by the predictions "
+                         f"({', '.join(output_keys)}); rename it, or leave it out with --drop-columns {clash[0]}")
+    if not parquet and isinstance(source, DatasetSource):
+        import pyarrow as pa
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def gather(self, value):
-        """`value` of every process, in rank order (also the barrier the main process waits at)."""
-        if self.size == 1:
-            return [value]
-        import torch.distributed as dist
-
-        out = [None] * self.size
-        dist.all_gather_object(out, value)
-        return out
+        for field in source.arrow_fields():
+            if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+                raise ValueError(f"{source.name}: the column {field.name!r} holds bytes, which a JSON-lines output "
+                                 f"cannot carry: leave it out with --drop-columns {field.name}, or write .parquet")
 
 
-def world() -> World:
-    """This process's place among the launcher's (`torchrun`, `accelerate launch`: `RANK`,
-    `WORLD_SIZE`); a process group over gloo when there are several."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if size > 1:
-        import datetime
-
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))  # a slow part is not an error
-    return World(rank, size)
+# ---------------------------------------------------------------------------------- the parts
+def parts_path(output: Path, key: dict) -> Path:
+    """The parts folder of this key, beside `output`."""
+    return output.with_name(f".{output.name}.parts-{digest_of(key)[:16]}")
 
 
-# ---------------------------------------------------------------------------------- chunks
-def parts_folder(output: Path, key: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return output.with_name(f".{output.name}.parts-{digest}")
-
-
-def chunk_name(start: int, end: int) -> str:
-    return f"rows-{start:012d}-{end:012d}.jsonl"
-
-
-def chunks(total: int, size: int) -> list[tuple[int, int]]:
-    return [(start, min(start + size, total)) for start in range(0, total, size)]
-
-
-def predict_part(engine, source, folder: Path, spans: list[tuple[int, int]], output_key: str, batch_size: int,
-                 options: dict, bar=None) -> dict:
-    """This process's chunks (those not already complete): rows, records and seconds done now."""
-    from .predict import output_line
-
-    done = {"rows": 0, "records": 0, "seconds": 0.0}
-    for start, end in spans:
-        if (folder / chunk_name(start, end)).is_file():
-            if bar is not None:
-                bar.update(end - start)
+def prepare_parts(output: Path, key: dict) -> str | None:
+    """The parts folder of this key, made (main process, holding the output's lock), and a
+    one-line note when an earlier run's parts under another key were there: which part of the
+    key changed. Those parts are removed: nothing of them is reused."""
+    folder = parts_path(output, key)
+    note = None
+    for other in sorted(output.parent.glob(f".{output.name}.parts-*")):
+        if other == folder or not other.is_dir():
             continue
-        began = time.perf_counter()
-        entries = source.rows(start, end)
+        try:
+            before = json.loads((other / KEY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            before = {}
+        changed = changed_parts(before, json.loads(json.dumps(key, default=str))) if before else ["key"]
+        changed = list(dict.fromkeys(KEY_WORDS.get(name, name) for name in changed))
+        note = (f"{output}: the {' and '.join(changed)} changed since the run that left {other.name}; nothing of it is "
+                "reused, the output is predicted anew")
+        shutil.rmtree(other, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / KEY_FILE).write_text(json.dumps(key, sort_keys=True, default=str), encoding="utf-8")
+    return note
+
+
+KEY_FILE = "key.json"
+KEY_WORDS = {"columns": "columns", "copied": "columns", "ignore_labels": "ignored labels", "bf16": "bf16 autocast"}
+
+
+def predict_rows(engine, source, batch_size: int, options: dict):
+    """The work of one chunk of row positions: the engine's predictions, in order."""
+    def work(indices: list[int]) -> list:
+        entries = source.rows_at(indices)
         records = [{**e["inputs"], "_name": e["line"]} for e in entries]
-        predictions = engine(records, batch_size=batch_size, show_progress=False, **options)
-        write_atomic(folder / chunk_name(start, end),  # a chunk is complete or absent
-                     "".join(output_line(e["record"], p, output_key) for e, p in zip(entries, predictions)))
-        done["rows"] += end - start
-        done["records"] += sum(_count(p) for p in predictions)
-        done["seconds"] += time.perf_counter() - began
-        if bar is not None:
-            bar.update(end - start)
-    return done
+        return engine(records, batch_size=batch_size, show_progress=False, **options)
+
+    return work
 
 
-def _count(prediction) -> int:
-    if isinstance(prediction, dict):
-        return len(prediction.get("entities", [])) + len(prediction.get("relations", []))
-    return len(prediction)
+def count_records(predictions) -> int:
+    total = 0
+    for prediction in predictions:
+        total += (len(prediction.get("entities", [])) + len(prediction.get("relations", []))
+                  if isinstance(prediction, dict) else len(prediction))
+    return total
 
 
-def assemble(folder: Path, total: int, size: int, handle, parquet: bool, task: str) -> None:
-    """The one output from the complete chunks, in input order (JSON lines into `handle`, or a
-    Parquet file at `handle.name`)."""
-    paths = [folder / chunk_name(start, end) for start, end in chunks(total, size)]
-    missing = [p.name for p in paths if not p.is_file()]
-    if missing:
-        raise RuntimeError(f"{len(missing)} chunk(s) are not complete ({', '.join(missing[:3])}...): rerun the same "
-                           "command to finish them")
-    if not parquet:
-        for path in paths:
-            with path.open("r", encoding="utf-8") as part:
-                for line in part:
-                    handle.write(line)
-        return
-    write_parquet(paths, handle, task)
+# ---------------------------------------------------------------------------------- the output
+ASSEMBLY_ROWS = 4096  # rows read back and written at a time
 
 
-def write_parquet(paths: list[Path], handle, task: str) -> None:
-    """The chunks' lines as one Parquet file with the records as nested columns."""
+def json_safe(value):
+    """A copied value as JSON carries it: NaN and infinities as null, dates and times as ISO
+    text, decimals as text (nested values likewise)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return value
+
+
+def _with_prediction(row: dict, prediction, output_key: str) -> dict:
+    out = {k: json_safe(v) for k, v in row.items()}
+    if output_key:
+        out[output_key] = prediction
+    else:
+        out.update(prediction)
+    return out
+
+
+def write_jsonl(source, predictions: dict, output_key: str, handle) -> None:
+    """The output's lines in input order: each row's copied columns and its prediction."""
+    for start in range(0, len(source), ASSEMBLY_ROWS):
+        end = min(start + ASSEMBLY_ROWS, len(source))
+        rows = source.copied_rows(start, end)
+        handle.write("".join(json.dumps(_with_prediction(row, predictions[i], output_key), ensure_ascii=False,
+                                        allow_nan=False) + "\n" for i, row in zip(range(start, end), rows)))
+
+
+def write_parquet(source, predictions: dict, task: str, target: Path) -> None:
+    """One Parquet file: the copied columns in the input's types, then the records as nested
+    columns (the schema is fixed before the first row)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    handle.close()
-    writer = None
-    try:
-        for path in paths:
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-            if writer is None:
-                schema = output_schema(rows, task)
-                writer = pq.ParquetWriter(handle.name, schema)
-            if rows:
-                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-        if writer is None:
-            writer = pq.ParquetWriter(handle.name, output_schema([], task))
-    finally:
-        if writer is not None:
-            writer.close()
+    from modeling_shapca.tasks import get_task
+
+    schema = output_schema(source, task)
+    output_key = get_task(task).output_key
+    record_names = [f.name for f in schema][len(source.copied):]
+    with pq.ParquetWriter(str(target), schema) as writer:
+        for start in range(0, len(source), ASSEMBLY_ROWS):
+            end = min(start + ASSEMBLY_ROWS, len(source))
+            found = [predictions[i] for i in range(start, end)]
+            records = {name: [p if output_key else p[name] for p in found] for name in record_names}
+            columns = _copied_columns(source, start, end, schema)
+            for name in record_names:
+                columns[name] = pa.array(records[name], type=schema.field(name).type)
+            writer.write_table(pa.Table.from_pydict(columns, schema=schema))
 
 
-def output_schema(rows: list[dict], task: str):
-    """The output's Arrow schema: the copied input columns (inferred from the first chunk, text
-    where it holds only nulls) and the task's records as lists of structs."""
+def _copied_columns(source, start: int, end: int, schema) -> dict:
+    import pyarrow as pa
+
+    if isinstance(source, DatasetSource):
+        table = source.copied_table(start, end)
+        return {} if table is None else {name: table.column(name) for name in source.copied}
+    rows = source.copied_rows(start, end)
+    columns = {}
+    for name in source.copied:
+        field = schema.field(name)
+        values = [row.get(name) for row in rows]
+        if field.metadata and field.metadata.get(b"shapca") == b"json text":
+            values = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+        columns[name] = pa.array(values, type=field.type)
+    return columns
+
+
+def output_schema(source, task: str):
+    """The output's Arrow schema: the copied columns (the input's types) and the task's records
+    as lists of structs."""
     import pyarrow as pa
 
     span = [("word", pa.string()), ("start", pa.int64()), ("end", pa.int64())]
@@ -286,28 +442,17 @@ def output_schema(rows: list[dict], task: str):
         relation = pa.struct([("head", ends), ("tail", ends), ("label", pa.string()), ("score", pa.float64())])
         records = [("relations", pa.list_(relation))] if task == "mre" else [("entities", pa.list_(entity)),
                                                                                ("relations", pa.list_(relation))]
-    names = {name for name, _ in records}
-    fields = []
-    if rows:
-        inferred = pa.Table.from_pylist([{k: v for k, v in r.items() if k not in names} for r in rows]).schema
-        fields = [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type) for f in inferred]
-    return pa.schema(fields + [pa.field(name, kind) for name, kind in records])
-
-
-def lock_part(folder: Path, rank: int) -> WriterLock:
-    folder.mkdir(parents=True, exist_ok=True)
-    return WriterLock(folder / f"rank-{rank}.lock", f"another run is predicting part {rank} in {folder} right now; "
-                                                     "wait for it or choose another --output").acquire()
+    return pa.schema(source.arrow_fields() + [pa.field(name, kind) for name, kind in records])
 
 
 def summary(stats: list[dict], total_seconds: float) -> str:
-    rows = sum(s["rows"] for s in stats)
-    per = ", ".join(str(s["rows"]) for s in stats)
-    records = sum(s["records"] for s in stats)
+    rows = sum(s["items"] for s in stats)
+    per = ", ".join(str(s["items"]) for s in stats)
+    records = sum(s.get("records", 0) for s in stats)
     rate = rows / total_seconds if total_seconds else 0.0
     return (f"predicted {rows} rows ({records} records) in {total_seconds:.1f} s, {rate:.1f} rows/s; "
             f"rows per process: {per}")
 
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "DatasetSource", "JsonlSource", "World", "assemble", "chunks", "open_source",
-           "parts_folder", "predict_part", "world"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "DatasetSource", "JsonlSource", "check_copied", "json_safe", "open_source",
+           "output_schema", "parse_line", "parts_path", "prepare_parts", "predict_rows", "write_jsonl", "write_parquet"]

@@ -9,11 +9,15 @@ the remote code).
 Inputs: a JSON-lines file, a Parquet file or folder, a save_to_disk folder, or a Hub dataset id
 with --split; dataset columns by --text-column / --tokens-column, --image-column,
 --context-column, --pairs-column (training's underscore spellings work too), plain columns (ids)
-copied to the output. Output: JSON lines, or Parquet with the records as nested columns (by the
-suffix), rows in input order. Under torchrun or accelerate launch each process predicts its share
-of --chunk-size row chunks and the main process writes the one output; a rerun after a kill keeps
-the complete chunks (shapca_serving/batch.py). A progress bar (rows/s) on the main process
-(--no-progress silences it) and one summary line with the rows per process.
+copied to the output (--columns / --drop-columns choose them). Output: JSON lines, or Parquet
+with the input's column types and the records as nested columns (by the suffix), rows in input
+order. The work runs on the corpus runner (shapca_serving/runner.py): under torchrun or
+accelerate launch each process predicts its share of chunks of at most --chunk-size rows and the
+main process writes the one output; a rerun after a kill keeps every complete chunk, with any
+number of processes, as long as the input's bytes, the model's files and the options that change
+a row are the same (otherwise it says what changed and starts anew; shapca_serving/batch.py). A
+progress bar (rows/s) on the main process (--no-progress silences it) and one summary line with
+the rows per process.
 
 A JSON-lines input has one record per line (docs/records.md has the formats):
 
@@ -34,12 +38,14 @@ the input file's folder (not the working directory). Image URLs are fetched with
 FETCH_MAX_REDIRECTS); the CLI runs on your machine, so it may fetch from your own network
 (private addresses are refused only by the demo app, which serves others).
 
-Writing is atomic: the output goes to `.<name>.partial` beside `--output`, renamed into place
-once every record is predicted, so an error, Ctrl-C, SIGTERM or a kill leaves an existing output
-untouched and never a partial one (SIGTERM removes the partial file; after a SIGKILL the next run
-reuses it). The output gets the umask's permissions, or keeps those of the file it replaces.
-One run writes an output at a time: a second run naming the same `--output` is refused while
-the first holds its lock. The input may not be the output, nor may the output be a folder.
+Writing is atomic: the predictions go to complete parts in `.<name>.parts-<key>/` beside
+`--output`, and the output to `.<name>.partial`, renamed into place once every row is written,
+so an error, a full disk, Ctrl-C, SIGTERM or a kill leaves an existing output untouched, the
+complete parts and nothing else. The output gets the umask's permissions, or keeps those of the
+file it replaces. One run writes an output at a time: a second run naming the same `--output`
+is refused while the first holds its lock (`.<name>.lock`, a plain file never followed through a
+link). The input may not be the output, the output may not be a folder nor lie inside an input
+folder.
 
 Backends: both run the one inference engine (`modeling_shapca/engine.py`): `--backend torch`
 (default) with the PyTorch model as its runner; `--backend onnx` as
@@ -55,9 +61,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -65,56 +70,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from modeling_shapca.engine import check_options
+from modeling_shapca.inference import check_positive_int
 from modeling_shapca.tasks import get_task
 
 from .batch import (
-    DEFAULT_CHUNK_SIZE, INPUT_COLUMNS, assemble, chunks, lock_part, open_source, parts_folder, predict_part, summary,
-    world,
+    DEFAULT_CHUNK_SIZE, INPUT_COLUMNS, check_copied, count_records, open_source, parse_line, parts_path, predict_rows,
+    prepare_parts, summary, write_jsonl, write_parquet,
 )
-from .locks import WriterLock
-
-PIPELINE_KEYS = ("text", "words", "image", "context", "pairs")
-
-
-def _check_line_value(value, where: str) -> None:
-    """A passed-through value must be writable as JSON on its output line: no NaN or Infinity
-    (not JSON), no lone surrogate (not UTF-8). Checked before any prediction runs."""
-    try:
-        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise ValueError(f"{where}: a field holds text that is not valid Unicode ({error.reason} at "
-                         f"{error.object[error.start:error.end]!r})") from None
-    except ValueError as error:
-        raise ValueError(f"{where}: a field cannot be written back as JSON ({error})") from None
-
-
-def parse_line(raw: bytes, line_no: int, path: Path) -> dict | None:
-    """One input line as `{"line": file:line, "record", "inputs"}` (None for a blank line); every
-    fault named with its `file:line`."""
-    where = f"{path}:{line_no}"
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{where}: not valid UTF-8 (byte {error.start + 1} of the line)") from None
-    if line_no == 1:
-        line = line.removeprefix("\ufeff")
-    if not line.strip():
-        return None
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where}: not JSON ({error.msg})") from None
-    except RecursionError:
-        raise ValueError(f"{where}: JSON nested too deeply") from None
-    if not isinstance(record, dict) or (("text" in record) == ("words" in record)):
-        raise ValueError(f"{where}: expected an object with exactly one of 'text' or 'words'")
-    _check_line_value(record, where)
-    image = record.get("image")
-    inputs = {k: record[k] for k in PIPELINE_KEYS if k in record}
-    if isinstance(image, str) and "://" not in image and not Path(image).is_absolute():
-        inputs["image"] = str(path.parent / image)
-    return {"line": where, "record": record, "inputs": inputs}
-
+from .loading import check_serving_options, load_engine, model_fingerprint, model_task
+from .runner import OutputLock, PartStore, run_parts, world
 
 def read_inputs(path: Path) -> list[dict]:
     """The records of a JSONL file, each with `_name` = `file:line` for error messages. Every
@@ -127,84 +92,68 @@ def read_inputs(path: Path) -> list[dict]:
 
 
 class OutputFile:
-    """Writes `target` as a whole or not at all: into `.<name>.partial` beside it, renamed into
-    place when complete. The output keeps an existing file's mode (else the umask's); one run at
-    a time per output (a lock beside it: a second writer is refused while the first runs); the
-    partial file of a killed run is reused by the next one; SIGTERM removes it like an error."""
+    """Writes `target` as a whole or not at all: into `.<name>.partial` beside it (`path`; `open()`
+    gives a text handle), renamed into place when complete, with an existing file's mode (else
+    the umask's). On any failure, a full disk included, the partial file is removed and the
+    previous output stays as it was. The caller holds the output's lock (`runner.OutputLock`)."""
 
     def __init__(self, target: Path):
         self.target = target
-        self.partial = target.with_name(f".{target.name}.partial")
-        self.lock_path = target.with_name(f".{target.name}.lock")
+        self.path = target.with_name(f".{target.name}.partial")
+        self.handle = None
 
-    def __enter__(self):
-        import signal
-
-        if self.target.is_dir():
-            raise ValueError(f"--output {self.target} is a folder; name a file")
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = WriterLock(self.lock_path, f"another run is writing {self.target} right now; wait for it or "
-                                                "choose another --output").acquire()
-        self._previous = signal.getsignal(signal.SIGTERM)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _terminate)  # before the partial file exists: it never outlives a SIGTERM
-        try:
-            self.handle = open(self.partial, "w", encoding="utf-8")  # truncates a killed run's leftover
-        except BaseException:
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, self._previous)
-            self._lock.release()
-            raise
+    def open(self):
+        self.handle = open(self.path, "w", encoding="utf-8")  # truncates a killed run's leftover
         return self.handle
 
-    def __exit__(self, kind, error, traceback):
-        import signal
+    def __enter__(self) -> "OutputFile":
+        if self.target.is_dir():
+            raise ValueError(f"--output {self.target} is a folder; name a file")
+        return self
 
+    def __exit__(self, kind, error, traceback):
         try:
             if kind is None:
-                if not self.handle.closed:  # (a Parquet output is written by its own writer)
+                if self.handle is not None:
                     self.handle.flush()
                     os.fsync(self.handle.fileno())
                     self.handle.close()
                 if self.target.exists():
-                    os.chmod(self.partial, self.target.stat().st_mode & 0o7777)
-                os.replace(self.partial, self.target)
-            else:
-                self.handle.close()
-                self.partial.unlink(missing_ok=True)
-        finally:
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, self._previous)
-            self._lock.release()
+                    os.chmod(self.path, self.target.stat().st_mode & 0o7777)
+                os.replace(self.path, self.target)
+                return False
+        except BaseException:
+            self._discard()
+            raise
+        self._discard()
         return False
+
+    def _discard(self) -> None:
+        if self.handle is not None:
+            try:
+                self.handle.close()  # flushes: fails again on a full disk
+            except OSError:
+                pass
+        self.path.unlink(missing_ok=True)
 
 
 def _terminate(signum, frame):
-    raise SystemExit(128 + signum)  # unwinds through OutputFile.__exit__: the partial file goes
+    raise SystemExit(128 + signum)  # unwinds: partial parts and the partial output are removed
 
 
-def build_engine(model, processor, trust_remote_code: bool = False):
-    """The inference engine with the model as its runner: this package's engine, or with
-    consent the engine shipped with the model's own code (where it has one)."""
-    from modeling_shapca import engine, torch_runner
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """SIGTERM raises SystemExit for the run (main thread only), so nothing partial outlives it."""
+    import signal
 
-    if trust_remote_code:
-        package = type(model).__module__.rsplit(".", 1)[0]
-        try:
-            engine = importlib.import_module(f"{package}.engine")
-            torch_runner = importlib.import_module(f"{package}.torch_runner")
-        except ImportError:  # remote code written before the engine: this package's engine drives it
-            pass
-    return engine.InferenceEngine(torch_runner.TorchRunner(model, processor))
-
-
-def output_line(record: dict, prediction, output_key: str) -> str:
-    out = dict(record)
-    if output_key:
-        out[output_key] = prediction
-    else:
-        out.update(prediction)
-    return json.dumps(out, ensure_ascii=False) + "\n"
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv=None) -> int:
@@ -218,9 +167,13 @@ def main(argv=None) -> int:
                        ("pairs", "pairs")):
         parser.add_argument(f"--{flag}-column", f"--{flag}_column", dest=f"{role}_column",
                             help=f"the dataset column of the {role} (default: {' or '.join(INPUT_COLUMNS[role])})")
+    parser.add_argument("--columns", nargs="+", metavar="COLUMN",
+                        help="the input columns copied to the output (default: every plain column)")
+    parser.add_argument("--drop-columns", "--drop_columns", dest="drop_columns", nargs="+", metavar="COLUMN",
+                        help="input columns left out of the output")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
-                        help="rows per resumable chunk (a rerun after a kill keeps the complete chunks)")
+                        help="rows per resumable chunk, at most (and at most rows / processes, so every process works)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (GPU)")
     parser.add_argument("--window", type=int, help="words per window over long inputs (default: the model's max_words)")
@@ -232,83 +185,105 @@ def main(argv=None) -> int:
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="run the code shipped in the model folder (off: this package's classes are used)")
     args = parser.parse_args(argv)
-    for name in ("batch_size", "chunk_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if args.window is not None and args.window < 1:
-        parser.error(f"--window must be a positive integer, got {args.window}")
-    if args.stride is not None and not 0 <= args.stride < (args.window or 2 ** 31):
-        parser.error(f"--stride must be >= 0 and smaller than --window, got {args.stride}")
+    try:  # the engine's checks and messages, as flags
+        check_positive_int(args.chunk_size, "--chunk-size")
+        check_options(args.batch_size, args.window, args.stride)
+        check_serving_options(None, args.backend, args.quantized, None, args.trust_remote_code)
+    except (TypeError, ValueError) as error:
+        parser.error(_as_flags(str(error)))
     source_path = Path(args.input)
     if source_path.suffix.lower() in (".jsonl", ".json") and not source_path.is_file():
         parser.error(f"--input {args.input} is not a file")
     if args.output.exists() and source_path.exists() and args.output.resolve() == source_path.resolve():
         parser.error("--output is the --input file; write the predictions to another file")
+    if source_path.is_dir() and args.output.resolve().is_relative_to(source_path.resolve()):
+        parser.error(f"--output {args.output} is inside the --input folder {args.input}: a later run would read it as "
+                     "input; write it elsewhere")
     if args.output.is_dir():
         parser.error(f"--output {args.output} is a folder; name a file")
     if args.output.suffix.lower() not in (".jsonl", ".json", ".parquet"):
         parser.error(f"--output {args.output}: name a .jsonl or a .parquet file")
-    if args.backend == "onnx" and (args.bf16 or args.trust_remote_code):
-        parser.error("--bf16 and --trust-remote-code are options of --backend torch")
-    if args.quantized and args.backend != "onnx":
-        parser.error("--quantized needs --backend onnx")
+    if args.backend == "onnx" and args.bf16:
+        parser.error("--bf16 is an option of --backend torch")
+    with _sigterm_unwinds():
+        return _run(args)
 
+
+def _run(args) -> int:
+    parquet = args.output.suffix.lower() == ".parquet"
     columns = {role: getattr(args, f"{role}_column") for role in INPUT_COLUMNS}
-    source = open_source(args.input, args.split, columns)  # a JSON-lines file is checked whole here
+    # a JSON-lines file is checked whole here (and hashed); every check comes before any work
+    source = open_source(args.input, args.split, columns, args.columns, args.drop_columns)
+    task = model_task(args.model)
+    spec = get_task(task)
+    check_copied(source, (spec.output_key,) if spec.output_key else ("entities", "relations"), parquet)
     place = world()
-    key = {"input": source.fingerprint, "model": str(args.model), "backend": args.backend, "quantized": args.quantized,
-           "window": args.window, "stride": args.stride, "ignore": args.ignore_labels, "chunk": args.chunk_size,
-           "bf16": args.bf16}
-    folder = parts_folder(args.output, key)
-    spans = chunks(len(source), args.chunk_size)
-    mine = spans[place.rank::place.size]
-    with contextlib.ExitStack() as stack:
-        out = stack.enter_context(OutputFile(args.output)) if place.is_main else None  # claimed before the model loads
-        stack.callback(_drop_if_empty, folder)  # a failure before any complete chunk leaves nothing behind
-        stack.callback(lock_part(folder, place.rank).release)
-        engine = _engine(args)
-        options = {"window": args.window, "stride": args.stride, "ignore_labels": args.ignore_labels}
-        if args.backend == "torch":
-            import torch
-
-            options["autocast_dtype"] = torch.bfloat16 if args.bf16 else None
-        task = engine.task
-        started = time.perf_counter()
-        show = place.is_main and not args.no_progress
-        with tqdm(total=sum(end - start for start, end in mine), desc="predict", unit="row", disable=not show) as bar:
-            done = predict_part(engine, source, folder, mine, get_task(task).output_key, args.batch_size, options, bar)
-        stats = place.gather(done)  # every process's part is complete past this point
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with OutputLock(args.output, place):  # claimed before the model loads
+        key = {"input": source.fingerprint, "model": model_fingerprint(args.model), "backend": args.backend,
+               "quantized": args.quantized, "columns": source.columns, "copied": source.copied,
+               "window": args.window, "stride": args.stride, "ignore_labels": args.ignore_labels, "bf16": args.bf16}
+        folder = parts_path(args.output, key)
         if place.is_main:
-            assemble(folder, len(source), args.chunk_size, out, args.output.suffix.lower() == ".parquet", task)
+            note = prepare_parts(args.output, key)
+            if note:
+                print(note)
+        place.gather(None)  # the parts folder is ready before anyone writes
+        try:
+            engine = _engine(args)
+            options = {"window": args.window, "stride": args.stride, "ignore_labels": args.ignore_labels}
+            if args.backend == "torch":
+                import torch
+
+                options["autocast_dtype"] = torch.bfloat16 if args.bf16 else None
+            started = time.perf_counter()
+            show = place.is_main and not args.no_progress
+            counted = {"records": 0}
+            work = predict_rows(engine, source, args.batch_size, options)
+
+            def counting(indices):
+                predictions = work(indices)
+                counted["records"] += count_records(predictions)
+                return predictions
+
+            store = PartStore(folder)
+            with tqdm(total=len(source), desc="predict", unit="row", disable=not show) as bar:
+                done = run_parts(list(range(len(source))), store, counting, place, args.chunk_size, bar)
+            stats = place.gather({**done, **counted})  # every process's parts are complete past this point
+        except BaseException:
+            if place.is_main:
+                _drop_if_empty(folder)  # a failure before any complete part leaves nothing behind
+            raise
+        if place.is_main:
+            predictions = store.done()
+            with OutputFile(args.output) as out:
+                if parquet:
+                    write_parquet(source, predictions, engine.task, out.path)
+                else:
+                    write_jsonl(source, predictions, spec.output_key, out.open())
             print(summary(stats, time.perf_counter() - started))
-    if place.is_main:
-        for leftover in args.output.parent.glob(f".{args.output.name}.parts-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
     return len(source)
 
 
 def _drop_if_empty(folder: Path) -> None:
-    """Remove the parts folder when it holds no complete chunk (and no other process's lock)."""
-    if folder.is_dir() and not any(folder.glob("rows-*.jsonl")) and not any(folder.glob("rank-*.lock")):
+    """Remove the parts folder when it holds no complete part."""
+    if folder.is_dir() and not any(folder.glob("part-*.jsonl")):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _as_flags(message: str) -> str:
+    """An option's message in the CLI's spelling (`batch_size` -> `--batch-size`)."""
+    for name in ("batch_size", "window", "stride", "trust_remote_code", "quantized", "backend"):
+        message = re.sub(rf"(?<![-\w]){name}\b", "--" + name.replace("_", "-"), message)
+    return message
+
+
 def _engine(args):
-    """The inference engine of the chosen backend, on this process's GPU when there is one."""
-    if args.backend == "onnx":
-        from .onnx_predictor import ShapCAOnnxPredictor
-
-        return ShapCAOnnxPredictor.from_pretrained(args.model, quantized=args.quantized)
-    import torch
-
-    from .loading import load_trained
-
-    model, processor = load_trained(args.model, args.trust_remote_code)
-    if torch.cuda.is_available():
-        model = model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
-    engine = build_engine(model, processor, args.trust_remote_code)
-    engine.runner.check()
-    return engine
+    """The inference engine of the chosen backend (`loading.load_engine`), on this process's
+    GPU when there is one."""
+    return load_engine(args.model, args.backend, args.quantized, device="auto" if args.backend == "torch" else None,
+                       trust_remote_code=args.trust_remote_code)
 
 
 if __name__ == "__main__":

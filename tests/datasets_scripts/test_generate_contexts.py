@@ -1,6 +1,7 @@
 """The context generator on a tiny random LLaVA built locally (no downloads)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,18 +54,16 @@ def test_resume_after_interruption_neither_loses_nor_duplicates(tiny_llava, imag
     monkeypatch.setattr(gc, "describe", interrupted)
     with pytest.raises(KeyboardInterrupt):
         gc.generate(image_dir, out, tiny_llava, batch_size=2, max_new_tokens=4, generator=generator)
-    partial = tmp_path / "ctx.jsonl.partial"
     assert not out.exists()  # never a half-written output
-    assert [r["image_id"] for r in read(partial)] == ["100.jpg", "101.jpg"]
-    with partial.open("a") as handle:  # and a record cut in the middle of its write
-        handle.write('{"image_id": "102.jpg", "cont')
+    parts = list((tmp_path / ".ctx.jsonl.parts").glob("part-*.jsonl"))
+    assert len(parts) == 1 and len(parts[0].read_text().splitlines()) == 2  # the first batch, whole
     monkeypatch.setattr(gc, "describe", real_describe)
     counts = gc.generate(image_dir, out, tiny_llava, batch_size=2, max_new_tokens=4, generator=generator)
     ids = [r["image_id"] for r in read(out)]
     assert ids == [f"{100 + i}.jpg" for i in range(6)]
     assert counts["already_done"] == 2 and counts["generated"] + counts["unreadable"] == 4
-    assert not partial.exists()
-    assert gc.generate(image_dir, out, tiny_llava, generator=generator)["generated"] == 0
+    assert not (tmp_path / ".ctx.jsonl.parts").exists()
+    assert gc.generate(image_dir, out, tiny_llava, max_new_tokens=4, generator=generator)["generated"] == 0
     # a new image joins a finished file: the finished file is untouched until the run completes
     before = out.read_text()
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image_dir / "200.jpg")
@@ -74,8 +73,64 @@ def test_resume_after_interruption_neither_loses_nor_duplicates(tiny_llava, imag
         gc.generate(image_dir, out, tiny_llava, batch_size=2, max_new_tokens=4, generator=generator)
     assert out.read_text() == before
     monkeypatch.setattr(gc, "describe", real_describe)
-    assert gc.generate(image_dir, out, tiny_llava, generator=generator)["generated"] == 1
+    assert gc.generate(image_dir, out, tiny_llava, max_new_tokens=4, generator=generator)["generated"] == 1
     assert [r["image_id"] for r in read(out)][-1] == "200.jpg"
+
+
+# ---------------------------------------------------------------------------------- issue 47
+GREEDY = dict(batch_size=2, max_new_tokens=4, temperature=0.0)
+
+
+def test_contexts_are_keyed_by_image_content(tiny_llava, image_dir, tmp_path, monkeypatch):
+    """A renamed copy is described once; a deleted image leaves the output; a replaced image is
+    described again; every record carries its image's hash and the settings."""
+    import hashlib
+    import shutil
+
+    generator = gc.load_generator(tiny_llava, max_new_tokens=4, temperature=0.0)
+    out = tmp_path / "ctx.jsonl"
+    first = gc.generate(image_dir, out, tiny_llava, generator=generator, **GREEDY)
+    assert first == {"already_done": 0, "generated": 5, "unreadable": 1}
+    records = {r["image_id"]: r for r in read(out)}
+    assert records["100.jpg"]["sha256"] == hashlib.sha256((image_dir / "100.jpg").read_bytes()).hexdigest()
+    assert {k: records["100.jpg"][k] for k in gc.SETTING_KEYS} == {
+        "generator": tiny_llava, "prompt": gc.DEFAULT_PROMPT, "max_new_tokens": 4, "temperature": 0.0, "seed": 0}
+    shutil.copyfile(image_dir / "101.jpg", image_dir / "copy-of-101.jpg")  # a retweet's image under another name
+    (image_dir / "102.jpg").unlink()  # deleted
+    Image.fromarray(np.full((20, 20, 3), 200, dtype=np.uint8)).save(image_dir / "103.jpg")  # replaced
+    described = []
+    real = gc.describe
+    monkeypatch.setattr(gc, "describe", lambda g, images: described.append(len(images)) or real(g, images))
+    counts = gc.generate(image_dir, out, tiny_llava, generator=generator, **GREEDY)
+    assert sum(described) == 1 and counts["generated"] == 1  # only the replaced image
+    now = {r["image_id"]: r for r in read(out)}
+    assert sorted(now) == ["100.jpg", "101.jpg", "103.jpg", "104.jpg", "105.jpg", "copy-of-101.jpg"]
+    assert now["copy-of-101.jpg"]["context"] == now["101.jpg"]["context"] == records["101.jpg"]["context"]
+    assert now["103.jpg"]["sha256"] != records["103.jpg"]["sha256"]
+    clean = tmp_path / "clean.jsonl"
+    gc.generate(image_dir, clean, tiny_llava, generator=generator, **GREEDY)
+    assert read(clean) == read(out)  # equal to an uninterrupted run over the folder as it is now
+
+
+def test_another_prompt_reuses_nothing_and_says_so(tiny_llava, image_dir, tmp_path, caplog):
+    out = tmp_path / "ctx.jsonl"
+    generator = gc.load_generator(tiny_llava, max_new_tokens=4, temperature=0.0)
+    gc.generate(image_dir, out, tiny_llava, generator=generator, **GREEDY)
+    other = gc.load_generator(tiny_llava, prompt="who is there?", max_new_tokens=4, temperature=0.0)
+    counts = gc.generate(image_dir, out, tiny_llava, prompt="who is there?", generator=other, **GREEDY)
+    assert counts == {"already_done": 0, "generated": 5, "unreadable": 1}
+    assert {r["prompt"] for r in read(out)} == {"who is there?"}  # one generator's contexts, never two
+    assert "contexts written with another prompt are not reused" in caplog.text
+
+
+def test_two_runs_on_one_output_at_once_are_refused(tiny_llava, image_dir, tmp_path):
+    from shapca_serving.locks import WriterLock
+
+    out = tmp_path / "ctx.jsonl"
+    with WriterLock(tmp_path / ".ctx.jsonl.lock", "held"):  # as a first run holds it
+        with pytest.raises(ValueError, match=r"another run is writing .*ctx.jsonl right now"):
+            gc.generate(image_dir, out, tiny_llava, **GREEDY)
+    assert not out.exists()
 
 
 def test_one_generator_for_builder_and_inference(tiny_llava, processor):
@@ -106,34 +161,53 @@ def test_contexts_join_twitter_ids(tmp_path):
     assert dataset["train"]["context"] == ["A city."]
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_write_the_one_output_in_image_order(tiny_llava, image_dir, tmp_path):
-    """Greedy decoding (temperature 0): the contexts of two processes are those of one; a killed
-    two-process run (a part with two complete records and a cut one) is resumed by the same
-    command, and the parts are gone at the end."""
+    """Greedy decoding (temperature 0): the contexts of two processes are those of one; a
+    two-process run with a rank SIGKILLed mid-run is resumed on 1 and on 3 processes: one line
+    per image, equal to an uninterrupted run."""
     import os
+    import signal
     import subprocess
     import sys
+    import time
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
-    args = ["--image-dir", str(image_dir), "--model", tiny_llava, "--batch-size", "2", "--max-new-tokens", "4",
+    for i in range(6, 16):  # more images, so a rank can be killed mid-run
+        Image.fromarray(np.full((24, 24 + i, 3), 10 * i, dtype=np.uint8)).save(image_dir / f"{100 + i}.jpg")
+    args = ["--image-dir", str(image_dir), "--model", tiny_llava, "--batch-size", "1", "--max-new-tokens", "4",
             "--temperature", "0"]
     gc.main([*args, "--output", str(tmp_path / "one.jsonl")])
     expected = (tmp_path / "one.jsonl").read_text()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-               "datasets_scripts.generate_contexts", *args]
+
+    def command(n):
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), "-m",
+                "datasets_scripts.generate_contexts", *args]
+
     out = tmp_path / "two.jsonl"
-    done = subprocess.run([*command, "--output", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+    done = subprocess.run([*command(2), "--output", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert out.read_text() == expected
-    resumed = tmp_path / "resumed.jsonl"
-    lines = expected.splitlines(keepends=True)
-    (tmp_path / "resumed.jsonl.partial.rank-1").write_text(lines[3] + lines[1] + lines[4][:20])  # killed mid-line
-    done = subprocess.run([*command, "--output", str(resumed)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert resumed.read_text() == expected
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"already_done": 2, "generated": 3, "unreadable": 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "one.jsonl", "resumed.jsonl", "two.jsonl"]
+    for resume_on in (1, 3):
+        target = tmp_path / f"killed-{resume_on}.jsonl"
+        parts = target.with_name(f".{target.name}.parts")
+        process = subprocess.Popen([*command(2), "--output", str(target)], cwd=ROOT, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 240
+        while len(list(parts.glob("part-*.jsonl"))) < 3:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        workers = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        os.kill(int(workers[-1]), signal.SIGKILL)  # one rank dies mid-run; the launcher ends the other
+        process.wait(timeout=120)
+        assert not target.exists()
+        done = subprocess.run([*command(resume_on), "--output", str(target)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert target.read_text() == expected  # one line per image, as the uninterrupted run
+        counts = json.loads(done.stdout.strip().splitlines()[-1])
+        assert counts["already_done"] >= 3 and counts["already_done"] + counts["generated"] + counts["unreadable"] \
+            == 16  # every image once

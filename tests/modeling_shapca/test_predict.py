@@ -6,7 +6,7 @@ import torch
 from modeling_shapca import ShapCAForTokenClassification, ShapCAProcessor
 from shapca_serving import predict as predict_cli
 from modeling_shapca.inference import bio_to_spans, normalize_inputs, tokenize_with_offsets
-from tests.conftest import random_image
+from tests.helpers import random_image
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_predict_cli(trained_model_dir, tmp_path):
     assert [r["id"] for r in rows] == ["a", "b", "c"] and rows[2]["entities"] == []
     assert all(isinstance(r["entities"], list) for r in rows)
     inputs.write_text('{"id": "a", "text": "x"}\n{"id": "b"}\n')
-    with pytest.raises(ValueError, match="in.jsonl:2: expected an object"):
+    with pytest.raises(ValueError, match=r"in.jsonl:2: give exactly one of 'text' \(a string\) or 'words'"):
         predict_cli.main([str(trained_model_dir), "--input", str(inputs), "--output", str(out)])
     long = " ".join(f"Word{i}" for i in range(600))  # windowed, as the pipeline is
     inputs.write_text(json.dumps({"id": "long", "text": long}) + "\n")
@@ -184,6 +184,7 @@ def test_predict_cli(trained_model_dir, tmp_path):
                           "--stride", "8"])
 
 
+@pytest.mark.slow
 def test_captured_inference_path_gives_the_same_records(model):
     """predict(compile=True): inputs padded to shape buckets and a compiled model; the padded
     words and subwords change nothing (same tags, scores within float noise)."""
@@ -248,14 +249,15 @@ def test_cli_output_modes_folders_and_relative_images(trained_model_dir, tmp_pat
 
 
 def test_cli_killed_or_doubled_leaves_no_partial_output(trained_model_dir, tmp_path):
-    """Real processes: SIGTERM removes the partial file, a SIGKILL's leftover is reused by the
-    next run, and a second run on the same output is refused while the first one writes."""
+    """Real processes: SIGTERM leaves the previous output and the complete parts (no partial
+    file), a SIGKILL's complete parts are reused by the next run, and a second run on the same
+    output is refused while the first one works."""
     import signal
     import subprocess
     import sys
     import time
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     inputs = tmp_path / "in.jsonl"
     inputs.write_text("".join(json.dumps({"id": i, "text": f"Kevin Durant scores {i} points in Oakland tonight"}) + "\n"
@@ -264,15 +266,19 @@ def test_cli_killed_or_doubled_leaves_no_partial_output(trained_model_dir, tmp_p
     out.write_text("previous\n")
     partial = tmp_path / ".out.jsonl.partial"
     command = [sys.executable, "-m", "shapca_serving.predict", str(trained_model_dir), "--input", str(inputs),
-               "--output", str(out), "--batch-size", "4"]
+               "--output", str(out), "--batch-size", "4", "--chunk-size", "64"]
+
+    def parts():
+        return list(tmp_path.glob(".out.jsonl.parts-*/part-*.jsonl"))
 
     def started():
+        before = len(parts())
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
-        while not partial.exists():
+        while len(parts()) <= before:
             assert process.poll() is None, process.stderr.read()
             assert time.monotonic() < deadline
-            time.sleep(0.1)
+            time.sleep(0.05)
         return process
 
     process = started()
@@ -281,12 +287,16 @@ def test_cli_killed_or_doubled_leaves_no_partial_output(trained_model_dir, tmp_p
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) != 0
     assert not partial.exists() and out.read_text() == "previous\n"
+    assert not list(tmp_path.glob(".out.jsonl.parts-*/.*partial*"))  # no part half-written
+    kept = len(parts())
     process = started()
     process.kill()
     process.wait(timeout=60)
-    assert partial.exists() and out.read_text() == "previous\n"  # a SIGKILL cannot clean up ...
-    subprocess.run(command[:-1] + ["128"], cwd=ROOT, check=True, capture_output=True, timeout=600)
-    assert not partial.exists()  # ... the next run reuses and renames it
+    assert len(parts()) > kept and out.read_text() == "previous\n"  # complete parts stay after a SIGKILL ...
+    done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
+    redone = int(done.stdout.split("predicted ")[1].split(" rows")[0])
+    assert redone < 1500  # ... and the next run does not predict them again
+    assert not partial.exists() and not parts()
     assert len(out.read_text().splitlines()) == 1500
 
 

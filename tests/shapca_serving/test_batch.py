@@ -13,7 +13,7 @@ import datasets
 import pytest
 
 from shapca_serving import predict as predict_cli
-from tests.conftest import ROOT, random_image
+from tests.helpers import ROOT, random_image
 
 WORDS = ["Kevin", "Durant", "enters", "Oracle", "Arena", "with", "Stephen", "Curry", "in", "Paris", "tonight"]
 
@@ -139,12 +139,12 @@ def test_a_sigkill_mid_run_then_the_same_command_gives_the_same_output(trained_m
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while len(list(tmp_path.glob(".out.jsonl.parts-*/rows-*.jsonl"))) < 3:
+    while len(list(tmp_path.glob(".out.jsonl.parts-*/part-*.jsonl"))) < 3:
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
-    kept = {p.name for p in tmp_path.glob(".out.jsonl.parts-*/rows-*.jsonl")}
+    kept = {p.name for p in tmp_path.glob(".out.jsonl.parts-*/part-*.jsonl")}
     assert 3 <= len(kept) < 30 and not out.exists()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
