@@ -96,19 +96,16 @@ def tag_ahead(args) -> dict:
     slice_size = len(words) // (args.rounds + 1)
     slices = [words[i * slice_size:(i + 1) * slice_size] for i in range(args.rounds + 1)]
     pipe = _pipeline(args.model)
-    times = {True: [], False: []}
+    times, records = {True: [], False: []}, {}
     with torch.inference_mode():
         for round_, chunk in enumerate(slices):  # round 0 warms up
             for ahead in ((True, False) if round_ % 2 else (False, True)):
                 pipe.tag_ahead = ahead
                 began = time.perf_counter()
-                records = pipe([{"words": w} for w in chunk], batch_size=args.batch_size, show_progress=False)
+                records[ahead] = pipe([{"words": w} for w in chunk], batch_size=args.batch_size, show_progress=False)
                 if round_:
                     times[ahead].append(time.perf_counter() - began)
-                if ahead:
-                    expected = records
-                else:
-                    same = records == expected
+    same = records[True] == records[False]
     pipe.tag_ahead = True
     rates = {ahead: slice_size / statistics.median(t) for ahead, t in times.items()}
     return {"sentences_per_round": slice_size, "rounds": args.rounds, "batch_size": args.batch_size,

@@ -59,7 +59,7 @@ def main(argv=None) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from modeling_shapca import ShapCAForTokenClassification, ShapCAProcessor
     from shapca_serving.onnx_export import export_onnx
-    from tests.conftest import MINILM_PATH, tiny_config
+    from tests.helpers import MINILM_PATH, tiny_config
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

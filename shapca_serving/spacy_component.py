@@ -49,17 +49,13 @@ import contextlib
 import io
 from typing import Iterable, Iterator
 
-import regex
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
-from modeling_shapca.inference import INVISIBLE
-
 RELATIONS_KEY = "shapca_relations"  # doc.user_data: [[head start, head end, tail start, tail end, label, score]]
 PAIRS_KEY = "shapca_relation_pairs"  # doc.user_data: [[head start, head end, tail start, tail end]] (token offsets)
 CONTEXT_KEYS = ("image", "context")  # what `nlp.pipe(..., as_tuples=True)` may give per text
-_INVISIBLE_ONLY = regex.compile(f"[{INVISIBLE}]+")
 DEFAULT_CONFIG = {"backend": "torch", "quantized": False, "batch_size": 32, "window": None, "stride": None,
                   "device": None, "overwrite_ents": False, "trust_remote_code": False, "spans_key": "shapca"}
 
@@ -311,7 +307,11 @@ class ShapCAComponent:
 def token_words(text: str) -> list[str]:
     """The words of one token's text: its whitespace-separated pieces that hold more than
     invisible characters (the pipeline's tokenizer never makes a word of those either)."""
-    return [piece for piece in text.split() if not _INVISIBLE_ONLY.fullmatch(piece)]
+    import regex
+
+    from modeling_shapca.inference import INVISIBLE  # (here: spaCy imports this module for every pipeline)
+
+    return [piece for piece in text.split() if not regex.fullmatch(f"[{INVISIBLE}]+", piece)]
 
 
 def _words(word_tokens: list[int], start: int, end: int) -> list[int] | None:

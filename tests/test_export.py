@@ -119,7 +119,7 @@ def test_an_invalid_export_json_is_named(run, tmp_path):
     from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
 
     copy = tmp_path / "copy"
-    shutil.copytree(run, copy)
+    shutil.copytree(run[0], copy)
     (copy / "onnx" / "export.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"copy/onnx/export.json is not valid JSON \(.*\): export the model again"):
         ShapCAOnnxPredictor.from_pretrained(copy)
