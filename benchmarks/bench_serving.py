@@ -25,9 +25,10 @@ Shap-CA and plain graphs (fp32 and int8) on the same sentences at batch 32, summ
 and where the Shap-CA int8 predictor's time goes (POS, tokenizer, graph, rest). `memory`: each
 path's peak RSS in a fresh process (loading included). `pos`: the POS tagger's fast path against
 spaCy as loaded on every shipped split: words/s and equal tags. `tag-ahead`: the PyTorch
-pipeline (eager, batch 32, sorted) with and without its `get_iterator` override's tagging one
-batch ahead (`ShapCAPipeline.tag_ahead`), alternating rounds on fresh slices; the median round
-each and the gain (issue 42 keeps the override if removing it costs more than 2 %). Run on a
+pipeline (eager, batch 32, sorted) as it is and with its DataLoader's batches POS-tagged one
+ahead in a thread (`engine.tagged_ahead`, as the pipeline did before issue 42), alternating
+rounds on fresh slices; the median round each and the gain (issue 42 kept it only if removing it
+cost more than 2 %). Run on a
 quiet machine.
 """
 
@@ -95,18 +96,37 @@ def tag_ahead(args) -> dict:
     words = _words("test")
     slice_size = len(words) // (args.rounds + 1)
     slices = [words[i * slice_size:(i + 1) * slice_size] for i in range(args.rounds + 1)]
+    from modeling_shapca import pipeline_shapca
+    from modeling_shapca.engine import tagged_ahead
+
     pipe = _pipeline(args.model)
+    plain_loader = pipeline_shapca.DataLoader
+
+    class TaggedAhead:  # the loader's batches, each with the future of its tags (the pipeline's _forward reads it)
+        def __init__(self, *loader_args, **loader_kwargs):
+            self.loader = plain_loader(*loader_args, **loader_kwargs)
+
+        def __len__(self):
+            return len(self.loader)
+
+        def __iter__(self):
+            for batch, row_tags in tagged_ahead(self.loader, lambda batch: pipe.engine.tag_rows(batch["records"])):
+                yield {**batch, "row_tags": row_tags}
+
     times, records = {True: [], False: []}, {}
     with torch.inference_mode():
-        for round_, chunk in enumerate(slices):  # round 0 warms up
-            for ahead in ((True, False) if round_ % 2 else (False, True)):
-                pipe.tag_ahead = ahead
-                began = time.perf_counter()
-                records[ahead] = pipe([{"words": w} for w in chunk], batch_size=args.batch_size, show_progress=False)
-                if round_:
-                    times[ahead].append(time.perf_counter() - began)
+        try:
+            for round_, chunk in enumerate(slices):  # round 0 warms up
+                for ahead in ((True, False) if round_ % 2 else (False, True)):
+                    pipeline_shapca.DataLoader = TaggedAhead if ahead else plain_loader
+                    began = time.perf_counter()
+                    records[ahead] = pipe([{"words": w} for w in chunk], batch_size=args.batch_size,
+                                          show_progress=False)
+                    if round_:
+                        times[ahead].append(time.perf_counter() - began)
+        finally:
+            pipeline_shapca.DataLoader = plain_loader
     same = records[True] == records[False]
-    pipe.tag_ahead = True
     rates = {ahead: slice_size / statistics.median(t) for ahead, t in times.items()}
     return {"sentences_per_round": slice_size, "rounds": args.rounds, "batch_size": args.batch_size,
             "with_tag_ahead": round(rates[True], 1), "without": round(rates[False], 1),

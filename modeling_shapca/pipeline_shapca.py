@@ -58,7 +58,7 @@ from transformers import Pipeline
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
 from .engine import (
-    PROGRESS_FROM, InferenceEngine, check_options, in_input_order, length_order, named_inputs, tagged_ahead,
+    PROGRESS_FROM, InferenceEngine, check_options, in_input_order, length_order, named_inputs,
 )
 from .tasks import get_task
 from .torch_runner import TorchRunner
@@ -76,7 +76,6 @@ class ShapCAPipeline(Pipeline):
     _load_feature_extractor = False
     _load_video_processor = False
     _pipeline_calls_generate = False
-    tag_ahead = True  # POS-tag a list's next batch in a thread while the model runs (docs/benchmarks.md)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -136,6 +135,7 @@ class ShapCAPipeline(Pipeline):
 
     def _forward(self, model_inputs: dict, **options) -> dict:
         records = model_inputs["records"]
+        # ("row_tags": POS tags a loader may bring with a batch, `engine.tag_rows`; the tag-ahead benchmark does)
         values = self.engine.run_batch(records, row_tags=model_inputs.get("row_tags"), **options)
         # a list of per-input entries: the pipeline's batch iterator hands each input its own
         return {"inputs": [{"record": r, "values": v} for r, v in zip(records, values)]}
@@ -147,9 +147,10 @@ class ShapCAPipeline(Pipeline):
         return self.engine.finish(entry["record"], entry["values"], ignore_labels)
 
     # ------------------------------------------------------------------ batching
-    # transformers' own `get_iterator` with two changes: records are batched by `_collate` (its
-    # `pad_collate_fn` pads tensors only), and the batches of a list are POS-tagged one ahead in a
-    # thread (`_TaggedAhead`; its gain is measured in docs/benchmarks.md, "One loader").
+    # transformers' own `get_iterator` with records batched by `_collate` (its `pad_collate_fn`
+    # pads tensors only) and a progress bar on long inputs. It no longer POS-tags a list's next
+    # batch in a thread: measured on 2 cores, that gained nothing (-0.04 % and -9.5 % in two runs;
+    # docs/benchmarks.md, "One loader").
     def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
         sized = isinstance(inputs, collections.abc.Sized)
         if sized:
@@ -158,8 +159,6 @@ class ShapCAPipeline(Pipeline):
             dataset = PipelineIterator(inputs, self.preprocess, preprocess_params)
             num_workers = 0
         loader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=self._collate)
-        if self.tag_ahead and sized and len(inputs) > batch_size:  # each batch tagged while the model runs on the one before
-            loader = _TaggedAhead(loader, self.engine)
         model_iterator = PipelineIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
         outputs = PipelineIterator(model_iterator, self.postprocess, postprocess_params)
         show = getattr(self, "_show_progress", None)
@@ -168,21 +167,6 @@ class ShapCAPipeline(Pipeline):
 
             return tqdm(outputs, total=len(inputs) if sized else None, desc=self.spec.pipeline_task, unit="input")
         return outputs
-
-
-class _TaggedAhead:
-    """The DataLoader's batches, each with the future of its POS tags (`row_tags`, from
-    `engine.tagged_ahead`: batch k+1 tagged in a thread while the model runs on batch k)."""
-
-    def __init__(self, loader, engine):
-        self.loader, self.engine = loader, engine
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        for batch, row_tags in tagged_ahead(self.loader, lambda batch: self.engine.tag_rows(batch["records"])):
-            yield {**batch, "row_tags": row_tags}
 
 
 __all__ = ["ShapCAPipeline"]

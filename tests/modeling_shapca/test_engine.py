@@ -60,15 +60,6 @@ def test_the_engine_tags_one_batch_ahead_in_a_thread(ner, monkeypatch):
     recorder.check()
 
 
-def test_the_pipeline_tags_one_batch_ahead_in_a_thread(ner, monkeypatch):
-    model, processor = ner
-    pipe = ShapCAPipeline(model=model, processor=processor, task="multimodal-ner")
-    expected = pipe(SENTENCES, batch_size=1)
-    recorder = Recorder(pipe.runner, monkeypatch, 3)
-    assert pipe(SENTENCES, batch_size=3) == expected
-    recorder.check()
-
-
 VARIED = ["Go #Bears !", "Kevin Durant met Stephen Curry and Klay Thompson in Oakland tonight", "Paris",
           {"text": "RT @cnni : Paris floods", "context": "a flooded street with cars and people"},
           ["Warriors", "win"], "Oracle Arena"]
