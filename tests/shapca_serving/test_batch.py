@@ -13,7 +13,7 @@ import datasets
 import pytest
 
 from shapca_serving import predict as predict_cli
-from tests.helpers import ROOT, random_image
+from tests.helpers import ROOT, random_image, same_rows, strip_scores
 
 WORDS = ["Kevin", "Durant", "enters", "Oracle", "Arena", "with", "Stephen", "Curry", "in", "Paris", "tonight"]
 
@@ -25,22 +25,6 @@ def _rows(n: int) -> list[dict]:
 def _jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
-
-
-def _strip_scores(value):
-    if isinstance(value, dict):
-        return {k: _strip_scores(v) for k, v in value.items() if k != "score"}
-    if isinstance(value, list):
-        return [_strip_scores(v) for v in value]
-    return value
-
-
-def _same_lines(got: list[dict], expected: list[dict]) -> None:
-    assert len(got) == len(expected) > 0
-    assert [_strip_scores(g) for g in got] == [_strip_scores(e) for e in expected]
-    scores = lambda rows: [e["score"] for r in rows for e in r["entities"]]  # noqa: E731
-    assert len(scores(expected)) > 0
-    assert max(abs(a - b) for a, b in zip(scores(got), scores(expected))) <= 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +49,7 @@ def test_a_saved_dataset_in_and_parquet_out(trained_model_dir, single, tmp_path,
     loaded = datasets.Dataset.from_parquet(str(out))
     assert loaded.column_names == ["id", "n", "entities"]  # the plain columns copied; records nested
     assert isinstance(loaded.features["entities"], (datasets.List, datasets.Sequence))
-    _same_lines(list(loaded), [{"id": e["id"], "n": e["n"], "entities": e["entities"]} for e in expected])
+    same_rows(list(loaded), [{"id": e["id"], "n": e["n"], "entities": e["entities"]} for e in expected])
     assert "rows per process: 60" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.parquet", "saved"]  # no parts or locks left
 
@@ -88,7 +72,7 @@ def test_a_parquet_file_with_images_in(trained_model_dir, tmp_path):
 
     model, processor = load_trained(str(trained_model_dir))
     pipe = ShapCAPipeline(model=model.eval(), processor=processor)
-    assert _strip_scores(lines[0]["entities"]) == _strip_scores(pipe({"text": "Kevin Durant in Paris",
+    assert strip_scores(lines[0]["entities"]) == strip_scores(pipe({"text": "Kevin Durant in Paris",
                                                                       "image": image}))
 
 
@@ -124,7 +108,7 @@ def test_two_processes_under_torchrun_give_the_output_of_one(trained_model_dir, 
                                      "--chunk-size", "7", "--no-progress"], 2),
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    _same_lines([json.loads(line) for line in out.read_text().splitlines()], expected)
+    same_rows([json.loads(line) for line in out.read_text().splitlines()], expected)
     summary = [line for line in done.stdout.splitlines() if "rows per process" in line]
     assert len(summary) == 1 and summary[0].endswith("rows per process: 32, 28")  # chunks 0,2,.. and 1,3,..
 
@@ -148,7 +132,7 @@ def test_a_sigkill_mid_run_then_the_same_command_gives_the_same_output(trained_m
     assert 3 <= len(kept) < 30 and not out.exists()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    _same_lines([json.loads(line) for line in out.read_text().splitlines()], expected)
+    same_rows([json.loads(line) for line in out.read_text().splitlines()], expected)
     redone = int(done.stdout.split("predicted ")[1].split(" rows")[0])
     assert redone == 60 - 2 * len(kept)  # the complete chunks were not predicted again
 
@@ -169,5 +153,5 @@ def test_the_onnx_backend_under_torchrun_gives_the_torch_records(trained_model_d
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     got = list(datasets.Dataset.from_parquet(str(out)))
-    assert [_strip_scores(g["entities"]) for g in got] == [_strip_scores(e["entities"]) for e in expected]
+    assert [strip_scores(g["entities"]) for g in got] == [strip_scores(e["entities"]) for e in expected]
     assert [g["id"] for g in got] == [e["id"] for e in expected]
