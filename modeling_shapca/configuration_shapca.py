@@ -28,6 +28,7 @@ FLOAT_FIELDS = {
     "alpha": (0.0, None, True, None), "beta": (0.0, None, True, None), "tau": (0.0, None, False, None),
     "alignment_margin": (0.0, None, True, None), "refinement_scale": (0.0, None, True, None),
     "dropout": (0.0, 1.0, True, False), "initializer_range": (0.0, None, False, None),
+    "context_dropout": (0.0, 1.0, True, True),
 }
 POSITIVE_INT_FIELDS = ("projection_dim", "fusion_dim", "fusion_heads", "pos_embedding_dim", "position_embedding_dim",
                        "hidden_dim", "max_words")
@@ -99,6 +100,11 @@ class ShapCAConfig(PretrainedConfig):
         fusion: `"adaptive"` (Eqs. 8-11) or `"plain"` (ablation "w/o context in fusion":
             cross-attention without the context gates).
         dropout (`float`): dropout on the fused features and in the heads.
+        context_dropout (`float`): the share of training examples with a context whose context is
+            removed (training mode only; `modeling_shapca.drop_contexts`), so that a model trained
+            with contexts keeps its quality when served without a context generator. Not in the
+            paper; default 0 (the paper's setting) until the evidence in docs/benchmarks.md
+            ("Images at serving time") says otherwise.
         gather_alignment_features (`bool`): under `torch.distributed`, build the Shapley game
             over the features of all ranks (one global coalition) instead of the local batch.
         label_groups (`dict[str, list[str]]`): the word-pair head's label groups (each its own
@@ -132,6 +138,7 @@ class ShapCAConfig(PretrainedConfig):
     context_in_alignment: bool = True
     fusion: str = "adaptive"
     dropout: float = 0.1
+    context_dropout: float = 0.0
     gather_alignment_features: bool = False
     label_groups: dict | None = None
     initializer_range: float = 0.02

@@ -81,6 +81,26 @@ class ShapCATokenClassifierOutput(ModelOutput):
     shapley_games: ShapleyGames | None = None
 
 
+def drop_contexts(attention_mask: torch.Tensor, text_mask: torch.Tensor, context_mask: torch.Tensor,
+                  share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Context dropout (`ShapCAConfig.context_dropout`, training only; not in the paper): exactly
+    `round(share * n)` of the `n` examples that have a context, drawn from torch's RNG, lose it.
+    Their context segment (the context's subwords and the separator after them) leaves the
+    attention mask, so the encoder reads `[CLS] text [SEP]` at the same positions, as for an
+    input without a context, and the alignment leaves them out of its games. Vectorised, with no
+    host sync: the rows are ranked by random keys on the device."""
+    has_context = context_mask.any(dim=1)
+    keys = torch.rand(has_context.shape, device=has_context.device).masked_fill(~has_context, 2.0)
+    rank = keys.argsort().argsort()  # 0 .. batch-1, the rows with a context first
+    count = torch.round(has_context.sum() * share)
+    drop = has_context & (rank < count)
+    positions = torch.arange(text_mask.shape[1], device=text_mask.device)
+    text_end = (text_mask * positions).amax(dim=1, keepdim=True) + 1  # the separator after the text
+    segment = positions.unsqueeze(0) > text_end  # the context and its separator
+    attention_mask = attention_mask * ~(drop.unsqueeze(1) & segment)
+    return attention_mask, context_mask & ~drop.unsqueeze(1)
+
+
 def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of `states` `(batch, L, d)` over positions where `mask` `(batch, L)` is True
     (zero vector where no position is); `mask` may also be `(batch, S, L)` for `S` segments
@@ -415,12 +435,15 @@ class ShapCAModel(ShapCAPreTrainedModel):
         if image_regions is not None and (pixel_values is not None or compute_alignment):
             raise ValueError("image_regions replaces pixel_values at inference: give one of them, with "
                              "compute_alignment=False")
+        text_mask, context_mask, word_mask = text_mask.bool(), context_mask.bool(), word_mask.bool()
+        if self.training and self.config.context_dropout > 0:
+            attention_mask, context_mask = drop_contexts(attention_mask, text_mask, context_mask,
+                                                         self.config.context_dropout)
         text_kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             text_kwargs["token_type_ids"] = token_type_ids
         states = self.text_model(**text_kwargs).last_hidden_state
         word_states = states.gather(1, word_index.unsqueeze(-1).expand(-1, -1, states.shape[-1]))  # H_t
-        text_mask, context_mask, word_mask = text_mask.bool(), context_mask.bool(), word_mask.bool()
         batch = input_ids.shape[0]
         if has_image is not None:
             has_image = has_image.bool()
@@ -654,5 +677,6 @@ __all__ = [
     "ShapCAPreTrainedModel",
     "ShapCATokenClassifierOutput",
     "combine_losses",
+    "drop_contexts",
     "masked_mean",
 ]

@@ -50,6 +50,8 @@ FIELD_HELP = {
     "max_words": ("Most words per sentence (size of the position embedding).", None),
     "refinement_scale": ("lambda of Eq. 17 (word-pair refinement; paper: 1).", None),
     "dropout": ("Dropout on the fused features and in the heads.", None),
+    "context_dropout": ("Share of training examples with a context whose context is removed (training only; not in "
+                        "the paper): a model trained with contexts then keeps its quality served without them.", None),
     "gather_alignment_features": ("Under several processes, play one Shapley game over the global batch.", None),
     "initializer_range": ("Std of the heads' initial weights.", None),
 }

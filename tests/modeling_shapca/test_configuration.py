@@ -34,6 +34,7 @@ def test_round_trip(tmp_path):
         ({"alpha": -3}, r"^ShapCAConfig.alpha must be a finite number >= 0, got -3$"),
         ({"beta": True}, r"^ShapCAConfig.beta must be a finite number >= 0, got True$"),
         ({"dropout": 1.0}, r"^ShapCAConfig.dropout must be a finite number >= 0 and < 1, got 1.0$"),
+        ({"context_dropout": 1.5}, r"^ShapCAConfig.context_dropout must be a finite number >= 0 and <= 1, got 1.5$"),
         ({"refinement_scale": float("-inf")}, r"refinement_scale must be a finite number >= 0"),
         ({"max_words": 0}, r"^ShapCAConfig.max_words must be a positive int, got 0$"),
         ({"hidden_dim": 16.0}, r"^ShapCAConfig.hidden_dim must be a positive int, got 16.0$"),

@@ -261,3 +261,54 @@ def test_captured_alignment_equals_eager(make_model, batch, alignment, context_i
         assert torch.allclose(captured_grads[name], grad, atol=1e-6, rtol=1e-5), name
     model.shapca.capture_alignment(False)
     assert model.shapca._captured_alignment is None
+
+
+# ---------------------------------------------------------------------------------- context dropout (issue 43)
+def test_a_seeded_batch_loses_exactly_the_configured_share_of_contexts():
+    from modeling_shapca.modeling_shapca import drop_contexts
+
+    text = torch.zeros(8, 10, dtype=torch.bool)
+    text[:, 1:3] = True  # [CLS] w w [SEP] context... [SEP]
+    context = torch.zeros(8, 10, dtype=torch.bool)
+    context[:6, 4:7] = True  # 6 of 8 rows have a context
+    attention = torch.zeros(8, 10, dtype=torch.long)
+    attention[:, :4] = 1
+    attention[:6, 4:8] = 1
+    for share, dropped in ((0.0, 0), (0.5, 3), (1 / 3, 2), (1.0, 6)):
+        torch.manual_seed(0)
+        new_attention, new_context = drop_contexts(attention, text, context, share)
+        lost = context.any(1) & ~new_context.any(1)
+        assert int(lost.sum()) == dropped
+        assert torch.equal(new_attention[~lost], attention[~lost])  # the other rows are untouched
+        assert torch.equal(new_attention[lost], torch.tensor([[1, 1, 1, 1] + [0] * 6] * dropped).reshape(-1, 10))
+        assert not new_context[lost].any() and not (lost & ~context.any(1)).any()
+    torch.manual_seed(0)
+    first = drop_contexts(attention, text, context, 0.5)[1]
+    torch.manual_seed(0)
+    assert torch.equal(first, drop_contexts(attention, text, context, 0.5)[1])  # seeded: the same rows
+
+
+def test_a_dropped_context_reads_as_no_context_and_evaluation_keeps_every_context(processor):
+    from tests.helpers import tiny_model, tiny_text_config
+
+    words = [["Kevin", "Durant", "enters", "Oracle", "Arena"], ["Go", "Bears"]]
+    pos = [["PROPN"] * len(w) for w in words]
+    labels = [["B-PER", "I-PER", "O", "B-LOC", "I-LOC"], ["O", "B-ORG"]]
+    label2id = {label: i for i, label in enumerate(NER_LABELS)}
+    with_context = processor(words=words, contexts=["a basketball player", "a bear mascot"], pos_tags=pos,
+                             word_labels=labels, label2id=label2id, return_tensors="pt")
+    without = processor(words=words, contexts=["", ""], pos_tags=pos, word_labels=labels, label2id=label2id,
+                        return_tensors="pt")
+    quiet = tiny_text_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = tiny_model("ner", context_dropout=1.0, dropout=0.0, text_config=quiet).train()
+    dropped = model(**with_context)
+    plain = model(**without)
+    gap = lambda a, b: (a.logits - b.logits).abs().max().item()  # noqa: E731
+    assert gap(dropped, plain) < 1e-7  # training: every context removed, read as no context
+    assert torch.allclose(dropped.main_loss, plain.main_loss, atol=1e-7)
+    model.eval()
+    with torch.no_grad():
+        assert gap(model(**with_context), model(**without)) > 1e-5  # evaluation: none removed
+    model.config.context_dropout = 0.0
+    model.train()
+    assert gap(model(**with_context), plain) > 1e-5

@@ -111,6 +111,14 @@ def test_two_processes_under_torchrun_give_the_output_of_one(trained_model_dir, 
     same_rows([json.loads(line) for line in out.read_text().splitlines()], expected)
     summary = [line for line in done.stdout.splitlines() if "rows per process" in line]
     assert len(summary) == 1 and summary[0].endswith("rows per process: 32, 28")  # chunks 0,2,.. and 1,3,..
+    # the default chunk size (1024) on 60 rows: each process still gets an even share (issue 47)
+    out = tmp_path / "default.jsonl"
+    done = subprocess.run(_torchrun([str(trained_model_dir), "--input", str(source), "--output", str(out),
+                                     "--no-progress"], 2),
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1].endswith("rows per process: 30, 30")
+    same_rows([json.loads(line) for line in out.read_text().splitlines()], expected)
 
 
 def test_a_sigkill_mid_run_then_the_same_command_gives_the_same_output(trained_model_dir, single, tmp_path):
