@@ -1,5 +1,6 @@
 """The benchmark scripts run in their CI-size mode and report what docs/benchmarks.md uses."""
 
+import json
 import math
 
 import pytest
@@ -257,3 +258,23 @@ def test_bench_serving_pos_quick():
     result = bench_serving.main(["pos", "--limit", "30"])
     assert (result["spacy_path"], result["fast_path"]) == (False, True)
     assert result["words_with_other_tags"] == 0 and (result["sentences"], result["words"]) == (158, 2540)
+
+
+def test_context_dropout_quick(tmp_path):
+    """The context dropout evidence (issue 43) in quick mode: one training per (dropout, seed),
+    each tested with and without the test split's contexts, resumable, and its table."""
+    from benchmarks import context_dropout
+
+    text = context_dropout.main(["--quick", "--seeds", "0", "--epochs", "1", "--work", str(tmp_path),
+                                 "--dropouts", "0", "0.5"])
+    results = tmp_path / "results" / "context-dropout"
+    for dropout in ("0", "0.5"):
+        found = json.loads((results / dropout / "0.json").read_text())
+        assert set(found) == {"contexts", "none", "validation_f1"}
+    assert not (results / "0.3").exists() and not list((tmp_path / "runs").glob("*"))  # weights removed
+    lines = text.splitlines()
+    assert lines[0].startswith("| context_dropout | test F1, no context at test | test F1, contexts at test |")
+    assert lines[2].startswith("| 0 | ") and lines[4].startswith("| 0.5 | ") and "(n = 1)" in lines[4]
+    again = context_dropout.main(["--quick", "--seeds", "0", "--epochs", "1", "--work", str(tmp_path),
+                                  "--dropouts", "0", "0.5"])
+    assert again == text  # resumed: nothing run again, the same table
