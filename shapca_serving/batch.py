@@ -127,7 +127,8 @@ class JsonlSource:
         return entries
 
     def copied_rows(self, start: int, end: int) -> list[dict]:
-        return [e["record"] for e in self.rows_at(range(start, end))]
+        keep = set(self.copied)
+        return [{k: v for k, v in e["record"].items() if k in keep} for e in self.rows_at(range(start, end))]
 
     def arrow_fields(self) -> list:
         """The copied fields' Arrow types from the JSON types seen in the first pass."""
@@ -135,8 +136,8 @@ class JsonlSource:
 
         scalar = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "str": pa.string()}
         fields = []
-        for key, kinds in self.kinds.items():
-            kinds = kinds - {"null"}
+        for key in self.copied:
+            kinds = self.kinds[key] - {"null"}
             if kinds == {"int", "float"}:
                 kinds = {"float"}
             kind = scalar.get(next(iter(kinds))) if len(kinds) == 1 else None

@@ -215,6 +215,8 @@ def test_the_parquet_schema_comes_from_the_input_not_the_first_chunk(run_a, tmp_
     assert loaded["id"] == ["1", "2"] + [json.dumps(f"t{i}") for i in range(6)]  # mixed types: JSON text
     assert loaded["note"] == [None, None] + ["late"] * 6  # null in the first chunk, text after
     assert loaded["meta"] == ["{}", "{}"] + ['{"k": [1, 2]}'] * 6
+    _predict(run_a, source, tmp_path / "fewer.parquet", "--drop-columns", "meta", "text")
+    assert datasets.Dataset.from_parquet(str(tmp_path / "fewer.parquet")).column_names == ["id", "note", "entities"]
 
 
 def test_an_image_column_of_png_bytes(run_a, tmp_path):
@@ -243,13 +245,16 @@ def test_an_image_column_of_png_bytes(run_a, tmp_path):
 
 
 def test_an_input_field_named_like_an_output_key_is_refused(run_a, tmp_path):
-    source = _jsonl(tmp_path / "in.jsonl", [{"text": "Kevin Durant", "entities": ["mine"]}])
+    source = _jsonl(tmp_path / "in.jsonl", [{"text": "Kevin Durant", "entities": ["mine"], "note": "x"}])
     with pytest.raises(ValueError, match=r"the column 'entities' would be replaced by the predictions \(entities\); "
                                          r"rename it, or leave it out with --drop-columns entities"):
         _predict(run_a, source, tmp_path / "out.jsonl")
     assert not (tmp_path / "out.jsonl").exists()
-    _predict(run_a, source, tmp_path / "out.jsonl", "--drop-columns", "entities")
-    assert set(_lines(tmp_path / "out.jsonl")[0]) == {"text", "entities"}
+    _predict(run_a, source, tmp_path / "out.jsonl", "--drop-columns", "entities", "note")
+    (line,) = _lines(tmp_path / "out.jsonl")
+    assert set(line) == {"text", "entities"} and line["entities"] != ["mine"]
+    _predict(run_a, source, tmp_path / "kept.jsonl", "--columns", "note")
+    assert set(_lines(tmp_path / "kept.jsonl")[0]) == {"note", "entities"}
 
 
 def test_an_output_inside_the_input_folder_is_refused(run_a, tmp_path, capsys):
