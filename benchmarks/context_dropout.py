@@ -75,8 +75,9 @@ def table(results: Path, seeds: list[int]) -> str:
     rows = {d: {s: json.loads((results / d / f"{s}.json").read_text()) for s in seeds
                 if (results / d / f"{s}.json").is_file()} for d in DROPOUTS}
     lines = ["| context_dropout | " + " | ".join(f"test F1, {CONDITIONS[c]}" for c in CONDITIONS) + " | seeds | "
-             + " | ".join(f"paired difference from 0, {CONDITIONS[c]} (95% CI)" for c in CONDITIONS) + " |",
-             "|---|" + "---:|" * len(CONDITIONS) + "---:|" + "---|" * len(CONDITIONS)]
+             + " | ".join(f"paired difference from 0, {CONDITIONS[c]} (95% CI)" for c in CONDITIONS)
+             + " | served without contexts minus with them, same runs (95% CI) |",
+             "|---|" + "---:|" * len(CONDITIONS) + "---:|" + "---|" * (len(CONDITIONS) + 1)]
     for dropout in DROPOUTS:
         runs = rows[dropout]
         cells = [_cell([r[c] for r in runs.values()]) for c in CONDITIONS]
@@ -88,6 +89,11 @@ def table(results: Path, seeds: list[int]) -> str:
                 continue
             mean, low, high = paired([runs[s][condition] - rows["0"][s][condition] for s in common])
             differences.append(f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] (n = {len(common)})")
+        if runs:
+            mean, low, high = paired([r["none"] - r["contexts"] for r in runs.values()])
+            differences.append(f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] (n = {len(runs)})")
+        else:
+            differences.append("")
         lines.append(f"| {dropout} | " + " | ".join(cells) + f" | {len(runs)} | " + " | ".join(differences) + " |")
     per_seed = {d: {s: rows[d][s] for s in sorted(rows[d])} for d in DROPOUTS}
     return "\n".join(lines) + "\n\nPer seed: " + json.dumps(per_seed)
