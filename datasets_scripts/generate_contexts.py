@@ -84,6 +84,14 @@ def _open(path: Path) -> tuple[Image.Image | None, str | None]:
 SETTING_KEYS = ("generator", "prompt", "max_new_tokens", "temperature", "seed")
 
 
+def context_key(image_sha256: str, settings: dict) -> str:
+    """The content key of one image's context: its bytes' sha256 and the generator's settings
+    (`SETTING_KEYS`). The run and a finished output's lines are matched by this one rule."""
+    from shapca_serving.runner import digest_of
+
+    return f"{image_sha256}:{digest_of({name: settings.get(name) for name in SETTING_KEYS})[:16]}"
+
+
 def generate(
     image_dir, output, model_name: str, prompt: str = DEFAULT_PROMPT, batch_size: int = 8,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = DEFAULT_TEMPERATURE, seed: int = 0,
@@ -93,18 +101,17 @@ def generate(
     `already_done` (images whose context was found), `generated`, `unreadable` (this run, all
     processes). With `limit`, at most that many new images are described and OUTPUT is written
     only once nothing is left."""
-    from shapca_serving.runner import OutputLock, PartStore, digest_of, file_digest, run_parts, world
+    from shapca_serving.runner import OutputLock, PartStore, file_digest, run_parts, world
 
     check_positive_int(batch_size, "batch_size")
     settings = ContextSettings(model_name, prompt, max_new_tokens, temperature)
     record_settings = {"generator": settings.model, "prompt": settings.prompt,
                        "max_new_tokens": settings.max_new_tokens, "temperature": settings.temperature, "seed": seed}
-    setting_digest = digest_of(record_settings)[:16]
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     images = list_images(image_dir)
     hashes = [file_digest(path) for path in images]
-    key_of = [f"{digest}:{setting_digest}" for digest in hashes]
+    key_of = [context_key(digest, record_settings) for digest in hashes]
     path_of = {}
     for path, key in zip(images, key_of):
         path_of.setdefault(key, path)  # a renamed copy is the same image: described once
@@ -156,8 +163,6 @@ def generate(
 def _seed_from_output(output: Path, store, keys: list[str], settings_now: dict, hashes: list[str]) -> None:
     """A finished OUTPUT's lines count as done (a part of them is stored), when their image bytes
     and settings are this run's; one line says so when the settings changed."""
-    from shapca_serving.runner import digest_of
-
     if not output.is_file():
         return
     wanted, entries, other, hashes = set(keys), [], {}, set(hashes)
@@ -170,7 +175,7 @@ def _seed_from_output(output: Path, store, keys: list[str], settings_now: dict, 
             if not isinstance(record, dict) or "sha256" not in record:
                 continue  # written before contexts were keyed by content
             settings = {name: record.get(name) for name in SETTING_KEYS}
-            key = f"{record['sha256']}:{digest_of(settings)[:16]}"
+            key = context_key(record["sha256"], settings)
             if key in wanted:
                 value = {"context": record.get("context", "")}
                 if "error" in record:

@@ -96,9 +96,10 @@ def parse_line(raw: bytes, line_no: int, path: Path) -> dict | None:
 
 class JsonlSource:
     """A JSON-lines file: checked whole in a first pass (faults named `file:line`, each field's
-    JSON types noted for a Parquet output), then read by line offsets; keyed by its bytes."""
+    JSON types noted for a Parquet output), then read by line offsets; keyed by its bytes.
+    `keep` / `drop`: the fields to copy (default: every field)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, keep=None, drop=None):
         self.path, self.name = path, str(path)
         self.fingerprint = f"sha256:{file_digest(path)}"
         self.offsets, self.numbers, self.kinds = [], [], {}
@@ -113,7 +114,7 @@ class JsonlSource:
                         self.kinds.setdefault(key, set()).add(_json_kind(value))
                 offset += len(raw)
         self.columns = {role: role for role in PIPELINE_KEYS}
-        self.copied = list(self.kinds)
+        self.copied = choose_columns(list(self.kinds), keep, drop, self.name, list(self.kinds))
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -182,8 +183,8 @@ class DatasetSource:
         self.columns = chosen
         features = dataset.features
         used = set(chosen.values())
-        self.copied = [c for c in present if c not in used and _is_plain(features[c])]
-        self.copied = choose_columns(self.copied, keep, drop, name, present)
+        self.copied = choose_columns([c for c in present if c not in used and _is_plain(features[c])], keep, drop,
+                                     name, present)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -197,7 +198,7 @@ class DatasetSource:
                 if value is None:
                     continue
                 if role == "image":
-                    value = _image_value(value, f"{self.name} row {i}")
+                    value = _image_value(value)
                 inputs["words" if role == "tokens" else role] = value
             entries.append({"line": f"{self.name} row {i}", "inputs": inputs})
         return entries
@@ -215,7 +216,7 @@ class DatasetSource:
         return [schema.field(c) for c in self.copied]
 
 
-def _image_value(value, where: str):
+def _image_value(value):
     """An image column's value as the engine takes it: bytes of an image file (a binary column,
     or an undecoded `Image()` feature's `{"bytes", "path"}`) as a file object, else as it is."""
     if isinstance(value, dict) and ("bytes" in value or "path" in value):
@@ -251,9 +252,7 @@ def open_source(path_or_id: str, split: str | None = None, columns: dict | None 
         if any(v is not None for v in columns.values()):
             raise ValueError(f"{path} is a JSON-lines file: its fields are named text / words / image / context / "
                              "pairs; the column flags are for datasets")
-        source = JsonlSource(path)
-        source.copied = choose_columns(source.copied, keep, drop, str(path), list(source.kinds))
-        return source
+        return JsonlSource(path, keep, drop)
     import datasets
 
     if path.is_file() and path.suffix.lower() == ".parquet":
@@ -327,7 +326,7 @@ def prepare_parts(output: Path, key: dict) -> str | None:
 
 
 KEY_FILE = "key.json"
-KEY_WORDS = {"columns": "columns", "copied": "columns", "ignore_labels": "ignored labels", "bf16": "bf16 autocast"}
+KEY_WORDS = {"copied": "columns", "ignore_labels": "ignored labels", "bf16": "bf16 autocast"}  # else the name
 
 
 def predict_rows(engine, source, batch_size: int, options: dict):
@@ -354,7 +353,8 @@ ASSEMBLY_ROWS = 4096  # rows read back and written at a time
 
 def json_safe(value):
     """A copied value as JSON carries it: NaN and infinities as null, dates and times as ISO
-    text, decimals as text (nested values likewise)."""
+    text, decimals as text, bytes inside a nested value as base64 text (nested values likewise;
+    a binary column is refused before, `check_copied`)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, (datetime.date, datetime.time)):

@@ -30,7 +30,7 @@ def check_device(device) -> None:
         raise ValueError(f"device {device!r} is not a device torch knows ({error})") from None
     if parsed.type == "cuda":
         count = torch.cuda.device_count()
-        if parsed.index is not None and parsed.index >= count or count == 0:
+        if count == 0 or (parsed.index is not None and parsed.index >= count):
             raise ValueError(f"device {device!r}: this machine has {count} CUDA device(s)")
     elif parsed.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device!r}: MPS is not available on this machine")
