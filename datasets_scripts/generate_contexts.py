@@ -19,6 +19,14 @@ or not at all), and a finished OUTPUT's own lines count as done; the output is w
 partial file and renamed when every image is described, then the parts are removed. One run per
 output at a time (a lock beside it). Sampling temperature 1.0 as in the paper; bf16 on GPU.
 
+The context cache (`modeling_shapca/context_cache.py`, in the user's cache folder; the
+`SHAPCA_CONTEXT_CACHE` variable moves or disables it, as `--no-context-cache` does) is the
+per-image store across runs: an image whose bytes and generator settings (model, prompt, max
+new tokens, temperature; not the seed) it holds is not described again, whatever its file name
+or output (counted as `cached`), and every context written is stored in it. The same cache
+gives contexts to the PyTorch pipeline, `model.predict`, `shapca-predict` and spaCy, and is
+read by the ONNX predictor.
+
 On N processes (`torchrun --nproc_per_node N -m datasets_scripts.generate_contexts ...`, or
 `accelerate launch -m ...`: one process per GPU), the images still to describe are split over
 the processes in batches; every process reads every part, so a rerun with any N resumes any
@@ -42,11 +50,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from modeling_shapca.context_cache import ContextCache
 from modeling_shapca.context_generation import (
     DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT, DEFAULT_TEMPERATURE, ContextGenerator, ContextSettings,
 )
 from modeling_shapca.inference import check_positive_int
-from shapca_serving.locks import write_atomic
+from modeling_shapca.files import write_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 logger = logging.getLogger("shapca.generate_contexts")
@@ -96,15 +105,18 @@ def generate(
     image_dir, output, model_name: str, prompt: str = DEFAULT_PROMPT, batch_size: int = 8,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = DEFAULT_TEMPERATURE, seed: int = 0,
     limit: int | None = None, generator: ContextGenerator | None = None, trust_remote_code: bool = False,
+    context_cache=True,
 ) -> dict:
     """The contexts of `image_dir` into `output` (see the module docstring); returns counts:
-    `already_done` (images whose context was found), `generated`, `unreadable` (this run, all
-    processes). With `limit`, at most that many new images are described and OUTPUT is written
-    only once nothing is left."""
+    `already_done` (images whose context this output's parts or lines held), `cached` (taken
+    from the context cache), `generated`, `unreadable` (this run, all processes). With `limit`,
+    at most that many new images are described and OUTPUT is written only once nothing is left.
+    `context_cache`: True (the environment's), False (off) or a folder."""
     from shapca_serving.runner import OutputLock, PartStore, file_digest, run_parts, world
 
     check_positive_int(batch_size, "batch_size")
     settings = ContextSettings(model_name, prompt, max_new_tokens, temperature)
+    cache = ContextCache.resolve(context_cache)
     record_settings = {"generator": settings.model, "prompt": settings.prompt,
                        "max_new_tokens": settings.max_new_tokens, "temperature": settings.temperature, "seed": seed}
     output = Path(output)
@@ -112,22 +124,24 @@ def generate(
     images = list_images(image_dir)
     hashes = [file_digest(path) for path in images]
     key_of = [context_key(digest, record_settings) for digest in hashes]
-    path_of = {}
+    path_of, digest_by_key = {}, dict(zip(key_of, hashes))
     for path, key in zip(images, key_of):
         path_of.setdefault(key, path)  # a renamed copy is the same image: described once
     keys = list(path_of)
     place = world()
     with OutputLock(output, place):
         store = PartStore(output.with_name(f".{output.name}.parts"))
+        cached = 0
         if place.is_main:
             _seed_from_output(output, store, keys, record_settings, hashes)
-        place.gather(None)  # seeded before any process reads the parts
-        found = store.done(keys)
+            cached = _seed_from_cache(cache, settings, store, keys, digest_by_key)
+        cached = place.gather(cached)[0]
+        found = store.done(keys)  # seeded before any process reads the parts
         todo = [key for key in keys if key not in found]
         limited = limit is not None and len(todo) > limit
         if limit is not None:
             keys = [key for key in keys if key in found] + todo[:limit]
-        counts = {"already_done": len(found), "generated": 0, "unreadable": 0}
+        counts = {"already_done": len(found) - cached, "cached": cached, "generated": 0, "unreadable": 0}
         state = {"generator": generator}
 
         def work(chunk: list[str]) -> list[dict]:
@@ -140,13 +154,16 @@ def generate(
             for image, error in opened:
                 values.append({"context": next(texts)} if image is not None else {"context": "", "error": error})
                 counts["unreadable" if error else "generated"] += 1
+            if cache is not None:  # the next run, under any output and file names, finds them
+                cache.put_many([(digest_by_key[key], value["context"]) for key, value in zip(chunk, values)
+                                if "error" not in value], settings)
             return values
 
         torch.manual_seed(seed + place.rank)
         with tqdm(total=len(keys), desc="contexts", unit="img", disable=not place.is_main) as bar:
             run_parts(keys, store, work, place, batch_size, bar)
         every = place.gather(counts)
-        counts = {"already_done": counts["already_done"],
+        counts = {"already_done": counts["already_done"], "cached": cached,
                   **{k: sum(c[k] for c in every) for k in ("generated", "unreadable")}}
         if place.is_main and not limited:
             values = store.done(key_of)
@@ -192,6 +209,19 @@ def _seed_from_output(output: Path, store, keys: list[str], settings_now: dict, 
                        output, " and ".join(changed) or "setting")
 
 
+def _seed_from_cache(cache, settings: ContextSettings, store, keys: list[str], digest_by_key: dict) -> int:
+    """The context cache's contexts of images still to describe are stored as a part (done);
+    returns how many."""
+    if cache is None:
+        return 0
+    todo = [key for key in keys if key not in store.done(keys)]
+    found = cache.get_many([digest_by_key[key] for key in todo], settings)
+    entries = [(key, {"context": found[digest_by_key[key]]}) for key in todo if digest_by_key[key] in found]
+    if entries:
+        store.write(entries)
+    return len(entries)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-dir", required=True)
@@ -205,11 +235,13 @@ def main(argv=None) -> dict:
                         help="allow the generator model's own code to run (off by default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="stop after this many new images")
+    parser.add_argument("--no-context-cache", dest="context_cache", action="store_false",
+                        help="neither read nor write the context cache (see SHAPCA_CONTEXT_CACHE)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     counts = generate(args.image_dir, args.output, args.model, args.prompt, args.batch_size,
                       args.max_new_tokens, args.temperature, args.seed, args.limit,
-                      trust_remote_code=args.trust_remote_code)
+                      trust_remote_code=args.trust_remote_code, context_cache=args.context_cache)
     if int(os.environ.get("RANK", "0")) == 0:  # one summary for all processes
         print(json.dumps(counts))
     return counts

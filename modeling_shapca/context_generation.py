@@ -9,6 +9,7 @@ trained on those contexts, so inference describes images the way training saw th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 DEFAULT_PROMPT = (
@@ -40,6 +41,19 @@ class ContextSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def saved_settings(processor_config: Mapping) -> ContextSettings | None:
+    """The generator settings a processor saves (`context_generator`, `context_prompt`,
+    `context_max_new_tokens`, `context_temperature`; unset ones take the defaults), or None
+    when it names no generator. The PyTorch processor and the ONNX predictor both read them so."""
+    model = processor_config.get("context_generator")
+    if not model:
+        return None
+    given = {"prompt": processor_config.get("context_prompt"),
+             "max_new_tokens": processor_config.get("context_max_new_tokens"),
+             "temperature": processor_config.get("context_temperature")}
+    return ContextSettings(model, **{k: v for k, v in given.items() if v is not None})
 
 
 class ContextGenerator:
@@ -89,4 +103,5 @@ class ContextGenerator:
         return [t.strip() for t in processor.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "DEFAULT_PROMPT", "DEFAULT_TEMPERATURE", "ContextGenerator", "ContextSettings"]
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "DEFAULT_PROMPT", "DEFAULT_TEMPERATURE", "ContextGenerator", "ContextSettings",
+           "saved_settings"]

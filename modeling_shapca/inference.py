@@ -74,14 +74,17 @@ def load_image(image, name: str, allow_private: bool = True):
     image file's bytes); `None` stays `None`. URLs are fetched within
     the limits of `limits.py` (timeouts, byte cap, and with `allow_private=False` no loopback,
     private or link-local address); an image is measured before it is decoded
-    (`MAX_IMAGE_PIXELS`, `MAX_ASPECT_RATIO`). Anything unreadable is a `ValueError` naming the
-    input and the reason."""
+    (`MAX_IMAGE_PIXELS`, `MAX_ASPECT_RATIO`). An image read from bytes carries their sha256 in
+    `image.info["shapca_sha256"]` (the context cache's key). Anything unreadable is a `ValueError`
+    naming the input and the reason."""
     if image is None:
         return None
+    import hashlib
     import io
 
     from PIL import Image, UnidentifiedImageError
 
+    from .context_cache import DIGEST_INFO
     from .limits import check_image_size, fetch_url, to_rgb
 
     if isinstance(image, Image.Image):
@@ -96,22 +99,24 @@ def load_image(image, name: str, allow_private: bool = True):
         shown = source[:200]
         try:
             if file_like:  # read here: the caller's file object is left open
-                handle = io.BytesIO(image.read())
+                data = image.read()
             elif source.startswith(("http://", "https://")):
-                handle = io.BytesIO(fetch_url(source, allow_private=allow_private))
+                data = fetch_url(source, allow_private=allow_private)
             elif "://" in source or source.startswith("data:"):
                 raise ValueError("only http(s) URLs and file paths are read")
             else:
                 path = Path(source)
                 if not path.is_file():
                     raise ValueError(f"no such file ({'relative to ' + str(Path.cwd()) if not path.is_absolute() else 'absolute path'})")
-                handle = path.open("rb")
-            with handle, warnings.catch_warnings():  # PIL warns before it refuses a huge image: refuse at once
+                data = path.read_bytes()
+            with io.BytesIO(data) as handle, warnings.catch_warnings():  # PIL warns before it refuses a huge image
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(handle) as opened:
                     check_image_size(*opened.size)
                     opened.load()
-                    return to_rgb(opened)
+                    rgb = to_rgb(opened)
+            rgb.info[DIGEST_INFO] = hashlib.sha256(data).hexdigest()  # the context cache's key (`context_cache.py`)
+            return rgb
         except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombWarning,
                 Image.DecompressionBombError) as error:
             reason = str(error) if type(error) is ValueError else f"{type(error).__name__}: {error}"

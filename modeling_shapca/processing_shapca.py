@@ -30,7 +30,7 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from .encoding import encode_batch
-from .context_generation import ContextGenerator, ContextSettings
+from .context_generation import ContextGenerator, ContextSettings, saved_settings
 from .pos import PosTagger, pos_to_ids
 from .grids import IGNORE_INDEX
 
@@ -98,11 +98,9 @@ class ShapCAProcessor(ProcessorMixin):
     # ------------------------------------------------------------------ contexts
     def context_settings(self) -> ContextSettings | None:
         """The settings the training contexts were written with (None: no generator)."""
-        if not self.context_generator:
-            return None
-        given = {"prompt": self.context_prompt, "max_new_tokens": self.context_max_new_tokens,
-                 "temperature": self.context_temperature}
-        return ContextSettings(self.context_generator, **{k: v for k, v in given.items() if v is not None})
+        return saved_settings({"context_generator": self.context_generator, "context_prompt": self.context_prompt,
+                               "context_max_new_tokens": self.context_max_new_tokens,
+                               "context_temperature": self.context_temperature})
 
     def set_context_settings(self, settings: ContextSettings | None) -> None:
         """Record how the training contexts were written (saved with the processor)."""

@@ -8,6 +8,7 @@ import contextlib
 
 import torch
 
+from .context_cache import ContextCache, fill_contexts
 from .records import row_pos_tags, subword_counts
 from .tasks import get_task
 
@@ -46,16 +47,18 @@ def load_processor(model, trust_remote_code: bool | None = None):
 class TorchRunner:
     """A Shap-CA model (`ShapCAForTokenClassification` or `ShapCAForWordPairExtraction`) and its
     processor as the engine's runner (`engine.Runner`); `device` defaults to the model's;
-    `allow_private=False` refuses image URLs on private addresses."""
+    `allow_private=False` refuses image URLs on private addresses; `context_cache`: True (the
+    environment's, `context_cache.py`), False, a folder or a `ContextCache`."""
 
     # Shape buckets of the captured path: subwords and words padded up to these multiples.
     BUCKETS = {"pad_to_multiple_of": 32, "words_pad_to_multiple_of": 8}
 
-    def __init__(self, model, processor, device=None, allow_private: bool = True):
+    def __init__(self, model, processor, device=None, allow_private: bool = True, context_cache=True):
         if processor is None:
             raise ValueError("the Shap-CA pipeline needs the model's processor (saved next to the weights)")
         self.model, self.processor, self._device = model, processor, device
         self.allow_private = allow_private
+        self.context_cache = ContextCache.resolve(context_cache)  # True: the environment's (`context_cache.py`)
         config = model.config
         self.spec = get_task(config.task)
         self.task = self.spec.name
@@ -93,15 +96,12 @@ class TorchRunner:
         return subword_counts(lambda _: encoded.word_ids(), words)
 
     def add_contexts(self, records: list[dict], generate_contexts: bool = True) -> None:
-        """Contexts written by the processor's generator for images that come without one."""
-        if not (generate_contexts and self.processor.context_generator):
-            return
-        need = [r for r in records if r["image"] is not None and not r["context"]]
-        if need:
-            contexts = self.processor.generate_contexts([r["image"] for r in need],
-                                                        trust_remote_code=consented(self.model))
-            for record, context in zip(need, contexts):
-                record["context"] = context
+        """Contexts for images that come without one: from the context cache, else written by
+        the processor's generator (once per distinct image) and cached."""
+        settings = self.processor.context_settings() if generate_contexts else None
+        if settings is not None:
+            fill_contexts(records, settings, self.context_cache,
+                          lambda images: self.processor.generate_contexts(images, trust_remote_code=consented(self.model)))
 
     def compiled_model(self, backend: str | bool = True):
         """The model under `torch.compile` (inductor with CUDA graphs on a GPU: mode

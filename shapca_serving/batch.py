@@ -182,6 +182,11 @@ class DatasetSource:
                              f"--tokens-column); its columns: {present}")
         self.columns = chosen
         features = dataset.features
+        image = features.get(chosen.get("image"))
+        if getattr(image, "decode", False):  # the file's bytes, which key its context in the cache
+            import datasets
+
+            self.dataset = dataset.cast_column(chosen["image"], datasets.Image(decode=False))
         used = set(chosen.values())
         self.copied = choose_columns([c for c in present if c not in used and _is_plain(features[c])], keep, drop,
                                      name, present)

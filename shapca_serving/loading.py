@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from modeling_shapca.context_cache import ContextCache
+
 from .hub import model_location
 
 BACKENDS = ("torch", "onnx")
@@ -153,7 +155,7 @@ def load_trained(name: str, trust_remote_code: bool = False, processor: bool = T
     return model, load_processor(model, trust_remote_code)
 
 
-def torch_engine(model, processor, trust_remote_code: bool = False, allow_private: bool = True):
+def torch_engine(model, processor, trust_remote_code: bool = False, allow_private: bool = True, context_cache=True):
     """The inference engine with a loaded model as its runner: this package's engine, or with
     consent the engine shipped with the model's own code (where it has one)."""
     import importlib
@@ -168,23 +170,27 @@ def torch_engine(model, processor, trust_remote_code: bool = False, allow_privat
         except ImportError:  # remote code written before the engine: this package's engine drives it
             pass
     runner = torch_runner.TorchRunner(model.eval(), processor)
-    runner.allow_private = allow_private  # (set after: a model's own older runner may not take it)
+    runner.allow_private = allow_private  # (set after: a model's own older runner may not take them)
+    runner.context_cache = ContextCache.resolve(context_cache)
     return engine.InferenceEngine(runner)
 
 
 def load_engine(model, backend: str = "torch", quantized: bool = False, device=None, trust_remote_code: bool = False,
-                allow_private: bool = True):
+                allow_private: bool = True, context_cache=True):
     """The inference engine of a trained model folder or Hub id, on either backend: "torch" (the
     PyTorch model on `device`: None leaves it where it loads, "auto" takes this process's GPU
     where there is one, as under torchrun) or "onnx" (`ShapCAOnnxPredictor` on the folder's `onnx/` graphs, `quantized` for int8).
     `trust_remote_code` runs the folder's own code (torch only); nothing else from the folder
-    runs. `allow_private=False` refuses image URLs on private addresses (the demo app). Options
+    runs. `allow_private=False` refuses image URLs on private addresses (the demo app);
+    `context_cache` (True: the environment's; False: off; a folder) is where image contexts are
+    looked up and, on torch, stored (`modeling_shapca/context_cache.py`). Options
     are checked before anything loads (`check_serving_options`)."""
     check_serving_options(model, backend, quantized, device, trust_remote_code)
     if backend == "onnx":
         from .onnx_predictor import ShapCAOnnxPredictor
 
-        return ShapCAOnnxPredictor.from_pretrained(model, quantized=quantized, allow_private=allow_private)
+        return ShapCAOnnxPredictor.from_pretrained(model, quantized=quantized, allow_private=allow_private,
+                                                   context_cache=context_cache)
     import torch
 
     model, processor = load_trained(model, trust_remote_code)
@@ -192,7 +198,7 @@ def load_engine(model, backend: str = "torch", quantized: bool = False, device=N
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else None
     if device is not None:
         model = model.to(device)
-    return torch_engine(model, processor, trust_remote_code, allow_private)
+    return torch_engine(model, processor, trust_remote_code, allow_private, context_cache)
 
 
 __all__ = ["BACKENDS", "check_device", "check_serving_options", "load_engine", "load_trained", "model_config",

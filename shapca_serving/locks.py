@@ -1,5 +1,5 @@
 """Writing files safely: one writer at a time (`WriterLock`, an exclusive `flock` on a lock file
-beside or inside what is written), and small files written whole or not at all (`write_atomic`).
+beside or inside what is written). Files written whole or not at all: `modeling_shapca.files.write_atomic`.
 
 The lock belongs to the open file, so the kernel releases it when the process ends, however it
 ends: a lock file left by a killed run is simply taken by the next one (no stale-lock
@@ -68,20 +68,4 @@ class WriterLock:
         return False
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """`text` into `path` through a partial file beside it, flushed to disk and renamed into
-    place: a reader sees the old file or the new one, never a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-__all__ = ["WriterLock", "write_atomic"]
+__all__ = ["WriterLock"]

@@ -22,9 +22,11 @@ batching, records) is the inference engine that the PyTorch pipeline runs too
 
 Contexts: a model trained with generated image contexts (`processor_config.json` names a
 context generator) is given contexts by the PyTorch pipeline when an image comes without one.
-The generator is a large multimodal model that this predictor does not run: such an input is
-an error naming it, unless `generate_contexts=False` accepts predictions without a context
-(or write contexts first with `shapca-contexts`).
+The generator is a large multimodal model that this predictor does not run: it reads the
+context cache (`modeling_shapca/context_cache.py`, filled by `shapca-contexts` and the PyTorch
+runner) for the image's bytes and the saved generator settings; an image the cache does not
+hold is an error naming it, unless `generate_contexts=False` accepts predictions without a
+context.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from modeling_shapca.context_cache import ContextCache, fill_contexts
+from modeling_shapca.context_generation import saved_settings
 from modeling_shapca.decoding import bio_constraints
 from modeling_shapca.encoding import encode_batch
 from modeling_shapca.engine import InferenceEngine
@@ -143,7 +147,7 @@ class OnnxRunner:
     `default_session_options()`."""
 
     def __init__(self, folder: str | Path, file: str = MODEL_FILE, providers: list[str] | None = None,
-                 session_options=None, allow_private: bool = True):
+                 session_options=None, allow_private: bool = True, context_cache=True):
         import onnxruntime as ort
 
         from modeling_shapca.pos import PosTagger
@@ -164,6 +168,8 @@ class OnnxRunner:
         self.group_sizes = [len(v) for v in (self.label_groups or {}).values()]
         self.max_words, self.max_length = min(self.config["max_words"], processor["max_words"]), processor["max_length"]
         self.context_generator = processor.get("context_generator")
+        self.context_settings = saved_settings(processor)
+        self.context_cache = ContextCache.resolve(context_cache)  # read only: this runner never generates
         self.allow_private = allow_private
         providers = providers or ["CPUExecutionProvider"]
         session_options = session_options if session_options is not None else default_session_options()
@@ -200,14 +206,15 @@ class OnnxRunner:
 
     def add_contexts(self, records: list[dict], generate_contexts: bool = True) -> None:
         """The context generator is a large multimodal model this runner does not run: an input
-        with an image and no context is an error naming it (unless `generate_contexts=False`)."""
-        if not (generate_contexts and self.context_generator):
+        with an image and no context takes the cached context of its image, else is an error
+        naming it (unless `generate_contexts=False`)."""
+        if not (generate_contexts and self.context_settings):
             return
-        for record in records:
-            if record["image"] is not None and not record["context"]:
-                raise ValueError(f"{record['_name']}: this model reads a context written by {self.context_generator} "
-                                 "for each image, which the ONNX predictor does not run: give the input a 'context' "
-                                 "(see shapca-contexts), or pass generate_contexts=False to predict without one")
+        for record in fill_contexts(records, self.context_settings, self.context_cache)[:1]:
+            raise ValueError(f"{record['_name']}: this model reads a context written by {self.context_generator} "
+                             "for each image, which the ONNX predictor does not run, and the context cache has none "
+                             "for this image: give the input a 'context' (or write it with shapca-contexts), or "
+                             "pass generate_contexts=False to predict without one")
 
     def run(self, rows: list[dict]) -> dict:
         """The graphs on window rows: NER tags and marginals, or word-pair probabilities and labels."""
@@ -267,8 +274,8 @@ class ShapCAOnnxPredictor(InferenceEngine):
     `context` / `pairs` for a single input; `predict` takes `model.predict`'s arguments."""
 
     def __init__(self, folder: str | Path, file: str = MODEL_FILE, providers: list[str] | None = None,
-                 session_options=None, allow_private: bool = True):
-        super().__init__(OnnxRunner(folder, file, providers, session_options, allow_private))
+                 session_options=None, allow_private: bool = True, context_cache=True):
+        super().__init__(OnnxRunner(folder, file, providers, session_options, allow_private, context_cache))
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, quantized: bool = False, file: str | None = None,

@@ -38,6 +38,12 @@ the input file's folder (not the working directory). Image URLs are fetched with
 FETCH_MAX_REDIRECTS); the CLI runs on your machine, so it may fetch from your own network
 (private addresses are refused only by the demo app, which serves others).
 
+Images without a context, for a model trained with generated contexts: the context comes from
+the context cache (the image's bytes and the saved generator settings; filled by
+`shapca-contexts` and earlier predictions), else the PyTorch backend writes it with the saved
+generator and caches it; the ONNX backend never generates (an uncached image is an error).
+`--no-context-cache` neither reads nor writes the cache (`modeling_shapca/context_cache.py`).
+
 Writing is atomic: the predictions go to complete parts in `.<name>.parts-<key>/` beside
 `--output`, and the output to `.<name>.partial`, renamed into place once every row is written,
 so an error, a full disk, Ctrl-C, SIGTERM or a kill leaves an existing output untouched, the
@@ -184,6 +190,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quantized", action="store_true", help="with --backend onnx: the int8 graph")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="run the code shipped in the model folder (off: this package's classes are used)")
+    parser.add_argument("--no-context-cache", dest="context_cache", action="store_false",
+                        help="neither read nor write the context cache (see SHAPCA_CONTEXT_CACHE)")
     args = parser.parse_args(argv)
     try:  # the engine's checks and messages, as flags
         check_positive_int(args.chunk_size, "--chunk-size")
@@ -283,7 +291,7 @@ def _engine(args):
     """The inference engine of the chosen backend (`loading.load_engine`), on this process's
     GPU when there is one."""
     return load_engine(args.model, args.backend, args.quantized, device="auto" if args.backend == "torch" else None,
-                       trust_remote_code=args.trust_remote_code)
+                       trust_remote_code=args.trust_remote_code, context_cache=args.context_cache)
 
 
 if __name__ == "__main__":

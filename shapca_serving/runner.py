@@ -14,7 +14,7 @@ bytes or `datasets` fingerprint, with the model's weights and every option in th
 folder name; contexts: the image's bytes and the generator's settings), so a rerun reuses
 exactly the values it would compute again, with any number of processes, and nothing else.
 
-A part is a JSON-lines file of `{"key", "value"}` lines, written through `locks.write_atomic`
+A part is a JSON-lines file of `{"key", "value"}` lines, written through `modeling_shapca.files.write_atomic`
 (complete or absent); every process reads every part, so N processes resume the parts of M. The
 items still to do are cut into chunks of at most `chunk_size` and of at most an N-th of them (so
 every process gets work when there are fewer than N chunks' worth), chunk k to process k % N.
@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, Iterable
 
-from .locks import WriterLock, write_atomic
+from modeling_shapca.files import write_atomic
+
+from .locks import WriterLock
 
 HASH_BLOCK = 1 << 20  # bytes read at a time when hashing a file
 

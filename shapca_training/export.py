@@ -115,7 +115,7 @@ def update_card(folder: Path) -> bool:
     """Render `folder/README.md` again, now with the ONNX section of `onnx/export.json` (the card
     template has it: one card writer); False when the folder has no card or no results.json."""
     from .model_card import render_card
-    from shapca_serving.locks import write_atomic
+    from modeling_shapca.files import write_atomic
 
     card = folder / "README.md"
     if not card.is_file() or not (folder / "results.json").is_file():
@@ -148,7 +148,7 @@ def main(argv=None) -> dict:
         parser.error(f"--f1-tolerance must be a number >= 0, got {args.f1_tolerance}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from modeling_shapca import ShapCAConfig
-    from shapca_serving.locks import write_atomic
+    from modeling_shapca.files import write_atomic
     from shapca_serving.onnx_export import ATOL, check_output_folder, export_onnx
     from shapca_serving.onnx_predictor import INFO_FILE, ONNX_FOLDER, ShapCAOnnxPredictor
 

@@ -277,7 +277,7 @@ def check_same_data(output: Path, resume: str | None, fingerprint: str, info, si
         else:
             logger.warning("%s has no %s (a run of an earlier version): the checkpoint's data cannot be compared "
                            "with this command's", Path(resume).parent, DATA_RECORD)
-    from shapca_serving.locks import write_atomic
+    from modeling_shapca.files import write_atomic
 
     output.mkdir(parents=True, exist_ok=True)
     write_atomic(output / DATA_RECORD, json.dumps({"fingerprint": fingerprint, "name": info.name, "sizes": sizes}))

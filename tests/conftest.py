@@ -29,6 +29,15 @@ from tests.helpers import (
 )
 
 
+@pytest.fixture(autouse=True)
+def context_cache_folder(tmp_path, monkeypatch):
+    """Every test has its own context cache (never the user's `~/.cache`); subprocesses inherit it."""
+    folder = tmp_path / "context-cache"
+    monkeypatch.setenv("SHAPCA_CONTEXT_CACHE", str(folder))
+    monkeypatch.delenv("SHAPCA_CONTEXT_CACHE_MAX_MB", raising=False)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return transformers.AutoTokenizer.from_pretrained(MINILM_PATH)
