@@ -278,3 +278,36 @@ def test_context_dropout_quick(tmp_path):
     again = context_dropout.main(["--quick", "--seeds", "0", "--epochs", "1", "--work", str(tmp_path),
                                   "--dropouts", "0", "0.5"])
     assert again == text  # resumed: nothing run again, the same table
+
+
+def test_image_cost_quick(tmp_path):
+    """The multimodal cost job at tiny sizes: every step at both batch sizes, every generation
+    exactly max_new_tokens long, LLaVA's scaled estimate t_fixed + (L / k) t_layers, the cache
+    figures, and a table row per step; the result file is what it returned."""
+    from benchmarks import image_cost
+
+    out = tmp_path / "cost.json"
+    result = image_cost.main(["--quick", "--layers", "1", "--output", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    steps = result["steps"]
+    assert list(steps) == ["text-only", "resnet-152", "clip-vit-b16", "llava-1.5-7b", "smolvlm-256m", "blip-large"]
+    assert all(list(step["seconds_per_image"]) == ["1", "2"] for step in steps.values())
+    for name in image_cost.GENERATORS:
+        assert [c["new_tokens"] for c in steps[name]["calls"].values()] == [3, 3]
+    llava = steps["llava-1.5-7b"]
+    assert llava["scaled"] and (llava["layers_built"], llava["layers_full"]) == (1, 2)
+    for batch, call in llava["calls"].items():
+        assert call["t_fixed_s"] + call["t_layers_s"] == pytest.approx(call["measured_s"])
+        assert call["estimated_full_s"] == pytest.approx(call["t_fixed_s"] + 2 * call["t_layers_s"])
+        assert llava["seconds_per_image"][batch] == pytest.approx(call["estimated_full_s"] / int(batch))
+        assert llava["inputs"][batch]["image_tokens"] == (28 // 14) ** 2
+    smol = steps["smolvlm-256m"]["inputs"]["1"]
+    assert smol["image_tokens"] == 13 * 1  # 1024 x 768 in 64-pixel tiles of the 128-pixel picture: 3 x 4 and the whole, 1 token each
+    assert not steps["smolvlm-256m"]["scaled"] and not steps["blip-large"]["scaled"]
+    cache = result["cache"]
+    text = steps["text-only"]["seconds_per_image"]["1"]
+    gen = steps["blip-large"]["seconds_per_image"]["1"]
+    assert cache["stream_speedup"]["blip-large"]["0.5"] == pytest.approx((text + gen) / (text + gen / 2 + cache["hit_s"]))
+    rows = image_cost.table(result).splitlines()
+    assert sum(row.startswith(("| text-only", "| resnet-152", "| clip-vit-b16", "| llava-1.5-7b (1 of 2 layers",
+                               "| smolvlm-256m", "| blip-large")) for row in rows) == 6 + 2  # + 2 speedup rows
