@@ -70,6 +70,9 @@ class ShapCATokenClassifierOutput(ModelOutput):
         main_loss: CRF negative log-likelihood (Eq. 13), mean over sentences.
         semantic_loss, modality_loss: the alignment losses (Eqs. 6-7).
         shapley_games: the alignment games (see `ShapCAModelOutput`), summarised in the Trainer's logs.
+        text_embeds, context_embeds, image_embeds: the projected pooled features the alignment
+            losses see (`ShapCAModelOutput`), when they were computed; training's evaluation
+            measures how well each retrieves its partner.
     """
 
     loss: torch.FloatTensor | None = None
@@ -79,6 +82,9 @@ class ShapCATokenClassifierOutput(ModelOutput):
     semantic_loss: torch.FloatTensor | None = None
     modality_loss: torch.FloatTensor | None = None
     shapley_games: ShapleyGames | None = None
+    text_embeds: torch.FloatTensor | None = None
+    context_embeds: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
 
 
 def drop_contexts(attention_mask: torch.Tensor, text_mask: torch.Tensor, context_mask: torch.Tensor,
@@ -588,6 +594,7 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
             semantic_loss=outputs.semantic_loss,
             modality_loss=outputs.modality_loss,
             shapley_games=outputs.shapley_games,
+            **alignment_features(outputs),
         )
         return output if _return_dict(self.config, return_dict) else output.to_tuple()
 
@@ -660,8 +667,15 @@ class ShapCAForWordPairExtraction(ShapCAPreTrainedModel):
             semantic_loss=outputs.semantic_loss,
             modality_loss=outputs.modality_loss,
             shapley_games=outputs.shapley_games,
+            **alignment_features(outputs),
         )
         return output if _return_dict(self.config, return_dict) else output.to_tuple()
+
+
+def alignment_features(outputs: ShapCAModelOutput) -> dict:
+    """The projected features a head's output passes on (computed with the alignment, else None)."""
+    return {"text_embeds": outputs.text_embeds, "context_embeds": outputs.context_embeds,
+            "image_embeds": outputs.image_embeds}
 
 
 def _return_dict(config, return_dict: bool | None) -> bool:

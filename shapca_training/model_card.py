@@ -201,6 +201,9 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
             "best_by", "the checkpoint with the best validation f1, evaluated every epoch"),
         "limits": results.get("limits", ""),
         "confusions": results.get("test_confusions", {}),
+        "alignment_rows": alignment_rows(test),
+        "alignment_gaps": {loss: test[f"test_alignment_{loss}_shapley_gap"] for loss in ("semantic", "modality")
+                           if f"test_alignment_{loss}_shapley_gap" in test},
         "onnx": None,
     }
     export_report = model_dir / "onnx" / "export.json"
@@ -208,6 +211,22 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
         context["onnx"] = onnx_context(json.loads(export_report.read_text(encoding="utf-8")), name)
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     return front_matter(context) + environment.from_string(TEMPLATE.read_text()).render(**context)
+
+
+ALIGNMENT_DIRECTIONS = (("semantic", "c2t", "context -> text"), ("semantic", "t2c", "text -> context"),
+                        ("modality", "c2i", "context -> image"), ("modality", "i2c", "image -> context"))
+
+
+def alignment_rows(test: dict) -> list[dict]:
+    """The card's alignment table: test R@1 per direction with its chance level and pairs
+    (`shapca_training/alignment_eval.py`); empty for a model evaluated without contexts."""
+    rows = []
+    for loss, direction, name in ALIGNMENT_DIRECTIONS:
+        key = f"test_alignment_{loss}_r1_{direction}"
+        if key in test:
+            rows.append({"direction": name, "r1": test[key], "chance": test[f"test_alignment_{loss}_chance"],
+                         "pairs": test[f"test_alignment_{loss}_pairs"]})
+    return rows
 
 
 def front_matter(context: dict) -> str:

@@ -1,4 +1,5 @@
-"""The Trainer subclass: Shap-CA parameter groups, separate loss logging, decoded predictions."""
+"""The Trainer subclass: Shap-CA parameter groups, separate loss logging, decoded predictions, the
+alignment's retrieval in evaluation (`alignment_eval.py`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 from modeling_shapca.grids import IGNORE_INDEX
+
+from .alignment_eval import AlignmentCollector
 
 _VALID_ANCHORS = "_shapley_valid_anchors"
 
@@ -87,10 +90,26 @@ class ShapCATrainer(Trainer):
         n = grid.shape[-1]
         return F.pad(grid, (0, self.grid_size - n, 0, self.grid_size - n), value=IGNORE_INDEX)
 
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        """The Trainer's evaluation, plus the alignment's retrieval and Shapley gap when the split
+        has contexts (`alignment_eval.py`: `<prefix>_alignment_semantic_r1_c2t`, ...)."""
+        self._alignment = AlignmentCollector()
+        try:
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                             metric_key_prefix)
+            alignment = self._alignment.metrics()
+        finally:
+            self._alignment = None
+        output.metrics.update({f"{metric_key_prefix}_alignment_{name}": value for name, value in alignment.items()})
+        return output
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
             outputs = model(**inputs)
+        if getattr(self, "_alignment", None) is not None:
+            self._alignment.add(outputs, inputs, self.accelerator.gather_for_metrics)
         loss = outputs.loss.detach() if outputs.loss is not None else None
         if prediction_loss_only:
             return loss, None, None
