@@ -68,9 +68,11 @@ def picture(kind: str, shape: str, rng: random.Random, size: int = 32, noise_sd:
     return image
 
 
-def write_corpus(folder: Path, sizes: dict[str, int], seed: int = 0, noise: float = 20.0) -> None:
+def write_corpus(folder: Path, sizes: dict[str, int], seed: int = 0, noise: float = 20.0, flip: float = 0.0) -> None:
     """raw/{train,valid,test}.txt (Twitter format), images/<id>.jpg (pixel noise `noise`),
-    contexts.jsonl."""
+    contexts.jsonl. `flip`: the share of pictures painted in another type's colour (drawn at
+    random; the context still names the true colour), so that reading the image gets at most
+    about `1 - flip` of the types right: a graded image signal."""
     rng = random.Random(seed)
     (folder / "raw").mkdir(parents=True)
     (folder / "images").mkdir()
@@ -85,7 +87,10 @@ def write_corpus(folder: Path, sizes: dict[str, int], seed: int = 0, noise: floa
             lines.append(f"IMGID:{image_id}")
             lines += [f"{w}\t{'B-' + kind if i == name_at else 'O'}" for i, w in enumerate(words)]
             lines.append("")
-            picture(kind, shape, rng, noise_sd=noise).save(folder / "images" / f"{image_id}.jpg", quality=95)
+            shown = kind
+            if flip and rng.random() < flip:  # (no draw at all without flips: the other regimes' corpora stay)
+                shown = rng.choice([k for k in TYPES if k != kind])
+            picture(shown, shape, rng, noise_sd=noise).save(folder / "images" / f"{image_id}.jpg", quality=95)
             contexts.append({"image_id": f"{image_id}.jpg", "context": f"a {TYPES[kind][0]} picture with a {shape}",
                              "generator": "synthetic", "prompt": "the colour and the shape"})
         name = {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"}[split]
