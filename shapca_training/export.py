@@ -7,8 +7,9 @@ With `--validation` (a paper preset such as `twitter2015`, or any data `train.py
 with `--quantize int8`, of the int8 graph on that split through the ONNX predictor, and their
 speed (sentences/s on this machine); the figures go to `onnx/export.json` and to the card
 (`README.md`) of OUT when there is one. An int8 model that loses more than `--f1-tolerance`
-F1 points (default 0.5) is reported: a warning, `"within_tolerance": false` in export.json,
-and exit status 2 (the files stay, so you can look at them).
+F1 points (default 0.5) is reported (a warning, `"within_tolerance": false` in export.json, exit
+status 2) and its graph is removed from `onnx/`, so it is never published (export.json and the
+card keep its measured F1); raise `--f1-tolerance` knowingly to keep it.
 """
 
 from __future__ import annotations
@@ -173,9 +174,12 @@ def main(argv=None) -> dict:
             quality["within_tolerance"] = quality["int8_f1_change"] >= -args.f1_tolerance
             report["int8"]["within_tolerance"] = quality["within_tolerance"]
             if not quality["within_tolerance"]:
-                logger.warning("int8 loses %.2f F1 points on %s (%s), more than the tolerance of %.2f: serve the "
-                               "fp32 graph, or raise --f1-tolerance knowingly", -quality["int8_f1_change"],
-                               args.validation, args.split, args.f1_tolerance)
+                logger.warning("int8 loses %.2f F1 points on %s (%s), more than the tolerance of %.2f: its graph is "
+                               "removed from %s/%s (serve the fp32 graph, or raise --f1-tolerance knowingly)",
+                               -quality["int8_f1_change"], args.validation, args.split, args.f1_tolerance,
+                               args.output, ONNX_FOLDER)
+                (args.output / ONNX_FOLDER / report["files"].pop("int8")).unlink(missing_ok=True)
+                report["int8"]["removed"] = True
                 status = 2
         report["quality"] = quality
         write_atomic(args.output / ONNX_FOLDER / INFO_FILE, json.dumps(report, indent=2) + "\n")

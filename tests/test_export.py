@@ -11,6 +11,7 @@ import torch
 import push_to_hub
 from shapca_training import export
 
+from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
 from tests.helpers import raw_twitter
 
 SENTENCES = ("IMGID:1\nKevin\tB-PER\nDurant\tI-PER\nenters\tO\nOracle\tB-LOC\nArena\tI-LOC\n\n"
@@ -31,7 +32,6 @@ def run(trained_model_dir, tmp_path_factory):
 
 
 def test_export_measures_f1_and_speed_and_fp32_matches_pytorch(run):
-    from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
     from shapca_serving.loading import load_trained
 
     folder, data, report = run
@@ -82,7 +82,15 @@ def test_an_int8_model_outside_the_tolerance_is_reported(run, tmp_path, monkeypa
     saved = json.loads((copy / "onnx" / "export.json").read_text())
     assert saved["quality"]["int8_f1_change"] == -0.8 and saved["quality"]["within_tolerance"] is False
     assert "int8 loses 0.80 F1 points" in caplog.text
-    assert "**outside** the tolerance of 0.5 points" in (copy / "README.md").read_text()
+    card = (copy / "README.md").read_text()
+    assert "**outside** the tolerance of 0.5 points. The int8 graph is not published." in card
+    # the failed int8 graph is gone from onnx/ (never published); its figures stay
+    assert not (copy / "onnx" / "model_int8.onnx").exists() and "int8" not in saved["files"]
+    assert saved["int8"]["removed"] is True and "quantized=True" not in card
+    with pytest.raises(OSError, match="has no onnx/model_int8.onnx"):
+        ShapCAOnnxPredictor.from_pretrained(copy, quantized=True)
+    files = push_to_hub.main([str(copy), "--repo-id", "someone/x", "--dry-run", str(tmp_path / "staged")])
+    assert "onnx/model.onnx" in files and "onnx/model_int8.onnx" not in files
 
 
 # ---------------------------------------------------------------- folders you can trust (issue 34)
