@@ -130,6 +130,15 @@ def tiny_processor(tokenizer=None) -> ShapCAProcessor:
     return ShapCAProcessor(image_processor, tokenizer, max_length=64, max_words=64)
 
 
+def image_folder(folder: Path, count: int) -> Path:
+    """`folder` with `count` small random JPEGs `100.jpg`, `101.jpg`, ... (seed 0, sizes differ)."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (30 + i, 40, 3), dtype=np.uint8)).save(folder / f"{100 + i}.jpg")
+    return folder
+
+
 def random_image(seed: int = 0, size=(40, 56)) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8))

@@ -8,15 +8,12 @@ import pytest
 from PIL import Image
 
 from datasets_scripts import generate_contexts as gc
+from tests.helpers import image_folder
 
 
 @pytest.fixture
 def image_dir(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        Image.fromarray(rng.integers(0, 255, (30 + i, 40, 3), dtype=np.uint8)).save(folder / f"{100 + i}.jpg")
+    folder = image_folder(tmp_path / "images", 5)
     (folder / "105.jpg").write_bytes(b"broken")
     (folder / "notes.txt").write_text("not an image")
     return folder

@@ -18,19 +18,14 @@ from modeling_shapca.context_generation import ContextSettings
 from modeling_shapca.engine import InferenceEngine
 from modeling_shapca.inference import load_image
 from modeling_shapca.torch_runner import TorchRunner
-from tests.helpers import ROOT, tiny_model, tiny_processor
+from tests.helpers import ROOT, image_folder, tiny_model, tiny_processor
 
 SETTINGS = ContextSettings("some/generator", max_new_tokens=4, temperature=0.0)
 
 
 @pytest.fixture
 def image_dir(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (30 + i, 40, 3), dtype=np.uint8)).save(folder / f"{100 + i}.jpg")
-    return folder
+    return image_folder(tmp_path / "images", 4)
 
 
 def sha(path) -> str:
