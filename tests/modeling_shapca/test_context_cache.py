@@ -224,3 +224,19 @@ def test_the_onnx_runner_reads_the_cache_and_never_generates(tmp_path):
                                          "context cache has none for this image"):
         runner.add_contexts([{"_name": "input 0", "image": missing, "context": None}])
     runner.add_contexts([{"_name": "input 0", "image": missing, "context": None}], generate_contexts=False)
+
+
+def test_a_dataset_image_column_is_keyed_by_its_file_bytes(image_dir):
+    """shapca-predict over a `datasets` Image() column reads the files' bytes, so the cache
+    finds the contexts shapca-contexts wrote for the same pictures."""
+    import datasets
+
+    from shapca_serving.batch import DatasetSource
+
+    paths = [str(image_dir / "100.jpg"), str(image_dir / "101.jpg")]
+    dataset = datasets.Dataset.from_dict({"text": ["a", "b"], "image": paths}).cast_column("image", datasets.Image())
+    source = DatasetSource(dataset, "tweets", {"text": None, "tokens": None, "image": None, "context": None,
+                                               "pairs": None})
+    rows = source.rows_at([0, 1])
+    digests = [image_digest(load_image(row["inputs"]["image"], row["line"])) for row in rows]
+    assert digests == [sha(image_dir / "100.jpg"), sha(image_dir / "101.jpg")]
