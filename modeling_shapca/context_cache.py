@@ -11,8 +11,11 @@ keyed by its pixels instead (`image_digest`), which a file's key never equals.
 Where: `$SHAPCA_CONTEXT_CACHE` (a folder), by default `$XDG_CACHE_HOME/shapca/contexts`
 (`~/.cache/shapca/contexts`); `SHAPCA_CONTEXT_CACHE=off` turns it off, as `--no-context-cache`
 does on the command-line tools. Bounded: `$SHAPCA_CONTEXT_CACHE_MAX_MB` (default 1024 MB, about
-half a million contexts of 256 tokens); a write that takes the folder over the bound removes the
-least recently used entries (a hit refreshes an entry's time) until it is under 90 % of it.
+half a million contexts of 256 tokens). A writing process measures the folder at its first
+write and again after each 1 % of the bound it has written; over the bound, it removes the least
+recently used entries (a hit refreshes an entry's time) until the folder is under 90 % of it. So
+the folder exceeds the bound by at most 1 % per writing process, and a write costs no scan of a
+large cache.
 
 One file per entry (`<key[:2]>/<key>.json`: the key, the image's sha256, the settings, the
 context and the context's sha256), written through `files.write_atomic`, so any number of
@@ -41,6 +44,7 @@ DEFAULT_MAX_MB = 1024
 OFF_VALUES = ("off", "0", "false", "no", "none")
 DIGEST_INFO = "shapca_sha256"  # where `load_image` keeps the sha256 of the bytes an image was read from
 TRIM_TO = 0.9  # a trim leaves the cache at this share of its bound
+MEASURE_EVERY = 0.01  # a writer measures the folder again after writing this share of the bound
 
 logger = logging.getLogger("shapca.context_cache")
 
@@ -69,6 +73,7 @@ class ContextCache:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
             raise ValueError(f"the context cache's size bound must be a positive number of bytes, got {max_bytes!r}")
         self.folder, self.max_bytes = Path(folder).expanduser(), max_bytes
+        self._unmeasured = None  # bytes this process wrote since it last measured the folder (None: not yet)
 
     @classmethod
     def from_env(cls) -> "ContextCache | None":
@@ -146,14 +151,20 @@ class ContextCache:
 
     def put_many(self, entries, settings: ContextSettings) -> None:
         """Store `(image sha256, context)` pairs (each file whole), then keep the bound."""
+        written = 0
         for digest, context in entries:
             key = self.key(digest, settings)
             path = self.path(key)
             path.parent.mkdir(parents=True, exist_ok=True)
             entry = {"key": key, "image_sha256": digest, "settings": _settings_key(settings), "context": context,
                      "checksum": hashlib.sha256(context.encode("utf-8")).hexdigest()}
-            write_atomic(path, json.dumps(entry, ensure_ascii=False))
-        self.trim()
+            text = json.dumps(entry, ensure_ascii=False)
+            write_atomic(path, text)
+            written += len(text.encode("utf-8"))
+        if self._unmeasured is None or self._unmeasured + written >= self.max_bytes * MEASURE_EVERY:
+            self.trim()  # (sets _unmeasured to 0)
+        else:
+            self._unmeasured += written
 
     def put(self, image_sha256: str, context: str, settings: ContextSettings) -> None:
         self.put_many([(image_sha256, context)], settings)
@@ -180,8 +191,9 @@ class ContextCache:
         return sum(size for _, size, _ in self._entries())
 
     def trim(self) -> int:
-        """Over the bound, remove the least recently used entries until under 90 % of it;
-        returns how many were removed."""
+        """Measure the folder and, over the bound, remove the least recently used entries until
+        under 90 % of it; returns how many were removed."""
+        self._unmeasured = 0
         entries = self._entries()
         total = sum(size for _, size, _ in entries)
         if total <= self.max_bytes:

@@ -94,6 +94,21 @@ def test_the_size_bound_removes_the_least_recently_used(tmp_path):
     assert cache.size() == 5 * one
 
 
+def test_a_writer_measures_the_folder_at_its_first_write_and_after_each_percent_of_the_bound(tmp_path,
+                                                                                                 monkeypatch):
+    cache, scans = ContextCache(tmp_path / "cache", max_bytes=100_000), []
+    real = cache._entries
+    monkeypatch.setattr(cache, "_entries", lambda: scans.append(1) or real())
+    cache.put("0" * 64, "x", SETTINGS)
+    assert len(scans) == 1  # the first write measures
+    one = cache.path(cache.key("0" * 64, SETTINGS)).stat().st_size  # every entry's size
+    for i in range(1, 40):
+        cache.put(f"{i:064d}", "x", SETTINGS)
+    # then one scan each time the writes since the last one reach 1 % of the bound (1,000 bytes)
+    every = -(-1000 // one)  # writes per scan
+    assert every > 1 and len(scans) == 1 + 39 // every
+
+
 def test_environment_moves_disables_and_bounds_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SHAPCA_CONTEXT_CACHE", "off")
     assert ContextCache.from_env() is None
