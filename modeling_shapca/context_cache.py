@@ -9,8 +9,8 @@ new ones, turn the cache off). An image given as a PIL image in memory has no fi
 keyed by its pixels instead (`image_digest`), which a file's key never equals.
 
 Where: `$SHAPCA_CONTEXT_CACHE` (a folder), by default `$XDG_CACHE_HOME/shapca/contexts`
-(`~/.cache/shapca/contexts`); `SHAPCA_CONTEXT_CACHE=off` turns it off, as `--no-context-cache`
-does on the command-line tools. Bounded: `$SHAPCA_CONTEXT_CACHE_MAX_MB` (default 1024 MB, about
+(`~/.cache/shapca/contexts`); `SHAPCA_CONTEXT_CACHE=off` (or 0, false, no, none) turns it off,
+as `--no-context-cache` does on the command-line tools. Bounded: `$SHAPCA_CONTEXT_CACHE_MAX_MB` (default 1024 MB, about
 half a million contexts of 256 tokens). A writing process measures the folder at its first
 write and again after each 1 % of the bound it has written; over the bound, it removes the least
 recently used entries (a hit refreshes an entry's time) until the folder is under 90 % of it. So
