@@ -279,9 +279,10 @@ def table(results_dir: Path, regimes: list[str], seeds: list[int], variants: lis
 
 RETRIEVAL = (("semantic_r1_c2t", "R@1 context->text"), ("semantic_r1_t2c", "R@1 text->context"),
              ("modality_r1_c2i", "R@1 context->image"), ("modality_r1_i2c", "R@1 image->context"))
-# Issue 44: every objective, InfoNCE and no alignment, in the graded regime (10 seeds) and in
-# few-images-at-eval (5 seeds, for the retrieval columns); the pilots are a graded regime's
-# first 3 seeds of no alignment and Eq. 5 (the same runs, reused by the full table).
+# Issue 44: every objective, InfoNCE and no alignment, in image-at-eval (10 seeds; chosen by the
+# pilots: graded-images did not meet a seed sd of 5 F1, image-at-eval did) and in
+# few-images-at-eval (5 seeds, for the retrieval columns); the pilots are a regime's first 3
+# seeds of no alignment and Eq. 5 (the same runs, reused by the full table).
 RETRIEVAL_SEEDS = {"graded-images": list(range(10)), "graded-images-20-epochs": list(range(10)),
                    "image-at-eval": list(range(10)), "few-images-at-eval": list(range(5))}
 
@@ -345,7 +346,7 @@ def main(argv=None) -> str:
                              "epoch on validation, seeds 0-9, cells none / infonce / paper / mean / margin, "
                              "differences from none")
     parser.add_argument("--retrieval", action="store_true",
-                        help="issue 44: regimes graded-images (seeds 0-9) and few-images-at-eval (seeds 0-4), "
+                        help="issue 44: regimes image-at-eval (seeds 0-9) and few-images-at-eval (seeds 0-4), "
                              "pretrained MiniLM, 10 epochs, best epoch on validation, cells none / infonce / paper / "
                              "mean / margin, test F1 and the alignment's retrieval, differences from none")
     parser.add_argument("--pilot", action="store_true",
@@ -377,7 +378,7 @@ def main(argv=None) -> str:
     from benchmarks import synthetic_multimodal as synthetic
 
     if args.retrieval:
-        preset = dict(regimes=["graded-images", "few-images-at-eval"], variants=OBJECTIVE_CELLS, seeds=list(range(10)), epochs=10,
+        preset = dict(regimes=["image-at-eval", "few-images-at-eval"], variants=OBJECTIVE_CELLS, seeds=list(range(10)), epochs=10,
                       text_model="minilm", best_on_validation=True, baseline="w/o alignment (none)",
                       work_dir=Path("outputs/alignment-retrieval"))
         if args.pilot:
