@@ -291,7 +291,7 @@ def generator(name: str, batch_sizes, repeats: int, device: str, max_new_tokens:
             total = estimate
         per_batch[str(batch)] = record
         out[str(batch)] = total / batch
-    del model
+    model = call = None  # the weights go before the next generator is built
     gc.collect()
     return {"seconds_per_image": out, "calls": per_batch, "inputs": shapes, "parameters": parameters,
             "layers_built": raw["text_config"]["num_hidden_layers"], "layers_full": full_layers,

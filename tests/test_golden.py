@@ -60,13 +60,13 @@ def test_console_script_flags_are_unchanged(golden_now):
     golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
     for job, flags in golden["cli_flags"].items():
         assert set(golden_now["cli_flags"][job]) >= set(flags), job  # no flag removed
-    # shapca-predict gained the corpus flags of issue 37 (datasets, Parquet, chunks) and of issue 47
-    # (the copied columns), nothing else
+    # shapca-predict gained the corpus flags of issue 37 (datasets, Parquet, chunks), of issue 47
+    # (the copied columns) and of issue 43 (the context cache), nothing else
     assert set(golden_now["cli_flags"]["predict"]) - set(golden["cli_flags"]["predict"]) == {
         "--split", "--text-column", "--text_column", "--tokens-column", "--tokens_column", "--image-column",
         "--image_column", "--context-column", "--context_column", "--pairs-column", "--pairs_column", "--chunk-size",
         "--no-progress", "--nproc_per_node",  # (that one from the usage lines of the help)
-        "--columns", "--drop-columns", "--drop_columns"}
+        "--columns", "--drop-columns", "--drop_columns", "--no-context-cache"}
 
 
 def test_staged_files_and_card_sections_are_unchanged(golden_now):
@@ -74,7 +74,8 @@ def test_staged_files_and_card_sections_are_unchanged(golden_now):
     now, before = set(golden_now["staged_files"]), set(golden["staged_files"])
     assert {f for f in now if not f.endswith(".py")} == {f for f in before if not f.endswith(".py")}
     # the .py files are the remote-code closure (tests/test_layout.py): today's, less what left
-    # modeling_shapca/, plus the engine the pipeline and model.predict now share
-    assert {f for f in now if f.endswith(".py")} == {f for f in before if f.endswith(".py")} | {"engine.py",
-                                                                                                 "torch_runner.py"}
+    # modeling_shapca/, plus the engine the pipeline and model.predict now share, and the context
+    # cache its torch runner reads and fills (issue 43) with the atomic writes it uses
+    assert {f for f in now if f.endswith(".py")} == {f for f in before if f.endswith(".py")} | {
+        "engine.py", "torch_runner.py", "context_cache.py", "files.py"}
     assert golden_now["card_sections"] == golden["card_sections"]
