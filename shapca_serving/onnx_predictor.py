@@ -167,8 +167,8 @@ class OnnxRunner:
         self.label_groups = self.config.get("label_groups")
         self.group_sizes = [len(v) for v in (self.label_groups or {}).values()]
         self.max_words, self.max_length = min(self.config["max_words"], processor["max_words"]), processor["max_length"]
-        self.context_generator = processor.get("context_generator")
-        self.context_settings = saved_settings(processor)
+        self.context_settings = saved_settings(processor)  # None: the model reads no generated contexts
+        self.context_generator = self.context_settings.model if self.context_settings else None
         self.context_cache = ContextCache.resolve(context_cache)  # read only: this runner never generates
         self.allow_private = allow_private
         providers = providers or ["CPUExecutionProvider"]

@@ -27,6 +27,9 @@ import torch
 import torch.nn.functional as F
 
 BLOCK = 1024
+# The four directions: (loss, key, what is retrieved); `<loss>_r1_<key>` in the metrics.
+DIRECTIONS = (("semantic", "c2t", "context -> text"), ("semantic", "t2c", "text -> context"),
+              ("modality", "c2i", "context -> image"), ("modality", "i2c", "image -> context"))
 
 
 def top1_retrieval(queries: torch.Tensor, candidates: torch.Tensor) -> float:
@@ -90,8 +93,8 @@ class AlignmentCollector:
             return {}
         out = {}
         both = has_context & every["has_image"].bool()
-        for loss, mask, other, directions in (("semantic", has_context, "text", ("c2t", "t2c")),
-                                              ("modality", both, "image", ("c2i", "i2c"))):
+        for loss, mask, other in (("semantic", has_context, "text"), ("modality", both, "image")):
+            directions = [key for name, key, _ in DIRECTIONS if name == loss]  # (context -> other, other -> context)
             n = int(mask.sum())
             if n < 2:
                 continue  # retrieval needs at least two candidates
@@ -106,4 +109,4 @@ class AlignmentCollector:
         return out
 
 
-__all__ = ["AlignmentCollector", "top1_retrieval"]
+__all__ = ["DIRECTIONS", "AlignmentCollector", "top1_retrieval"]

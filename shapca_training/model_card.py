@@ -213,15 +213,13 @@ def render_card(model_dir: str | Path, repo_id: str | None = None, results: dict
     return front_matter(context) + environment.from_string(TEMPLATE.read_text()).render(**context)
 
 
-ALIGNMENT_DIRECTIONS = (("semantic", "c2t", "context -> text"), ("semantic", "t2c", "text -> context"),
-                        ("modality", "c2i", "context -> image"), ("modality", "i2c", "image -> context"))
-
-
 def alignment_rows(test: dict) -> list[dict]:
     """The card's alignment table: test R@1 per direction with its chance level and pairs
     (`shapca_training/alignment_eval.py`); empty for a model evaluated without contexts."""
     rows = []
-    for loss, direction, name in ALIGNMENT_DIRECTIONS:
+    from .alignment_eval import DIRECTIONS
+
+    for loss, direction, name in DIRECTIONS:
         key = f"test_alignment_{loss}_r1_{direction}"
         if key in test:
             rows.append({"direction": name, "r1": test[key], "chance": test[f"test_alignment_{loss}_chance"],
