@@ -128,8 +128,7 @@ def generate(
     for path, key in zip(images, key_of):
         path_of.setdefault(key, path)  # a renamed copy is the same image: described once
     keys = list(path_of)
-    place = world()
-    with OutputLock(output, place):
+    with world() as place, OutputLock(output, place):
         store = PartStore(output.with_name(f".{output.name}.parts"))
         cached = 0
         if place.is_main:

@@ -225,9 +225,8 @@ def _run(args) -> int:
     task = model_task(args.model)
     spec = get_task(task)
     check_copied(source, (spec.output_key,) if spec.output_key else ("entities", "relations"), parquet)
-    place = world()
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    with OutputLock(args.output, place):  # claimed before the model loads
+    with world() as place, OutputLock(args.output, place):  # claimed before the model loads
         key = {"input": source.fingerprint, "model": model_fingerprint(args.model), "backend": args.backend,
                "quantized": args.quantized, "columns": source.columns, "copied": source.copied,
                "window": args.window, "stride": args.stride, "ignore_labels": args.ignore_labels, "bf16": args.bf16}

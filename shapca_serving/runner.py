@@ -2,10 +2,9 @@
 processes, written whole or not at all, resumed by content, one lock per output, one output
 written by the main process in input order.
 
-    place = world()                                      # torchrun / accelerate launch, or 1 process
-    with OutputLock(output, place):                      # one run per output (the main process holds it)
-        store = PartStore(folder)                        # complete parts: {key: value}
-        stats = run_parts(keys, store, work, place, chunk_size)
+    with world() as place, OutputLock(output, place):   # torchrun / accelerate launch, or 1 process;
+        store = PartStore(folder)                        # one run per output (the main process holds it)
+        stats = run_parts(keys, store, work, place, chunk_size)   # complete parts: {key: value}
         ...                                              # the main process assembles the one output
 
 Keys are content, never names or times (`datasets` keys its cache the same way): a tool keys
@@ -42,6 +41,7 @@ HASH_BLOCK = 1 << 20  # bytes read at a time when hashing a file
 class World:
     rank: int = 0
     size: int = 1
+    owns_group: bool = False  # this process made the process group (and tears it down)
 
     @property
     def is_main(self) -> bool:
@@ -57,12 +57,31 @@ class World:
         dist.all_gather_object(out, value)
         return out
 
+    def close(self) -> None:
+        """Destroy the process group this process made. A gloo group left to the interpreter's
+        exit can abort the process ("terminate called without an active exception", SIGABRT,
+        pytorch/pytorch#190489): its worker threads outlive the interpreter they call into."""
+        if self.owns_group:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            self.owns_group = False
+
+    def __enter__(self) -> "World":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def world() -> World:
     """This process's place among the launcher's (`torchrun`, `accelerate launch`: `RANK`,
-    `WORLD_SIZE`); a process group over gloo when there are several."""
+    `WORLD_SIZE`); a process group over gloo when there are several. Use it as a context
+    (`with world() as place:`) so that a group it made is destroyed when the run ends."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    owns = False
     if size > 1:
         import datetime
 
@@ -70,7 +89,8 @@ def world() -> World:
 
         if not dist.is_initialized():
             dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))  # a slow part is not an error
-    return World(rank, size)
+            owns = True
+    return World(rank, size, owns)
 
 
 # ---------------------------------------------------------------------------------- content keys

@@ -285,3 +285,39 @@ def test_every_process_gets_rows_when_there_are_fewer_than_n_chunks(tmp_path):
     assert store.done() == {k: k * 2 for k in range(400)}
     # any number of processes resumes any other's parts: three processes find nothing to do
     assert [run_parts(list(range(400)), store, None, Beside(rank, 3), 7)["items"] for rank in range(3)] == [0, 0, 0]
+
+
+# ---------------------------------------------------------------------------------- the process group
+def _in_world(rank, port, made_outside, out_dir):
+    import torch.distributed as dist
+
+    from shapca_serving.runner import world
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if made_outside:  # accelerate / a user made the group: it is theirs to destroy
+        dist.init_process_group("gloo", rank=rank, world_size=2)
+    with world() as place:
+        gathered = place.gather(rank * 10)
+    (out_dir / f"rank{rank}.json").write_text(json.dumps({"gathered": gathered, "alive": dist.is_initialized(),
+                                                          "owned": place.owns_group}))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("made_outside", [False, True])
+def test_the_run_destroys_the_process_group_it_made_and_only_that(tmp_path, made_outside):
+    """A gloo group left to the interpreter's exit can abort a process that finished its work
+    (SIGABRT, "terminate called without an active exception"; it failed CI once under torchrun).
+    `with world()` destroys the group it made when the run ends, and leaves one made before it."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_in_world, args=(port, made_outside, tmp_path), nprocs=2, join=True)
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got == {"gathered": [0, 10], "alive": made_outside, "owned": False}
