@@ -8,7 +8,8 @@ its cost (docs/benchmarks.md, "round two"):
   ruler on every fine tag the tagger can give and every word its POS rules name;
 - the tok2vec and tagger layers multiply with NumPy's BLAS instead of thinc's single-threaded blis;
 - for the architecture of spaCy's small English pipelines, the two models run as one function
-  over thinc's own operations (`_FlatTagger`), without thinc's per-layer calls.
+  over thinc's own operations (`_FlatTagger`), without thinc's per-layer calls, on feature
+  rows kept per distinct word instead of a spaCy Doc per sentence.
 It is used only where it is exact by construction (the ruler's POS rules look at nothing but
 the fine tag, the lower-cased word and is-space; rules on dependencies never match without a
 parser) and the models run on thinc's CPU ops; otherwise, or with `fast=False`, the pipeline
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from typing import Sequence
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ POS_TAGS = (
 )
 _POS_TO_ID = {tag: i for i, tag in enumerate(POS_TAGS)}
 RULER = "attribute_ruler"
+FEATURE_CACHE = 200_000  # distinct words whose feature rows the flat tagger keeps
+_FEATURE_LOCK = threading.Lock()  # module-level: a tagger is deep-copied with its processor
 _RULE_KEYS = {"TAG", "LOWER", "IS_SPACE", "DEP"}
 
 
@@ -213,8 +217,29 @@ class _FlatTagger:
             raise _NotCompilable("a tagger with a softmax temperature")
         self.W, self.b = softmax.get_param("W"), softmax.get_param("b")
         self.ops = NumpyOps(use_blis=False)
+        self.vocab = nlp.vocab
         strings = nlp.vocab.strings
         self.label_hashes = [strings.add(label) for label in nlp.get_pipe("tagger").labels]
+        self._rows: dict[str, object] = {}  # word -> its feature row (see `features`)
+
+    def features(self, words: list[str]):
+        """The feature rows (`doc.to_array(columns)`, uint64) of a word list. Every column is the
+        word's own (its lexeme's norm, prefix, suffix, shape, is-space) but SPACY, which is 1 for
+        every token of a Doc made from words: so each distinct word's row is computed once, from
+        one Doc of the words not seen before, instead of a Doc per sentence (a Doc costs more than
+        the tagger's arithmetic for one short sentence). At most FEATURE_CACHE words are kept."""
+        from spacy.tokens import Doc
+
+        with _FEATURE_LOCK:  # the engine may tag in a worker thread and in the caller's
+            rows = self._rows
+            new = list(dict.fromkeys(w for w in words if w not in rows))
+            if new:
+                if len(rows) + len(new) > FEATURE_CACHE:
+                    rows.clear()
+                    new = list(dict.fromkeys(words))
+                for word, row in zip(new, Doc(self.vocab, words=new).to_array(self.columns).astype("uint64")):
+                    rows[word] = row
+            return self.ops.xp.stack([rows[w] for w in words])
 
     def _maxout_norm(self, X, layer):
         W, b, n_out, pieces, G, beta = layer
@@ -227,12 +252,12 @@ class _FlatTagger:
         Y += beta
         return Y
 
-    def __call__(self, docs) -> list[list[int]]:
-        """Each Doc's fine tags as string-store hashes (Docs with tokens: an empty Doc has none)."""
-        if not docs:
+    def __call__(self, sentences: list[list[str]]) -> list[list[int]]:
+        """Each word list's fine tags as string-store hashes (non-empty word lists)."""
+        if not sentences:
             return []
         ops = self.ops
-        features = [ops.asarray2i(doc.to_array(self.columns), dtype="uint64") for doc in docs]
+        features = [self.features(words) for words in sentences]
         lengths = ops.asarray1i([len(f) for f in features])
         ids = ops.flatten(features)
         embedded = ops.xp.hstack([ops.gather_add(E, ops.hash(ops.as_contig(ids[:, column], dtype="uint64"), seed)
@@ -281,13 +306,13 @@ class PosTagger:
         self.fast_path = self._table is not None
         self._nlp = nlp
 
-    def _fine_tags(self, docs: list) -> list[list[int]]:
-        """The flat tagger over the Docs with tokens, in `nlp.pipe`'s minibatches."""
-        out = [[] for _ in docs]
-        full = [i for i, doc in enumerate(docs) if len(doc)]
+    def _fine_tags(self, words: list[list[str]]) -> list[list[int]]:
+        """The flat tagger over the word lists with words, in `nlp.pipe`'s minibatches."""
+        out = [[] for _ in words]
+        full = [i for i, ws in enumerate(words) if ws]
         for start in range(0, len(full), self.batch_size):
             chunk = full[start:start + self.batch_size]
-            for i, tags in zip(chunk, self._flat([docs[i] for i in chunk])):
+            for i, tags in zip(chunk, self._flat([words[i] for i in chunk])):
                 out[i] = tags
         return out
 
@@ -302,8 +327,7 @@ class PosTagger:
             return [[token.pos_ for token in doc] for doc in docs]
         with _one_blas_thread():
             if self._flat is not None:
-                docs = [Doc(self._nlp.vocab, words=ws) for ws in words]
-                return [self._table(ws, tags) for ws, tags in zip(words, self._fine_tags(docs))]
+                return [self._table(ws, tags) for ws, tags in zip(words, self._fine_tags(words))]
             docs = self._nlp.pipe((Doc(self._nlp.vocab, words=ws) for ws in words), batch_size=self.batch_size)
             return [self._table(ws, doc.to_array("TAG").tolist()) for ws, doc in zip(words, docs)]
 

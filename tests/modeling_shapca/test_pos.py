@@ -104,3 +104,19 @@ def test_an_architecture_the_flat_tagger_does_not_know_runs_layer_by_layer(monke
     words = [s.words for s in read_twitter_ner(DATA / "twitter2015" / "valid.txt")[0]][:200]
     assert tagger(words) == taggers[0](words)
     assert tagger.fast_path is True and tagger._flat is None  # the table and NumPy BLAS, thinc's layers
+
+
+def test_feature_rows_are_kept_per_word_and_bounded(monkeypatch, taggers):
+    """The flat tagger reads each distinct word's features once (no Doc per sentence); past
+    FEATURE_CACHE words it starts again, with the same tags."""
+    slow, _ = taggers
+    monkeypatch.setattr(pos, "FEATURE_CACHE", 12)
+    fast = PosTagger()
+    words = [s.words for s in read_twitter_ner(DATA / "twitter2015" / "valid.txt")[0]][:40]
+    assert [fast([w])[0] for w in words] == slow(words)
+    rows = fast._flat._rows
+    assert len(rows) <= max(12, max(len(set(w)) for w in words))
+    kept = dict(rows)
+    fast([words[-1]])  # seen words: no new row
+    assert all(rows[w] is kept[w] for w in words[-1])
+    assert set(words[-1]) <= set(rows)
