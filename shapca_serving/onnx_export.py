@@ -14,10 +14,13 @@ folder is what the predictor and the Hub need):
   plus `image_regions` `(batch, regions, vision_dim)` and `has_image` `(batch,)`.
 * `vision.onnx`: the vision encoder, `pixel_values` -> `image_regions` (dynamic batch), when the
   processor has an image processor with a torch-free port (`image_transforms.py`).
-* `model_int8.onnx` (`quantize=True`): `model.onnx` with ONNX Runtime's dynamic int8
-  quantization (MatMul / Gemm weights int8 per output channel, activations quantized per call);
-  the vision graph stays fp32. Per-channel weights: on the Twitter-2015 validation split
-  per-tensor int8 lost 0.80 F1 and per-channel 0.44 (docs/benchmarks.md).
+* `model_int8.onnx` (`quantize=True` or a scheme of `quantization.SCHEMES`): `model.onnx` in
+  int8 (MatMul / Gemm weights int8 per output channel; activations quantized per call, or with
+  ranges calibrated on `calibration` sentences); the vision graph stays fp32. Per-channel
+  weights: on the Twitter-2015 validation split per-tensor int8 lost 0.80 F1 and per-channel
+  0.44 (docs/benchmarks.md). Several schemes (`quantize=("dynamic", "static-minmax")`): the
+  first is `model_int8.onnx`, the others `model_int8.<scheme>.onnx` candidates, each checked
+  the same way (`shapca-export` measures them and keeps one).
 * `export.json`: the task and labels, the model's fingerprint (a hash of its config's labels and
   its weights: publishing stages `onnx/` only when it matches the folder's model), the CRF's
   parameters (decoded in NumPy), the check below and the int8 figures.
@@ -52,12 +55,15 @@ from torch import nn
 
 from .locks import WriterLock
 from .onnx_predictor import INFO_FILE, INT8_FILE, MODEL_FILE, ONNX_FOLDER, VISION_FILE, label_summary
+from .quantization import check_scheme, needs_calibration
+from .quantization import quantize as quantize_graph
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 LOCK_FILE = ".shapca-export.lock"
 PARTIAL_PREFIX = ".onnx-partial-"
 
 ATOL = 1e-4
+CALIBRATION_BATCH = 32  # calibration sentences per graph run
 EXPORTERS = ("torchscript", "dynamo")
 OPSETS = {"torchscript": 17, "dynamo": 18}
 SAMPLE_WORDS = [
@@ -194,17 +200,26 @@ def _max_difference(session, inputs: dict[str, torch.Tensor], expected: np.ndarr
     return float(np.abs(got.astype(np.float64) - expected).max())
 
 
-def export_onnx(model, output_dir: str | Path, processor=None, quantize: bool = False, atol: float = ATOL,
-                with_vision: bool | None = None, exporter: str = "torchscript") -> dict:
+def export_onnx(model, output_dir: str | Path, processor=None, quantize: bool | str | tuple = False, atol: float = ATOL,
+                with_vision: bool | None = None, exporter: str = "torchscript", calibration: list[dict] | None = None,
+                calibration_source: dict | None = None) -> dict:
     """Export `model` (a folder / Hub id, or a loaded Shap-CA model with `processor`) into
     `output_dir` (see the module docstring); returns the report written to `export.json`.
 
     `with_vision`: export the vision graph (default: when the processor's image processor has a
     torch-free port). `exporter`: "torchscript" (opset 17, the text encoder traced with eager
     attention: the graph ONNX Runtime optimises best) or "dynamo" (opset 18, the encoder's own
-    attention). Raises `ExportError` when the check fails, with the output untouched."""
+    attention). `quantize`: False, True (dynamic int8), a scheme or a tuple of schemes
+    (`quantization.SCHEMES`); `calibration`: rows `{"words", "context"}` whose graph inputs
+    calibrate the static schemes (`calibration_source`: where they come from, recorded in
+    export.json). Raises `ExportError` when the check fails, with the output
+    untouched."""
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, not {exporter!r}")
+    schemes = int8_schemes(quantize)
+    if any(needs_calibration(s) for s in schemes) and not calibration:
+        raise ValueError(f"int8 schemes {', '.join(s for s in schemes if needs_calibration(s))} need calibration "
+                         "sentences (calibration=[{'words': [...], 'context': ...}, ...])")
     source = None
     output_dir = Path(output_dir)
     if isinstance(model, (str, Path)):
@@ -219,7 +234,36 @@ def export_onnx(model, output_dir: str | Path, processor=None, quantize: bool = 
     with WriterLock(output_dir / LOCK_FILE, f"another export is writing {output_dir} right now; wait for it"):
         for leftover in output_dir.glob(f"{PARTIAL_PREFIX}*"):  # a killed export's (the lock says none runs)
             shutil.rmtree(leftover, ignore_errors=True)
-        return _export_all(model, processor, output_dir, source, quantize, atol, with_vision, exporter)
+        return _export_all(model, processor, output_dir, source, schemes, atol, with_vision, exporter,
+                           (calibration, calibration_source))
+
+
+def int8_schemes(quantize) -> tuple[str, ...]:
+    """`export_onnx`'s `quantize` as a tuple of schemes (the first is `model_int8.onnx`)."""
+    if quantize is False or quantize is None:
+        return ()
+    schemes = ("dynamic",) if quantize is True else (quantize,) if isinstance(quantize, str) else tuple(quantize)
+    for scheme in schemes:
+        check_scheme(scheme)
+    if len(set(schemes)) != len(schemes) or not schemes:
+        raise ValueError(f"quantize: give each int8 scheme once, got {quantize!r}")
+    return schemes
+
+
+def candidate_file(scheme: str, first: bool) -> str:
+    """The file of an int8 scheme's graph: `model_int8.onnx` for the first (the one served)."""
+    return INT8_FILE if first else INT8_FILE.replace(".onnx", f".{scheme}.onnx")
+
+
+def calibration_feeds(model, processor, rows: list[dict], batch_size: int = CALIBRATION_BATCH) -> list[dict]:
+    """The main graph's inputs (NumPy) for calibration rows `{"words", "context"}`, in batches."""
+    feeds = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        batch = processor(words=[r["words"] for r in chunk], contexts=[r.get("context") or "" for r in chunk],
+                          images=None, return_tensors="pt")
+        feeds.append({k: v.numpy() for k, v in _main_inputs(batch, model).items()})
+    return feeds
 
 
 def _sha256(path: Path) -> str:
@@ -287,8 +331,8 @@ def _umask() -> int:
     return umask
 
 
-def _export_all(model, processor, output_dir: Path, source, quantize: bool, atol: float, with_vision,
-                exporter: str) -> dict:
+def _export_all(model, processor, output_dir: Path, source, schemes: tuple, atol: float, with_vision,
+                exporter: str, calibration) -> dict:
     from .image_transforms import ImageTransform
 
     model = model.eval().float().cpu()
@@ -331,13 +375,19 @@ def _export_all(model, processor, output_dir: Path, source, quantize: bool, atol
         report["export_seconds"] = round(time.perf_counter() - started, 1)
 
         sessions = {"model": _session(staged / MODEL_FILE)}
-        if quantize:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(str(staged / MODEL_FILE), str(staged / INT8_FILE), weight_type=QuantType.QInt8,
-                             per_channel=True)
-            sessions["int8"] = _session(staged / INT8_FILE)
-            report["files"]["int8"] = INT8_FILE
+        calibration, calibration_source = calibration
+        feeds = calibration_feeds(model, processor, calibration) if any(map(needs_calibration, schemes)) else None
+        int8 = {}
+        for k, scheme in enumerate(schemes):
+            name = candidate_file(scheme, k == 0)
+            began = time.perf_counter()
+            int8[scheme] = quantize_graph(staged / MODEL_FILE, staged / name, scheme,
+                                          feeds if needs_calibration(scheme) else None)
+            int8[scheme]["seconds"] = round(time.perf_counter() - began, 1)
+            if needs_calibration(scheme) and calibration_source:
+                int8[scheme]["calibration"] = calibration_source
+            sessions[scheme] = _session(staged / name)
+            report["files"]["int8" if k == 0 else f"int8.{scheme}"] = name
         differences = {key: 0.0 for key in sessions}
         vision_difference = 0.0
         vision_session = _session(staged / VISION_FILE) if with_vision else None
@@ -354,10 +404,12 @@ def _export_all(model, processor, output_dir: Path, source, quantize: bool, atol
         report["check"] = {"atol": atol, "max_abs_difference": differences["model"],
                            "vision_max_abs_difference": vision_difference if with_vision else None,
                            "batches": [int(b["input_ids"].shape[0]) for b in check_batches]}
-        if quantize:
-            report["int8"] = {"max_abs_difference": differences["int8"], "weights": "int8, per output channel",
-                              "activations": "uint8, dynamic (per call)",
-                              "quantized_ops": ["MatMul", "Gemm"]}
+        for scheme in schemes:
+            int8[scheme]["max_abs_difference"] = differences[scheme]
+        if schemes:
+            report["int8"] = int8[schemes[0]]
+        if len(schemes) > 1:
+            report["int8_candidates"] = int8
         failed = {k: v for k, v in (("model", differences["model"]), ("vision", vision_difference)) if v > atol}
         if failed:
             raise ExportError("the exported graph does not reproduce PyTorch: largest absolute difference "
@@ -396,4 +448,5 @@ def _load(name: str):
     return load_trained(name)
 
 
-__all__ = ["ATOL", "ExportError", "check_output_folder", "export_onnx", "model_fingerprint"]
+__all__ = ["ATOL", "ExportError", "calibration_feeds", "candidate_file", "check_output_folder", "export_onnx",
+           "int8_schemes", "model_fingerprint"]

@@ -10,6 +10,20 @@ speed (sentences/s on this machine); the figures go to `onnx/export.json` and to
 F1 points (default 0.5) is reported (a warning, `"within_tolerance": false` in export.json, exit
 status 2) and its graph is removed from `onnx/`, so it is never published (export.json and the
 card keep its measured F1); raise `--f1-tolerance` knowingly to keep it.
+
+The int8 scheme (`--int8-scheme`, `shapca_serving/quantization.py`): `dynamic` (activations
+quantized per call), `static-minmax` or `static-percentile` (activation ranges calibrated
+beforehand on training sentences, QDQ), or `auto` (the default):
+- with `--validation`, every scheme is exported and measured on that split, and the one with the
+  highest F1 among those at >= 0.9x the dynamic graph's speed is kept (a tie keeps the earlier
+  in that order); export.json records every candidate's F1 and speed under `int8.candidates`;
+- without it, `DEFAULT_SCHEME` (the scheme chosen on all three shipped tasks' fully trained
+  models, docs/benchmarks.md "int8 that keeps quality"), or `dynamic` when no calibration
+  sentences are found.
+Calibration sentences (`--calibration-sentences`, default 256, a seeded sample): from
+`--calibration DATA` (`--calibration-split`, default train); else the train split of the
+`--validation` data; else the train split of the preset the model was trained on (its
+`results.json`). export.json records the source under `int8.calibration`.
 """
 
 from __future__ import annotations
@@ -25,8 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
+from shapca_serving.quantization import SCHEMES, needs_calibration
+
 logger = logging.getLogger("shapca.export")
 F1_TOLERANCE = 0.5
+DEFAULT_SCHEME = "static-minmax"  # without --validation (measured: docs/benchmarks.md)
+CALIBRATION_SENTENCES = 256
+SPEED_FLOOR = 0.9  # a scheme is kept only at >= this share of the dynamic graph's sentences/s
 
 
 def _pad_stack(arrays: list[np.ndarray], value: int = -100) -> np.ndarray:
@@ -40,9 +59,9 @@ def _pad_stack(arrays: list[np.ndarray], value: int = -100) -> np.ndarray:
     return np.concatenate(out)
 
 
-def load_split(source: str, split: str, task: str):
+def load_split(source: str, split: str, task: str, flag: str = "--validation"):
     """A split of a paper preset (by name, built from the shipped raw files) or of any data that
-    `train.py --dataset_path` reads."""
+    `train.py --dataset_path` reads (`flag`: the option that named it, for the messages)."""
     from datasets_scripts.sources import build_raw, load_data
     from datasets_scripts.presets import DATASETS, get_dataset
 
@@ -53,18 +72,18 @@ def load_split(source: str, split: str, task: str):
     if source in DATASETS:
         spec = get_dataset(source)
         if spec.task != task:
-            raise ValueError(f"--validation {source} is a {spec.task!r} corpus; the model is a {task!r} model")
+            raise ValueError(f"{flag} {source} is a {spec.task!r} corpus; the model is a {task!r} model")
         dataset, _, _ = build_raw(resource("data", spec.raw_folder), spec.task, None, None, preset=spec.name)
     else:
         if not Path(source).exists() and (Path(source).is_absolute() or source.startswith((".", "~"))
                                           or source.count("/") > 1 or source.endswith((".jsonl", ".json", ".txt"))):
-            raise ValueError(f"--validation {source}: no such file or folder (and not a preset: {sorted(DATASETS)})")
+            raise ValueError(f"{flag} {source}: no such file or folder (and not a preset: {sorted(DATASETS)})")
         dataset, _, _ = load_data(source, task)
     if split not in dataset:
         raise ValueError(f"{source} has no {split!r} split (it has {sorted(dataset)})")
     missing = [c for c in ("words", *LABEL_COLUMNS[task]) if c not in dataset[split].column_names]
     if missing:
-        raise ValueError(f"--validation {source} ({split}) lacks the columns {missing} that a {task!r} model is "
+        raise ValueError(f"{flag} {source} ({split}) lacks the columns {missing} that a {task!r} model is "
                          f"scored on (it has {dataset[split].column_names})")
     return dataset[split]
 
@@ -108,6 +127,50 @@ def measure(runner, rows, config, batch_size: int = 32) -> dict:
             "sentences_per_second": round(len(rows) / seconds, 1)}
 
 
+def calibration_rows(args, task: str) -> tuple[list[dict] | None, dict | None]:
+    """The calibration sentences `{"words", "context"}` and where they come from (see the module
+    docstring), or (None, None) when no source is found."""
+    import random
+
+    source = args.calibration or args.validation or _trained_preset(args.model)
+    if source is None:
+        return None, None
+    split = args.calibration_split if args.calibration else "train"
+    try:
+        rows = load_split(source, split, task, "--calibration" if args.calibration else "--validation")
+    except ValueError:
+        if args.calibration:
+            raise
+        return None, None  # the --validation data without a train split: say so, use dynamic
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)
+    picked = sorted(order[:args.calibration_sentences])
+    chosen = rows.select(picked)
+    found = [{"words": r["words"], "context": r.get("context") or ""} for r in chosen if r["words"]]
+    return found, {"data": source, "split": split, "sentences": len(found), "sampled_from": len(rows), "seed": 0}
+
+
+def _trained_preset(model: str) -> str | None:
+    """The paper preset a local model folder was trained on (its results.json), if any."""
+    from datasets_scripts.presets import DATASETS
+
+    path = Path(model) / "results.json"
+    if not path.is_file():
+        return None
+    name = json.loads(path.read_text(encoding="utf-8")).get("dataset")
+    return name if name in DATASETS else None
+
+
+def pick_scheme(candidates: dict) -> tuple[str, str]:
+    """The kept scheme among measured candidates `{scheme: {"f1", "sentences_per_second"}}`
+    (dynamic among them), and why, in words."""
+    floor = SPEED_FLOOR * candidates["dynamic"]["sentences_per_second"]
+    fast = [name for name, c in candidates.items() if c["sentences_per_second"] >= floor]
+    best = max(fast, key=lambda name: candidates[name]["f1"])  # max keeps the first of equals
+    return best, (f"the highest validation F1 ({candidates[best]['f1']:.2f}) among the schemes at >= {SPEED_FLOOR}x "
+                  f"the dynamic graph's sentences/s ({', '.join(fast)})")
+
+
 def machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
 
@@ -125,11 +188,62 @@ def update_card(folder: Path) -> bool:
     return True
 
 
+def _schemes(args, task: str) -> tuple[tuple[str, ...], list | None, dict | None]:
+    """The int8 schemes to export (the first is kept unless --validation measures them all),
+    the calibration sentences and their source."""
+    calibration, source = calibration_rows(args, task)
+    if args.int8_scheme != "auto":
+        if needs_calibration(args.int8_scheme) and not calibration:
+            raise SystemExit(f"error: --int8-scheme {args.int8_scheme} needs calibration sentences: give "
+                             "--calibration DATA (or --validation DATA with a train split)")
+        schemes = (args.int8_scheme,)
+    elif not calibration:
+        logger.info("int8: dynamic (no calibration sentences found: give --calibration DATA for the static schemes)")
+        schemes = ("dynamic",)
+    elif args.validation:
+        schemes = SCHEMES  # measured on --validation, one kept
+    else:
+        schemes = (DEFAULT_SCHEME,)
+    if not any(needs_calibration(s) for s in schemes):
+        return schemes, None, None
+    logger.info("int8 calibration: %d sentences of %s (%s)", source["sentences"], source["data"], source["split"])
+    return schemes, calibration, source
+
+
+def _keep(folder: Path, report: dict, schemes: tuple, kept: str, why: str, measured: dict) -> None:
+    """`kept`'s graph becomes `model_int8.onnx`; the other candidates' graphs are removed (their
+    figures stay in export.json)."""
+    from shapca_serving.onnx_export import candidate_file
+    from shapca_serving.onnx_predictor import INT8_FILE
+
+    candidates = report.pop("int8_candidates")
+    for scheme, figures in candidates.items():
+        figures.update({k: measured[scheme][k] for k in ("f1", "sentences_per_second")})
+    for k, scheme in enumerate(schemes):
+        file = folder / candidate_file(scheme, k == 0)
+        if scheme == kept:
+            os.replace(file, folder / INT8_FILE)
+        elif k > 0:
+            file.unlink()
+        report["files"].pop(f"int8.{scheme}", None)
+    report["int8"] = {**candidates[kept], "chosen_by": why, "candidates": candidates}
+    report["sizes_bytes"] = {key: (folder / name).stat().st_size for key, name in report["files"].items()}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="trained model folder or Hub id")
     parser.add_argument("output", type=Path, help="folder for onnx/ (the model folder itself adds onnx/ beside the weights)")
-    parser.add_argument("--quantize", choices=["int8"], help="also write onnx/model_int8.onnx (dynamic int8)")
+    parser.add_argument("--quantize", choices=["int8"], help="also write onnx/model_int8.onnx (see --int8-scheme)")
+    parser.add_argument("--int8-scheme", choices=["auto", *SCHEMES], default="auto",
+                        help="dynamic, static-minmax, static-percentile, or auto (the default): measured on "
+                             f"--validation when given, else {DEFAULT_SCHEME} (dynamic without calibration sentences)")
+    parser.add_argument("--calibration", help="calibration sentences of the static schemes: a preset or any "
+                                              "--dataset_path of train.py (default: the train split of --validation, "
+                                              "else of the preset the model was trained on)")
+    parser.add_argument("--calibration-split", default="train", help="split of --calibration (default: train)")
+    parser.add_argument("--calibration-sentences", type=int, default=CALIBRATION_SENTENCES,
+                        help=f"how many (a seeded sample, default {CALIBRATION_SENTENCES})")
     parser.add_argument("--validation", help="measure F1 and speed on this data: a preset (twitter2015, mnre, ...) or "
                                              "any --dataset_path of train.py")
     parser.add_argument("--split", default="validation", help="split of --validation (default: validation)")
@@ -143,6 +257,10 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.calibration_sentences < 1:
+        parser.error(f"--calibration-sentences must be a positive integer, got {args.calibration_sentences}")
+    if not args.quantize and (args.int8_scheme != "auto" or args.calibration):
+        parser.error("--int8-scheme and --calibration are options of --quantize int8")
     if args.atol is not None and not args.atol > 0:
         parser.error(f"--atol must be a positive number, got {args.atol}")
     if not args.f1_tolerance >= 0:
@@ -150,26 +268,37 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from modeling_shapca import ShapCAConfig
     from modeling_shapca.files import write_atomic
-    from shapca_serving.onnx_export import ATOL, check_output_folder, export_onnx
-    from shapca_serving.onnx_predictor import INFO_FILE, ONNX_FOLDER, ShapCAOnnxPredictor
+    from shapca_serving.onnx_export import ATOL, candidate_file, check_output_folder, export_onnx
+    from shapca_serving.onnx_predictor import INFO_FILE, MODEL_FILE, ONNX_FOLDER, ShapCAOnnxPredictor
 
     # every argument checked before anything is written: the model, the output folder, the data
     config = ShapCAConfig.from_pretrained(args.model)
     check_output_folder(args.output, args.model)
     rows = load_split(args.validation, args.split, config.task) if args.validation else None
-    report = export_onnx(args.model, args.output, quantize=args.quantize == "int8", atol=args.atol or ATOL,
-                         exporter=args.exporter)
+    schemes, calibration, calibration_source = (), None, None
+    if args.quantize:
+        schemes, calibration, calibration_source = _schemes(args, config.task)
+    report = export_onnx(args.model, args.output, quantize=schemes or False, atol=args.atol or ATOL,
+                         exporter=args.exporter, calibration=calibration, calibration_source=calibration_source)
     logger.info("exported %s to %s/%s (largest difference from PyTorch %.2g)", report["task"], args.output,
                 ONNX_FOLDER, report["check"]["max_abs_difference"])
     status = 0
     if args.validation:
         quality = {"data": args.validation, "split": args.split, "batch_size": args.batch_size, "machine": machine(),
                    "date": time.strftime("%Y-%m-%d"), "tolerance": args.f1_tolerance}
-        for key, quantized in (("fp32", False), ("int8", True)) if args.quantize else (("fp32", False),):
-            runner = ShapCAOnnxPredictor.from_pretrained(args.output, quantized=quantized).runner
+        graphs = {"fp32": MODEL_FILE, **{scheme: candidate_file(scheme, k == 0) for k, scheme in enumerate(schemes)}}
+        for key, file in graphs.items():
+            runner = ShapCAOnnxPredictor.from_pretrained(args.output, file=file).runner
             quality[key] = measure(runner, rows, config, args.batch_size)
             logger.info("%s: F1 %.2f, %.1f sentences/s", key, quality[key]["f1"], quality[key]["sentences_per_second"])
+        if len(schemes) > 1:
+            kept, why = pick_scheme({scheme: quality[scheme] for scheme in schemes})
+            _keep(args.output / ONNX_FOLDER, report, schemes, kept, why, quality)
+            logger.info("int8: kept %s, %s", kept, why)
         if args.quantize:
+            quality["int8"] = quality[report["int8"]["scheme"]]
+            for scheme in schemes:
+                quality.pop(scheme)
             quality["int8_f1_change"] = round(quality["int8"]["f1"] - quality["fp32"]["f1"], 2)
             quality["within_tolerance"] = quality["int8_f1_change"] >= -args.f1_tolerance
             report["int8"]["within_tolerance"] = quality["within_tolerance"]

@@ -119,8 +119,11 @@ def onnx_context(report: dict, name: str) -> dict:
     if quality:
         rows = [{"graph": key, "f1": quality[key]["f1"], "speed": quality[key]["sentences_per_second"]}
                 for key in ("fp32", "int8") if key in quality]
+    int8 = report.get("int8") or {}
     return {
         "model": files["model"], "int8": files.get("int8"), "vision": files.get("vision"),
+        "scheme": int8.get("scheme", "dynamic"), "calibration": int8.get("calibration"),
+        "candidates": int8.get("candidates"), "chosen_by": int8.get("chosen_by"),
         "difference": report["check"]["max_abs_difference"], "atol": report["check"]["atol"],
         "load": f"ShapCAOnnxPredictor.from_pretrained({name!r}" + (", quantized=True)" if "int8" in files else ")"),
         "quality": quality, "rows": rows,

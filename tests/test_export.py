@@ -51,6 +51,79 @@ def test_export_measures_f1_and_speed_and_fp32_matches_pytorch(run):
     assert np.array_equal(predictor.predictions(feed)[0], expected.predictions.numpy())
 
 
+
+def _ops(path) -> set:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_auto_measures_every_int8_scheme_and_publishes_the_one_it_keeps(run):
+    """`--quantize int8 --validation`: dynamic, static-minmax and static-percentile are exported,
+    measured on the split, and the kept one (the rule of `pick_scheme`) is model_int8.onnx."""
+    from shapca_serving.quantization import SCHEMES
+
+    folder, data, report = run
+    candidates = report["int8"]["candidates"]
+    assert list(candidates) == list(SCHEMES)
+    kept = report["int8"]["scheme"]
+    assert (kept, report["int8"]["chosen_by"]) == export.pick_scheme(candidates)
+    assert report["quality"]["int8"]["f1"] == candidates[kept]["f1"]
+    for scheme in SCHEMES[1:]:  # calibrated on the --validation data's train split (4 sentences)
+        assert candidates[scheme]["calibration"] == {"data": str(data), "split": "train", "sentences": 4,
+                                                     "sampled_from": 4, "seed": 0}
+    # only the kept graph is left, and it is that scheme's graph
+    assert sorted(p.name for p in (folder / "onnx").iterdir()) == ["export.json", "model.onnx", "model_int8.onnx",
+                                                                   "vision.onnx"]
+    ops = _ops(folder / "onnx" / "model_int8.onnx")
+    assert ("DynamicQuantizeLinear" in ops) == (kept == "dynamic") and ("QuantizeLinear" in ops) == (kept != "dynamic")
+    assert report["sizes_bytes"]["int8"] == (folder / "onnx" / "model_int8.onnx").stat().st_size
+    card = (folder / "README.md").read_text()
+    assert f"`onnx/model_int8.onnx` (int8, {kept}" in card
+    assert f"int8 scheme: {kept}, kept as {report['int8']['chosen_by']}; the schemes measured: dynamic " in card
+
+
+@pytest.mark.parametrize("figures, kept", [
+    ({"dynamic": (60.0, 100.0), "static-minmax": (61.0, 95.0), "static-percentile": (62.0, 80.0)}, "static-minmax"),
+    ({"dynamic": (60.0, 100.0), "static-minmax": (60.0, 150.0), "static-percentile": (59.0, 150.0)}, "dynamic"),
+    ({"dynamic": (60.0, 100.0), "static-minmax": (59.9, 150.0), "static-percentile": (60.5, 90.0)},
+     "static-percentile"),
+])
+def test_the_kept_scheme_is_the_best_f1_at_nine_tenths_of_the_dynamic_speed(figures, kept):
+    candidates = {k: {"f1": f1, "sentences_per_second": speed} for k, (f1, speed) in figures.items()}
+    assert export.pick_scheme(candidates)[0] == kept
+
+
+def test_without_validation_the_default_scheme_is_calibrated_on_the_named_data(run, trained_model_dir, tmp_path,
+                                                                               caplog):
+    import logging
+
+    _, data, _ = run
+    caplog.set_level(logging.INFO, logger="shapca.export")
+    out = tmp_path / "default"
+    report = export.main([str(trained_model_dir), str(out), "--quantize", "int8", "--calibration", str(data)])
+    assert report["int8"]["scheme"] == export.DEFAULT_SCHEME
+    assert report["int8"]["calibration"]["data"] == str(data) and report["int8"]["calibration"]["sentences"] == 4
+    assert "int8 calibration: 4 sentences of" in caplog.text
+    assert "QuantizeLinear" in _ops(out / "onnx" / "model_int8.onnx")
+    # the model's results.json names the preset it was trained on: its train split calibrates
+    report = export.main([str(trained_model_dir), str(tmp_path / "preset"), "--quantize", "int8"])
+    train_rows = len(export.load_split("twitter2015", "train", "ner"))
+    assert report["int8"]["scheme"] == export.DEFAULT_SCHEME
+    assert report["int8"]["calibration"] == {"data": "twitter2015", "split": "train", "sentences": 256,
+                                             "sampled_from": train_rows, "seed": 0}
+    # no calibration source (no results.json): dynamic, and it says so
+    bare = tmp_path / "bare"
+    shutil.copytree(trained_model_dir, bare)
+    (bare / "results.json").unlink()
+    report = export.main([str(bare), str(tmp_path / "plain"), "--quantize", "int8"])
+    assert report["int8"]["scheme"] == "dynamic" and "calibration" not in report["int8"]
+    assert "int8: dynamic (no calibration sentences found: give --calibration DATA" in caplog.text
+    with pytest.raises(SystemExit, match="--int8-scheme static-minmax needs calibration sentences"):
+        export.main([str(bare), str(tmp_path / "x"), "--quantize", "int8", "--int8-scheme", "static-minmax"])
+    assert not (tmp_path / "x").exists()
+
+
 def test_the_card_and_the_upload_carry_the_onnx_files(run, tmp_path):
     folder, _, report = run
     card = (folder / "README.md").read_text()
@@ -77,7 +150,8 @@ def test_an_int8_model_outside_the_tolerance_is_reported(run, tmp_path, monkeypa
     saved_report = json.loads((copy / "onnx" / "export.json").read_text())  # the copy is exported already
     monkeypatch.setattr("shapca_serving.onnx_export.export_onnx", lambda *args, **kwargs: saved_report)
     with pytest.raises(SystemExit) as exit_info:
-        export.main([str(copy), str(copy), "--quantize", "int8", "--validation", str(data), "--split", "test"])
+        export.main([str(copy), str(copy), "--quantize", "int8", "--int8-scheme", "dynamic", "--validation", str(data),
+                     "--split", "test"])
     assert exit_info.value.code == 2
     saved = json.loads((copy / "onnx" / "export.json").read_text())
     assert saved["quality"]["int8_f1_change"] == -0.8 and saved["quality"]["within_tolerance"] is False
@@ -99,6 +173,9 @@ def test_an_int8_model_outside_the_tolerance_is_reported(run, tmp_path, monkeypa
     (["--validation", "mnre"], r"--validation mnre is a 'mre' corpus; the model is a 'ner' model"),
     (["--atol", "0"], None),
     (["--f1-tolerance", "-1"], None),
+    (["--int8-scheme", "dynamic"], None),  # an option of --quantize int8
+    (["--quantize", "int8", "--calibration-sentences", "0"], None),
+    (["--quantize", "int8", "--calibration", "missing/data/folder"], r"--calibration missing/data/folder: no such"),
 ])
 def test_export_checks_its_arguments_before_writing_anything(trained_model_dir, tmp_path, extra, message):
     out = tmp_path / "out"
