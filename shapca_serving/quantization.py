@@ -1,11 +1,13 @@
 """The int8 schemes of the exported main graph (`onnx/model_int8.onnx`), one function each way:
 
-* `dynamic`: ONNX Runtime's `quantize_dynamic`: MatMul / Gemm weights int8 per output channel,
-  activations quantized per call from their own range (no data needed).
+* `dynamic`: ONNX Runtime's `quantize_dynamic` with its default op types: MatMul / Gemm weights
+  int8 per output channel, activations quantized per call from their own range, the embedding
+  tables (Gather) int8 (no data needed).
 * `static-minmax`, `static-percentile`: `quantize_static` in the QDQ format: the same
   per-channel int8 weights, activations uint8 with ranges fixed beforehand by running the fp32
   graph on calibration sentences (each activation's observed min and max, or its 99.999th
-  percentile); no range is computed at serving time.
+  percentile); no range is computed at serving time. Only MatMul / Gemm are quantized (the
+  embedding tables stay fp32, so the file is larger than the dynamic one).
 
     from shapca_serving.quantization import quantize
     info = quantize("onnx/model.onnx", "onnx/model_int8.onnx", "static-minmax", feeds=feeds)
@@ -47,9 +49,9 @@ def quantize(model_path: str | Path, output_path: str | Path, scheme: str, feeds
     if scheme == "dynamic":
         from onnxruntime.quantization import quantize_dynamic
 
-        quantize_dynamic(str(model_path), str(output_path), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=list(QUANTIZED_OPS))
-        return {**description, "activations": "uint8, dynamic (per call)"}
+        quantize_dynamic(str(model_path), str(output_path), weight_type=QuantType.QInt8, per_channel=True)
+        return {**description, "quantized_ops": [*QUANTIZED_OPS, "Gather"],  # ONNX Runtime's default op types
+                "activations": "uint8, dynamic (per call)", "embeddings": "int8 (the Gather tables)"}
     method = scheme.split("-", 1)[1]
     feeds = list(feeds or ())
     if not feeds:
@@ -64,7 +66,8 @@ def quantize(model_path: str | Path, output_path: str | Path, scheme: str, feeds
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Percentile,
                     extra_options=extra)
-    return {**description, "activations": f"uint8, static ({method} ranges over the calibration batches)",
+    return {**description, "embeddings": "fp32",
+            "activations": f"uint8, static ({method} ranges over the calibration batches)",
             "format": "QDQ", "calibration_batches": len(feeds),
             "calibration_sentences": int(sum(len(next(iter(f.values()))) for f in feeds))}
 

@@ -61,3 +61,21 @@ def test_numpy_grid_predictions_equal_torch():
     got = decoding.grid_predictions(log_probs.numpy(), [3, 4], word_mask.numpy())
     assert np.array_equal(got, expected.numpy())
     assert (got[0, :, 3:, :] == -100).all() and (got[1] >= 0).all()
+
+
+@pytest.mark.parametrize("scale", [(100.0, 100.0), (1e-3, 1e-3)])
+def test_probability_space_marginals_hold_at_extreme_scores(scale):
+    """Forward-backward in probability space, renormalised each step, against the log-space
+    torch CRF where scores span hundreds of nats (transitions up to +-200) and where they are
+    nearly flat."""
+    crf, emissions, mask = _case(3)
+    with torch.no_grad():
+        crf.transitions.mul_(scale[1])
+    emissions = emissions * scale[0]
+    start, allowed = bio_constraints(LABELS)
+    params = (crf.start_transitions, crf.end_transitions, crf.transitions)
+    expected = crf_marginals(emissions, mask, *params, start, allowed).numpy()
+    got = decoding.NumpyCRF(*(p.detach().numpy() for p in params), start.numpy(), allowed.numpy()).marginals(
+        emissions.numpy(), mask.numpy())
+    assert np.abs(got - expected).max() < 1e-5
+    assert np.allclose(got.sum(-1), mask.numpy(), atol=1e-6)
