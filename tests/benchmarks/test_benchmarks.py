@@ -311,3 +311,33 @@ def test_image_cost_quick(tmp_path):
     rows = image_cost.table(result).splitlines()
     assert sum(row.startswith(("| text-only", "| resnet-152", "| clip-vit-b16", "| llava-1.5-7b (1 of 2 layers",
                                "| smolvlm-256m", "| blip-large")) for row in rows) == 6 + 2  # + 2 speedup rows
+
+
+def test_int8_schemes_quick(trained_model_dir, tmp_path):
+    """Every int8 scheme exported once and scored on validation and test; the kept one is what
+    `shapca-export` keeps on the same figures; one table row per graph."""
+    import shutil
+
+    from benchmarks import int8_schemes
+    from shapca_serving.quantization import SCHEMES
+    from shapca_training.export import pick_scheme
+    from tests.helpers import raw_twitter
+
+    model = tmp_path / "run"
+    shutil.copytree(trained_model_dir, model)
+    data = raw_twitter(tmp_path / "raw")
+    out = tmp_path / "result.json"
+    result = int8_schemes.main(["--model", str(model), "--data", str(data), "--rounds", "2", "--output", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert list(result["f1"]) == ["fp32", *SCHEMES] and list(result["int8"]) == list(SCHEMES)
+    assert result["calibration"] == {"data": str(data), "split": "train", "sentences": 2, "sampled_from": 2, "seed": 0}
+    candidates = {s: {"f1": result["f1"][s]["validation"], "sentences_per_second": result["sentences_per_second"][s]}
+                  for s in SCHEMES}
+    assert (result["kept"], result["chosen_by"]) == pick_scheme(candidates)
+    kept = result["kept"]
+    assert result["kept_test_change"] == round(result["f1"][kept]["test"] - result["f1"]["fp32"]["test"], 2)
+    assert sorted(p.name for p in (tmp_path / "run-int8-schemes" / "onnx").iterdir()) == [
+        "export.json", "model.onnx", "model_int8.onnx", "model_int8.static-minmax.onnx",
+        "model_int8.static-percentile.onnx", "vision.onnx"]
+    rows = int8_schemes.table([str(out)]).splitlines()[2:]
+    assert [row.split(" | ")[1] for row in rows] == ["fp32", *(s + (" (kept)" if s == kept else "") for s in SCHEMES)]
