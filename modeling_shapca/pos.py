@@ -246,9 +246,12 @@ class _FlatTagger:
         Y = self.ops.gemm(X, W, trans2=True)
         Y += b
         X, _ = self.ops.maxout(Y.reshape(Y.shape[0], n_out, pieces))
-        mu = X.mean(axis=1, keepdims=True)
-        var = X.var(axis=1, keepdims=True) + 1e-08
-        Y = (X - mu) * var ** (-1.0 / 2.0) * G
+        # X.mean and X.var as NumPy computes them (sum / n, then the centred squares' sum / n),
+        # without their per-call dispatch: the same bits, a third of the calls
+        n = X.shape[1]
+        centred = X - X.sum(axis=1, keepdims=True) / n
+        var = (centred * centred).sum(axis=1, keepdims=True) / n + 1e-08
+        Y = centred * var ** (-1.0 / 2.0) * G
         Y += beta
         return Y
 

@@ -156,10 +156,15 @@ def plan(record: dict, task: str, size: int, stride: int | None, budget: int,
     try:
         if stride >= size:
             raise ValueError(f"stride={stride} must be smaller than the window of {size} words")
-        counts = subword_counts(words)
-        windows = plan_windows(counts, size, budget, stride)
+        whole = len(words) <= size and fits_unencoded(words, budget)
+        counts = None if whole else subword_counts(words)
+        windows = [(0, len(words))] if whole else plan_windows(counts, size, budget, stride)
         if task == "mre":
-            chosen = [pair_window(windows, head, tail, counts, size, budget) for head, tail in record["pairs"]]
+            if whole:  # one window holds every word: every pair inside the words is in it
+                whole = all(0 <= min(h[0], t[0]) and max(h[1], t[1]) <= len(words) for h, t in record["pairs"])
+                counts = None if whole else subword_counts(words)
+            chosen = [0 if whole else pair_window(windows, head, tail, counts, size, budget)
+                      for head, tail in record["pairs"]]
             used = sorted(set(chosen))
             record["pair_windows"] = [used.index(k) for k in chosen]
             windows = [windows[k] for k in used]
@@ -167,6 +172,14 @@ def plan(record: dict, task: str, size: int, stride: int | None, budget: int,
         raise ValueError(f"{record['_name']}: {error}") from None
     record["windows"] = windows
     record["owners"] = owners(windows, len(words))
+
+
+def fits_unencoded(words: list[str], budget: int) -> bool:
+    """Whether `words` fit in `budget` subwords without encoding them: for ASCII words (which no
+    tokenizer normaliser expands), a word is at most one subword per character plus one (a
+    prefix space or word marker, as byte-level BPE and SentencePiece add), so their sum bounds
+    the count. One short sentence a call then skips a tokenizer pass (the windows are the same)."""
+    return sum(len(w) + 1 for w in words) <= budget and all(w.isascii() for w in words)
 
 
 def subword_counts(encode_words: Callable[[list[str]], Sequence[int | None]], words: list[str]) -> list[int]:
@@ -360,4 +373,4 @@ def records_from_lists(inputs, images=None, contexts=None, pairs=None, is_split_
 
 __all__ = ["as_record", "check_ignore_labels", "check_window_args", "decode_word_pairs", "finish", "is_dataset",
            "merge_words", "named", "pieces", "plan", "records_from_lists", "row_pos_tags", "row_record",
-           "subword_counts", "window_rows"]
+           "fits_unencoded", "subword_counts", "window_rows"]

@@ -70,3 +70,37 @@ def test_mjere_over_a_long_text_keeps_relations_inside_windows(processor):
     for relation in out["relations"]:  # relations only between entities that share a window
         head, tail = (text[:relation[k]["start"]].count(" ") for k in ("head", "tail"))
         assert abs(head - tail) < 40
+
+
+@pytest.mark.parametrize("tokenizer_path", ["minilm", "byte-level-bpe"])
+def test_words_that_fit_unencoded_fit_encoded(tokenizer_path, tmp_path):
+    """`fits_unencoded` (one short sentence skips a tokenizer pass) bounds the subword count of
+    ASCII words from above for WordPiece and byte-level BPE, on every shipped Twitter-2015 test
+    sentence and on words made of punctuation; non-ASCII words always go through the tokenizer."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from datasets_scripts.readers import read_twitter_ner
+    from modeling_shapca.records import fits_unencoded
+    from tests.helpers import MINILM_PATH, ROOT
+
+    if tokenizer_path == "minilm":
+        tokenizer = AutoTokenizer.from_pretrained(MINILM_PATH)
+    else:  # a byte-level BPE with no merges: one token per byte, the most subwords a word can get
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(["a"], vocab_size=257, show_progress=False)
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, add_prefix_space=True)
+    sentences = [s.words for s in read_twitter_ner(ROOT / "data" / "twitter2015" / "test.txt")[0]]
+    sentences.append(["!!!", "#@$%^&*()", "http://t.co/xyz", "a", "..."])
+    ascii_sentences = 0
+    for words in sentences:
+        encoded = tokenizer(words, is_split_into_words=True, add_special_tokens=False)["input_ids"]
+        bound = sum(len(w) + 1 for w in words)
+        if all(w.isascii() for w in words):
+            ascii_sentences += 1
+            assert len(encoded) <= bound, words
+            assert fits_unencoded(words, bound) and not fits_unencoded(words, bound - 1)
+        else:
+            assert not fits_unencoded(words, 10 * bound)
+    assert ascii_sentences > 1000
+    assert not fits_unencoded(["Zürich"], 1000)
