@@ -4,7 +4,7 @@ model, chosen on validation and reported on test.
     python -m benchmarks.int8_schemes --model outputs/twitter2015-minilm --data twitter2015 \
         [--output outputs/int8-schemes/twitter2015.json] [--rounds 3] [--table FILE ...]
 
-The model is exported once with every scheme of `shapca_serving.quantization.SCHEMES` into
+The model is exported once (a later run reuses the export of the same weights) with every scheme of `shapca_serving.quantization.SCHEMES` into
 `<model>-int8-schemes/` (the static schemes calibrated as `shapca-export` calibrates them: 256
 sentences of the data's train split, seed 0). Each graph (fp32 and each int8 scheme) is scored on
 the validation and the test split through the ONNX predictor's runner (`export.measure`), and its
@@ -29,7 +29,8 @@ def run(model: Path, data: str, rounds: int, batch_size: int = 32) -> dict:
     from types import SimpleNamespace
 
     from modeling_shapca import ShapCAConfig
-    from shapca_serving.onnx_export import candidate_file, export_onnx
+    from shapca_serving.loading import load_trained
+    from shapca_serving.onnx_export import candidate_file, export_onnx, model_fingerprint
     from shapca_serving.onnx_predictor import MODEL_FILE, ShapCAOnnxPredictor
     from shapca_serving.quantization import SCHEMES
     from shapca_training.export import CALIBRATION_SENTENCES, calibration_rows, load_split, measure, pick_scheme
@@ -38,10 +39,16 @@ def run(model: Path, data: str, rounds: int, batch_size: int = 32) -> dict:
     folder = model.with_name(model.name + "-int8-schemes")
     args = SimpleNamespace(calibration=None, validation=data, model=str(model), calibration_split="train",
                            calibration_sentences=CALIBRATION_SENTENCES)
-    calibration, source = calibration_rows(args, config.task)
-    began = time.perf_counter()
-    report = export_onnx(str(model), folder, quantize=SCHEMES, calibration=calibration, calibration_source=source)
-    export_seconds = time.perf_counter() - began
+    saved = folder / "onnx" / "export.json"
+    report = json.loads(saved.read_text()) if saved.is_file() else {}
+    if report.get("fingerprint") == model_fingerprint(load_trained(str(model), processor=False)[0]) and \
+            list(report.get("int8_candidates", ())) == list(SCHEMES):
+        source, export_seconds = report["int8_candidates"][SCHEMES[-1]]["calibration"], None  # exported before
+    else:
+        calibration, source = calibration_rows(args, config.task)
+        began = time.perf_counter()
+        report = export_onnx(str(model), folder, quantize=SCHEMES, calibration=calibration, calibration_source=source)
+        export_seconds = round(time.perf_counter() - began, 1)
     graphs = {"fp32": MODEL_FILE, **{s: candidate_file(s, k == 0) for k, s in enumerate(SCHEMES)}}
     runners = {name: ShapCAOnnxPredictor.from_pretrained(folder, file=file).runner for name, file in graphs.items()}
     splits = {split: load_split(data, split, config.task) for split in DEFAULT_SPLITS}
@@ -57,7 +64,7 @@ def run(model: Path, data: str, rounds: int, batch_size: int = 32) -> dict:
     kept, why = pick_scheme(candidates)
     return {
         "model": str(model), "data": data, "task": config.task, "calibration": source, "rounds": rounds,
-        "export_seconds": round(export_seconds, 1),
+        "export_seconds": export_seconds,
         "int8": {s: {k: v for k, v in report["int8_candidates"][s].items() if k != "calibration"} for s in SCHEMES},
         "f1": {name: {split: scores[name][split]["f1"] for split in DEFAULT_SPLITS} for name in names},
         "sentences_per_second": speed, "speed_spread": {n: [min(t), max(t)] for n, t in times.items()},

@@ -341,3 +341,6 @@ def test_int8_schemes_quick(trained_model_dir, tmp_path):
         "model_int8.static-percentile.onnx", "vision.onnx"]
     rows = int8_schemes.table([str(out)]).splitlines()[2:]
     assert [row.split(" | ")[1] for row in rows] == ["fp32", *(s + (" (kept)" if s == kept else "") for s in SCHEMES)]
+    again = int8_schemes.main(["--model", str(model), "--data", str(data), "--rounds", "1"])
+    assert result["export_seconds"] > 0 and again["export_seconds"] is None  # the same weights' export reused
+    assert again["f1"] == result["f1"] and again["calibration"] == result["calibration"]
