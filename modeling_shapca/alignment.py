@@ -67,20 +67,62 @@ def _marginals_per_player(sim, orders, tau, player_mask=None) -> torch.Tensor:
     return marginals.gather(-1, inverse.unsqueeze(1).expand_as(marginals))
 
 
-@functools.lru_cache(maxsize=64)
-def _roll_index(k: int, device: torch.device) -> torch.Tensor:
-    """`(rounds, k)` gather index of Alg. 1's rolled scans, built once per `k` and device.
-
-    Strides `k//2, k//4, ..., 1`: round `r` scans `P` rolled by the sum of the strides before
-    it (k = 28: strides 14, 7, 3, 1, shifts 0, 14, 21, 24). `k = 1` gets one scan.
-    """
+def _shifts(k: int) -> list[int]:
+    """Alg. 1's roll of each round: strides `k//2, k//4, ..., 1`; round `r` scans `P` rolled by
+    the sum of the strides before it (k = 28: strides 14, 7, 3, 1, shifts 0, 14, 21, 24).
+    `k = 1` gets one scan."""
     strides, stride = [], k // 2
     while stride > 0:
         strides.append(stride)
         stride //= 2
-    shifts = torch.tensor([0] + list(itertools.accumulate(strides))[:-1])
+    return [0] + list(itertools.accumulate(strides))[:-1]
+
+
+def _traced_roll_index(k: int, device: torch.device) -> torch.Tensor:
+    """`(rounds, k)` gather index of Alg. 1's rolled scans, built from constants (traceable)."""
+    shifts = torch.tensor(_shifts(k), device=device)
     # torch.roll(P, s)[m] == P[(m - s) % k]
-    return ((torch.arange(k)[None, :] - shifts[:, None]) % k).to(device)
+    return (torch.arange(k, device=device)[None, :] - shifts[:, None]) % k
+
+
+@functools.lru_cache(maxsize=64)
+def _roll_index(k: int, device: torch.device) -> torch.Tensor:
+    """`_traced_roll_index`, built once per `k` and device (the eager draws)."""
+    return _traced_roll_index(k, device)
+
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mixer (two multiply-xorshift rounds) on int64 tensors holding values in
+    [0, 2**32): products stay below 2**60, so no overflow on any device."""
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
+    return (x >> 16) ^ x
+
+
+def seeded_orders(seed: torch.Tensor, k: int, games: int) -> torch.Tensor:
+    """Alg. 1's orderings `(games, rounds, k)` from a seed `(1,)` int64 in [0, 2**32) on the
+    features' device: one random permutation per game (the stable argsort of hashed counters),
+    scanned at the rolls of `_shifts`. Only integer arithmetic on tensors: the same orderings
+    eagerly and inside a compiled region, on any device, with no generator in the graph."""
+    counters = torch.arange(games * k, device=seed.device, dtype=torch.int64)
+    keys = _hash32((counters * 0x9E3779B1 + seed) & _MASK32)
+    keys = _hash32(keys ^ (seed >> 1))
+    perm = torch.argsort(keys.view(games, k), dim=-1, stable=True)
+    return perm[:, _traced_roll_index(k, seed.device)]
+
+
+@torch.compiler.disable  # generator draws are not traced; this one draw runs eagerly
+def draw_seed(generator: torch.Generator | None, device) -> torch.Tensor:
+    """A seed for `seeded_orders`, drawn with `generator` on `device` (a CPU generator with a GPU
+    device draws on the CPU and copies once, from pinned memory, without blocking)."""
+    device = torch.device(device)
+    if generator is None or generator.device == device:
+        return torch.randint(0, _MASK32 + 1, (1,), generator=generator, device=device)
+    seed = torch.randint(0, _MASK32 + 1, (1,), generator=generator)
+    return seed.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else seed.to(device)
 
 
 @torch.compiler.disable  # generator draws are not traced; this small step runs eagerly
@@ -93,7 +135,8 @@ def _cyclic_orders(
 
     The permutations are drawn on `device` (with `generator` when it lives there): no host
     round trip per step. A CPU generator with a GPU device draws on the CPU and copies once,
-    from pinned memory without blocking.
+    from pinned memory without blocking. (The captured region computes its own from a seed,
+    `seeded_orders`: the same distribution in fewer launches there, more here.)
     """
     device = torch.device(device)
     rows = 1 if games is None else games
@@ -108,8 +151,7 @@ def _cyclic_orders(
 
 def draw_orders(k: int, games: int, generator: torch.Generator | None, device) -> torch.Tensor:
     """Alg. 1's player orderings of `games` independent games of `k` players, `(games, rounds,
-    k)`: what `cyclic_shapley` draws itself, drawn ahead (the captured alignment draws them
-    outside its compiled region, where the generator lives)."""
+    k)`: what `cyclic_shapley` draws itself, drawn ahead."""
     return _cyclic_orders(k, generator, device, games=games)
 
 
@@ -358,17 +400,24 @@ class _FreshGrad(torch.autograd.Function):
 class CapturedAlignment:
     """`alignment_loss` as one `torch.compile`d region (static shapes: the pooled features are
     `(games, batch, dim)`), forward and backward: inductor fuses Alg. 1's ~160 small kernels into
-    a few, and on a GPU with `mode="reduce-overhead"` replays them as a CUDA graph. The random
-    orderings are drawn before the region (`draw_orders`, with the model's generator), so the
-    losses are those of the eager code for the same draws. One compiled graph per batch size
-    (the last batch of an epoch adds one)."""
+    a few, and on a GPU with `mode="reduce-overhead"` replays them as a CUDA graph. One seed is
+    drawn before the region with the model's generator (`draw_seed`: one operator on the device,
+    no host sync) and the orderings are computed from it inside the region (`seeded_orders`):
+    the same uniform permutations as the eager draws (`_cyclic_orders`), from another stream, so
+    a captured run is reproducible with itself, not with an eager one; for the same orderings the
+    losses and gradients equal the eager code's (tested). One compiled graph per batch size (the
+    last batch of an epoch adds one)."""
 
     def __init__(self, tau: float, method: str, backend: str = "inductor", mode: str | None = None,
                  objective: str = "paper", margin: float = 0.5):
         self.tau, self.method, self.cuda_graphs = tau, method, mode == "reduce-overhead"
         self.objective, self.margin = objective, margin
 
-        def loss(first, second, pair_mask, orders):
+        def loss(first, second, pair_mask, seed):
+            orders = None
+            if method == "shapley":  # the orderings are computed inside the region from one seed
+                games = 2 * (first.shape[0] if first.dim() == 3 else 1)  # two directions per loss
+                orders = seeded_orders(seed, first.shape[-2], games)
             return alignment_loss(first, second, pair_mask, tau, method, orders=orders, values=True,
                                   objective=objective, margin=margin)
 
@@ -376,16 +425,13 @@ class CapturedAlignment:
 
     def __call__(self, first, second, pair_mask, generator=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`(losses, games)` as `alignment_loss(..., values=True)`."""
-        orders = None
-        if self.method == "shapley":
-            games = 2 * (first.shape[0] if first.dim() == 3 else 1)  # two directions per loss
-            orders = draw_orders(first.shape[-2], games, generator, first.device)
+        seed = draw_seed(generator, first.device)  # one small draw on the device; no host sync
         if not self.cuda_graphs:
-            return self.compiled(first, second, pair_mask, orders)
+            return self.compiled(first, second, pair_mask, seed)
         # A new step: the previous replay's memory may be reused (CUDA graph trees' rule); what
         # leaves the graph (losses forward, gradients backward) is copied out of it.
         torch.compiler.cudagraph_mark_step_begin()
-        loss, games = self.compiled(_FreshGrad.apply(first), _FreshGrad.apply(second), pair_mask, orders)
+        loss, games = self.compiled(_FreshGrad.apply(first), _FreshGrad.apply(second), pair_mask, seed)
         if games is not None:
             games = (games[0].clone(), None if games[1] is None else games[1].clone())
         return loss.clone(), games
@@ -398,7 +444,9 @@ __all__ = [
     "alignment_loss",
     "cyclic_shapley",
     "draw_orders",
+    "draw_seed",
     "info_nce_loss",
+    "seeded_orders",
     "shapley_contrastive_loss",
     "shapley_diagnostics",
 ]

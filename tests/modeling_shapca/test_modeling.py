@@ -232,10 +232,18 @@ def test_region_grid_must_be_positive_int(grid):
     ("shapley", True, "paper"), ("shapley", False, "paper"), ("infonce", True, "paper"),
     ("shapley", True, "mean"), ("shapley", True, "margin"),
 ])
-def test_captured_alignment_equals_eager(make_model, batch, alignment, context_in_alignment, objective):
+def test_captured_alignment_equals_eager(make_model, batch, alignment, context_in_alignment, objective, monkeypatch):
     """The compiled alignment region (train.py --capture_alignment) gives the eager losses and
     gradients for the same random orderings (aot_eager: the captured forward and backward graphs
-    run without a C++ compiler; inductor fuses the same graphs)."""
+    run without a C++ compiler; inductor fuses the same graphs). The region computes its
+    orderings from a seed of the model's generator (`seeded_orders`); the eager run here draws
+    the same ones."""
+    from modeling_shapca import alignment as alignment_module
+
+    def seeded(k, generator, device, games=None):
+        orders = alignment_module.seeded_orders(alignment_module.draw_seed(generator, device), k, games or 1)
+        return orders if games else orders[0]
+
     def step(model):
         model.shapca._shapley_generator = torch.Generator().manual_seed(7)  # the same Alg. 1 draws
         torch.manual_seed(0)
@@ -248,7 +256,9 @@ def test_captured_alignment_equals_eager(make_model, batch, alignment, context_i
     # margin 2.0: above any reachable gap, so the hinge is active and its gradient is compared
     model = make_model(alignment=alignment, context_in_alignment=context_in_alignment, dropout=0.0,
                        alignment_objective=objective, alignment_margin=2.0).train()
-    eager, eager_grads = step(model)
+    with monkeypatch.context() as patch:
+        patch.setattr(alignment_module, "_cyclic_orders", seeded)
+        eager, eager_grads = step(model)
     model.zero_grad()
     model.shapca.capture_alignment(backend="aot_eager")
     captured, captured_grads = step(model)
