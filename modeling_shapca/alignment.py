@@ -149,12 +149,6 @@ def _cyclic_orders(
     return orders[0] if games is None else orders
 
 
-def draw_orders(k: int, games: int, generator: torch.Generator | None, device) -> torch.Tensor:
-    """Alg. 1's player orderings of `games` independent games of `k` players, `(games, rounds,
-    k)`: what `cyclic_shapley` draws itself, drawn ahead."""
-    return _cyclic_orders(k, generator, device, games=games)
-
-
 def cyclic_shapley(
     sim: torch.Tensor,
     tau: float,
@@ -181,7 +175,7 @@ def cyclic_shapley(
         generator: optional `torch.Generator` for the permutations (best on `sim`'s device).
         player_mask: optional `(K,)` (or `(..., K)`) bool; masked players are null players
             (value 0).
-        orders: optional orderings from `draw_orders(K, games, ...)` (`games` = the number of
+        orders: optional orderings from `seeded_orders(seed, K, games)` (`games` = the number of
             `(A, K)` games in `sim`) instead of drawing them here.
 
     Returns:
@@ -280,7 +274,7 @@ def shapley_contrastive_loss(
 
     Batched: `sim` `(..., k, k)` and `pair_mask` `(..., k)` give one loss per leading index;
     all directions of all of them are played as one batch of games (`2 * prod(...)` games: the
-    `orders` of `draw_orders`, when given). `values=True` also returns the games, `(phi, mask)`:
+    `orders` of `seeded_orders`, when given). `values=True` also returns the games, `(phi, mask)`:
     the Shapley values `(..., 2, k, k)` of both directions (rows-as-anchors first), detached, and
     the anchors' mask (or None); `shapley_diagnostics` summarises them. Returning them launches
     nothing (a detached view), so a train step costs the same kernels with or without them.
@@ -443,7 +437,6 @@ __all__ = [
     "ShapleyGames",
     "alignment_loss",
     "cyclic_shapley",
-    "draw_orders",
     "draw_seed",
     "info_nce_loss",
     "seeded_orders",

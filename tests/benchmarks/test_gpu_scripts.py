@@ -27,15 +27,19 @@ def _run(tmp_path, deadline: int) -> tuple[list[str], list[dict]]:
     return log, bench
 
 
+def _worktrees() -> list[str]:
+    return subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
+
+
 def test_round_three_runs_its_steps_most_important_first_within_one_deadline(tmp_path):
+    worktrees = _worktrees()
     log, bench = _run(tmp_path, 200)
     names = [line.split(" ")[0] for line in log]
     assert names == ["paper128-captured", "paper128-eager", "minilm-captured", "paper128-captured-before",
                      "image-cost", "end-to-end", "done"]
     assert all(" rc=0 " in line for line in log[:5]) and "skipped: no " in log[5]
     assert [b["name"] for b in bench] == names[:4] and all(b["module"] == "benchmarks.bench_model" for b in bench)
-    worktrees = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
-    assert len(worktrees.strip().splitlines()) == 1  # the before tree is removed again
+    assert _worktrees() == worktrees  # the before tree is removed again
 
 
 def test_steps_past_the_deadline_are_skipped_and_logged(tmp_path):
