@@ -6,6 +6,7 @@
     python -m benchmarks.bench_serving memory --model RUN
     python -m benchmarks.bench_serving pos
     python -m benchmarks.bench_serving tag-ahead --model RUN [--rounds 6]
+    python -m benchmarks.bench_serving threads --model RUN [--sentences 300]
 
 `RUN` is a trained Twitter-2015 folder (`train.py configs/twitter2015-minilm.yaml`); it is
 exported with int8 into `RUN-onnx` unless that folder has `onnx/` already. The anchor is
@@ -28,8 +29,9 @@ spaCy as loaded on every shipped split: words/s and equal tags. `tag-ahead`: the
 pipeline (eager, batch 32, sorted) as it is and with its DataLoader's batches POS-tagged one
 ahead in a thread (`engine.tagged_ahead`, as the pipeline did before issue 42), alternating
 rounds on fresh slices; the median round each and the gain (issue 42 kept it only if removing it
-cost more than 2 %). Run on a
-quiet machine.
+cost more than 2 %). `threads`: the Shap-CA int8 predictor under ONNX Runtime's thread-pool
+settings (`SESSION_VARIANTS`: threads that sleep, that spin within a run and stop when it
+returns, that spin), batch-1 p50 / p95 and batch-32 sentences/s. Run on a quiet machine.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ TARGETS = {  # (Shap-CA path, anchor path, lowest ratio) as issue 35 fixes them
     "eager": ("shapca-torch", "tagger-torch", 1.0),
 }
 P95_TARGET = 1.5
+P50_TARGET = 1.2  # issue 45: Shap-CA int8's median batch-1 latency against the plain int8 tagger's
 
 
 LIMIT = None  # --limit: the first N sentences of each split (the tests' quick mode)
@@ -181,8 +184,58 @@ def latency(args) -> dict:
     out = {name: {"p50_ms": round(float(np.percentile(t, 50)), 2), "p95_ms": round(float(np.percentile(t, 95)), 2)}
            for name, t in took.items()}
     ratio = out["shapca-onnx-int8"]["p95_ms"] / out["tagger-onnx-int8"]["p95_ms"]
+    median = out["shapca-onnx-int8"]["p50_ms"] / out["tagger-onnx-int8"]["p50_ms"]
     return {"sentences": len(words), "ms": out,
+            "int8_p50_ratio": {"ratio": round(median, 2), "target": P50_TARGET, "met": median <= P50_TARGET},
             "int8_p95_ratio": {"ratio": round(ratio, 2), "target": P95_TARGET, "met": ratio <= P95_TARGET}}
+
+
+SESSION_VARIANTS = {  # ONNX Runtime's intra-op thread pool between and within runs
+    "sleep": {"session.intra_op.allow_spinning": "0"},  # threads never spin
+    "spin-within-runs": {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"},
+    "spin": {"session.intra_op.allow_spinning": "1"},  # ONNX Runtime's default
+}
+
+
+def threads(args) -> dict:
+    """The Shap-CA int8 predictor under each thread-pool setting: batch-1 p50 / p95 over the
+    validation sentences (settings rotated per sentence) and batch-32 sentences/s over the test
+    split in rounds (rotated; median round)."""
+    import onnxruntime as ort
+
+    from shapca_serving.onnx_predictor import ShapCAOnnxPredictor
+
+    folder = exported(args.model)
+    predictors = {}
+    for name, entries in SESSION_VARIANTS.items():
+        options = ort.SessionOptions()
+        for key, value in entries.items():
+            options.add_session_config_entry(key, value)
+        predictors[name] = ShapCAOnnxPredictor.from_pretrained(folder, quantized=True, session_options=options)
+    names = list(predictors)
+    words = _words("valid")[: args.sentences]
+    for name in names:
+        predictors[name]([{"words": w} for w in words[:5]], batch_size=1)
+    took = {name: [] for name in names}
+    for i, sentence in enumerate(words):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            began = time.perf_counter()
+            predictors[name]([{"words": sentence}], batch_size=1)
+            took[name].append(1000 * (time.perf_counter() - began))
+    test = _words("test")
+    size = len(test) // (args.rounds + 1)
+    rounds = {name: [] for name in names}
+    for round_ in range(args.rounds + 1):  # round 0 warms up
+        chunk = [{"words": w} for w in test[round_ * size:(round_ + 1) * size]]
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            began = time.perf_counter()
+            predictors[name](chunk, batch_size=args.batch_size)
+            if round_:
+                rounds[name].append(time.perf_counter() - began)
+    return {"sentences": len(words), "batch_size": args.batch_size, "settings": SESSION_VARIANTS,
+            **{name: {"p50_ms": round(float(np.percentile(took[name], 50)), 2),
+                      "p95_ms": round(float(np.percentile(took[name], 95)), 2),
+                      "sentences_per_second": round(size / statistics.median(rounds[name]), 1)} for name in names}}
 
 
 # ------------------------------------------------------------------------------- profile
@@ -320,7 +373,8 @@ def pos(args) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("job", choices=["speed", "latency", "profile", "memory", "memory-one", "pos", "tag-ahead"])
+    parser.add_argument("job", choices=["speed", "latency", "profile", "memory", "memory-one", "pos", "tag-ahead",
+                                        "threads"])
     parser.add_argument("--model", type=Path, help="a trained Twitter-2015 folder (not for pos)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -335,7 +389,7 @@ def main(argv=None) -> dict:
     if args.job != "pos" and args.model is None:
         parser.error(f"{args.job} needs --model")
     jobs = {"speed": speed, "latency": latency, "profile": profile, "memory": memory, "memory-one": memory_one,
-            "pos": pos, "tag-ahead": tag_ahead}
+            "pos": pos, "tag-ahead": tag_ahead, "threads": threads}
     result = jobs[args.job](args)
     print(json.dumps(result))
     return result

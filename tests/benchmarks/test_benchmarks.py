@@ -235,6 +235,13 @@ def test_bench_serving_quick(minilm_shapca):
     latency = bench_serving.main(["latency", "--model", str(minilm_shapca), "--sentences", "3"])
     assert latency["sentences"] == 3 and sorted(latency["ms"]) == sorted(p for p in SPEED_PATHS if "onnx" in p)
     assert all(v["p50_ms"] <= v["p95_ms"] for v in latency["ms"].values())
+    ms = latency["ms"]
+    assert latency["int8_p50_ratio"]["ratio"] == round(ms["shapca-onnx-int8"]["p50_ms"] / ms["tagger-onnx-int8"]["p50_ms"], 2)
+    assert latency["int8_p50_ratio"]["target"] == 1.2
+    threads = bench_serving.main(["threads", "--model", str(minilm_shapca), "--sentences", "3", "--rounds", "1",
+                                  "--limit", "40"])
+    assert list(threads["settings"]) == ["sleep", "spin-within-runs", "spin"]
+    assert all(threads[name]["p50_ms"] <= threads[name]["p95_ms"] for name in threads["settings"])
     profile = bench_serving.main(["profile", "--model", str(minilm_shapca), "--sentences", "40", "--limit", "40"])
     # the exported encoder attends eagerly: one Softmax per layer (6) plus the fusion's
     assert profile["shapca-fp32"]["ops"]["Softmax"]["calls_per_run"] == 7
