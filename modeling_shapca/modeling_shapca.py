@@ -21,6 +21,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .alignment import CapturedAlignment, ShapleyGames, alignment_loss
+from .captured import CapturedTokenHead
 from .configuration_shapca import ShapCAConfig
 from .crf import LinearChainCRF, bio_constraints
 from .fusion import AdaptiveFusion
@@ -46,6 +47,8 @@ class ShapCAModelOutput(ModelOutput):
             `"shapley/<loss>/<players>/matching"`, the mean Shapley value of the matching player
             in the anchors' games (e.g. `semantic/text`: texts as players of the contexts' games),
             and `.../others`, the mean value of a non-matching player.
+        fusion_inputs: with `fuse=False`, the fusion's inputs `(H_t, states, context_mask, H_v,
+            region_mask)` in place of `word_features` (the captured head fuses them itself).
     """
 
     word_features: torch.FloatTensor | None = None
@@ -57,6 +60,7 @@ class ShapCAModelOutput(ModelOutput):
     context_embeds: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
     shapley_games: ShapleyGames | None = None
+    fusion_inputs: tuple | None = None
 
 
 @dataclass
@@ -423,6 +427,7 @@ class ShapCAModel(ShapCAPreTrainedModel):
         has_image: torch.Tensor | None = None,
         compute_alignment: bool = True,
         image_regions: torch.FloatTensor | None = None,
+        fuse: bool = True,
     ) -> ShapCAModelOutput:
         """
         Args:
@@ -437,6 +442,7 @@ class ShapCAModel(ShapCAPreTrainedModel):
             image_regions: `H_v` from `encode_image`, in place of `pixel_values` (inference only:
                 the alignment needs the pooled image; the ONNX export runs the vision encoder as
                 its own graph and feeds its regions here).
+            fuse: run the fusion (`False`: return its inputs as `fusion_inputs`, for the captured head).
         """
         if image_regions is not None and (pixel_values is not None or compute_alignment):
             raise ValueError("image_regions replaces pixel_values at inference: give one of them, with "
@@ -464,6 +470,10 @@ class ShapCAModel(ShapCAPreTrainedModel):
             has_context = context_mask.any(dim=1)
             semantic, modality, shapley_games = self._alignment_losses(x_t, x_c, x_v, has_context, has_image)
 
+        if not fuse:
+            return ShapCAModelOutput(semantic_loss=semantic, modality_loss=modality, text_embeds=x_t,
+                                     context_embeds=x_c, image_embeds=x_v, shapley_games=shapley_games,
+                                     fusion_inputs=(word_states, states, context_mask, regions, region_mask))
         fused = self.fusion(word_states, states, context_mask, regions, region_mask)
         # M_p: word j's position embedding is row j of the table (a view: no lookup kernel)
         position_embeds = self.position_embeddings.weight[: word_index.shape[1]].unsqueeze(0).expand(batch, -1, -1)
@@ -541,6 +551,12 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
         """Constrained Viterbi decode of emissions `(batch, n, T)` -> tags `(batch, n)`."""
         return self.crf.decode(emissions, word_mask, self.allowed_start, self.allowed_transitions)
 
+    def capture_head(self, enabled: bool = True, backend: str = "inductor", mode: str | None = None) -> None:
+        """Run the fusion, the classifier and the CRF (loss, and Viterbi outside training) as one
+        compiled region over shape buckets (`captured.CapturedTokenHead`): equal losses,
+        emissions and tags (tested), fewer kernels. Runtime only: not saved with the model."""
+        self._captured_head = CapturedTokenHead(self, backend, mode) if enabled else None
+
     def _check_labels(self):
         missing = [i for i in range(self.crf.num_tags) if i not in self.config.id2label]
         if missing:
@@ -572,20 +588,24 @@ class ShapCAForTokenClassification(ShapCAPreTrainedModel):
             image_regions: precomputed `H_v` in place of `pixel_values` (see `ShapCAModel.forward`).
             Other inputs: see `ShapCAModel.forward`.
         """
+        captured = getattr(self, "_captured_head", None)
         outputs = self.shapca(
             input_ids, attention_mask, word_index, word_mask, text_mask, context_mask, pos_ids,
             token_type_ids=token_type_ids, pixel_values=pixel_values, has_image=has_image,
             compute_alignment=labels is not None if compute_alignment is None else compute_alignment,
-            image_regions=image_regions,
+            image_regions=image_regions, fuse=captured is None,
         )
-        emissions = self.head_logits(outputs)
         word_mask = word_mask.bool()
-        loss = main_loss = None
-        if labels is not None:
-            tags = labels.masked_fill(labels == IGNORE_INDEX, 0)
-            main_loss = self.crf(emissions, tags, word_mask, reduction="mean")
-            loss = combine_losses(self.config, main_loss, outputs.semantic_loss, outputs.modality_loss)
-        predictions = None if self.training else self.decode(emissions, word_mask)
+        tags = None if labels is None else labels.masked_fill(labels == IGNORE_INDEX, 0)
+        if captured is not None:  # fusion, classifier, CRF loss and decode as one compiled region
+            main_loss, emissions, predictions = captured(outputs.fusion_inputs, pos_ids, word_mask, tags,
+                                                         decode=not self.training)
+        else:
+            emissions = self.head_logits(outputs)
+            main_loss = None if tags is None else self.crf(emissions, tags, word_mask, reduction="mean")
+            predictions = None if self.training else self.decode(emissions, word_mask)
+        loss = None if main_loss is None else combine_losses(self.config, main_loss, outputs.semantic_loss,
+                                                             outputs.modality_loss)
         output = ShapCATokenClassifierOutput(
             loss=loss,
             logits=emissions,

@@ -75,7 +75,8 @@ def test_staged_files_and_card_sections_are_unchanged(golden_now):
     assert {f for f in now if not f.endswith(".py")} == {f for f in before if not f.endswith(".py")}
     # the .py files are the remote-code closure (tests/test_layout.py): today's, less what left
     # modeling_shapca/, plus the engine the pipeline and model.predict now share, and the context
-    # cache its torch runner reads and fills (issue 43) with the atomic writes it uses
+    # cache its torch runner reads and fills (issue 43) with the atomic writes it uses, and the
+    # captured NER head (issue 46)
     assert {f for f in now if f.endswith(".py")} == {f for f in before if f.endswith(".py")} | {
-        "engine.py", "torch_runner.py", "context_cache.py", "files.py"}
+        "engine.py", "torch_runner.py", "context_cache.py", "files.py", "captured.py"}
     assert golden_now["card_sections"] == golden["card_sections"]
