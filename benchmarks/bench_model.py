@@ -244,7 +244,8 @@ def profile_table(fn, device, calls: int = 5, rows: int = 25) -> str:
 def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bool = False,
         iterations: int = 3, repeats: int = 7, head: str = "ner", gradient_checkpointing: bool = False,
         inference_only: bool = False, overrides: dict | None = None, compile_mode: str | None = None,
-        profile: str | None = None, capture_alignment: str | None = None, train_only: bool = False) -> dict:
+        profile: str | None = None, capture_alignment: str | None = None, train_only: bool = False,
+        capture_head: str | None = None) -> dict:
     """Measure one setting (`SETTINGS[setting_name]` updated with `overrides`). With `compile_`,
     both models go through `torch.compile(mode=compile_mode)` and the first call of each
     (tracing + compiling + running) is reported as `compile_s_*`. With `profile`, a
@@ -252,7 +253,9 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
     With `capture_alignment` ("default", "reduce-overhead" or a backend name), the alignment runs
     as its compiled region (`ShapCAModel.capture_alignment`, what `train.py --capture_alignment`
     switches on); its first call (compiling forward and backward) is `compile_s_alignment` and
-    the kernels inductor generated for it `alignment_generated_kernels`."""
+    the kernels inductor generated for it `alignment_generated_kernels`. With `capture_head`
+    (NER), the fusion, classifier and CRF run as their compiled region too
+    (`ShapCAForTokenClassification.capture_head`): `compile_s_head`, `head_generated_kernels`."""
     setting = dict(SETTINGS[setting_name], **(overrides or {}))
     device = torch.device(device)
     torch.manual_seed(0)
@@ -315,6 +318,22 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
         compile_s_alignment = round(time.perf_counter() - began, 1)
         generated_kernels = metrics.generated_kernel_count
 
+    if capture_head:
+        from torch._inductor import metrics
+
+        if head != "ner":
+            raise ValueError("--capture_head captures the NER head")
+        mode = capture_head if capture_head in ("default", "reduce-overhead") else None
+        model.capture_head(backend="inductor" if mode else capture_head, mode=mode)
+        model.train()
+        metrics.reset()
+        began = time.perf_counter()
+        shapca_train()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        compile_s_head = round(time.perf_counter() - began, 1)
+        head_generated_kernels = metrics.generated_kernel_count
+
     b = setting["batch"]
     result = {
         "setting": setting_name, "head": head, "device": str(device), "bf16": bf16, "compile": compile_, "batch": b,
@@ -327,6 +346,9 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
     if capture_alignment:
         result.update(capture_alignment=capture_alignment, compile_s_alignment=compile_s_alignment,
                       alignment_generated_kernels=generated_kernels)
+    if capture_head:
+        result.update(capture_head=capture_head, compile_s_head=compile_s_head,
+                      head_generated_kernels=head_generated_kernels)
 
     def first_call_s(fn) -> float:  # tracing + compiling + one run
         return round(Timer(device)(fn, 1), 1)
@@ -342,10 +364,11 @@ def run(setting_name: str, device: str = "cpu", bf16: bool = False, compile_: bo
         # Counted eagerly: a compiled region cannot run under the counting dispatch mode; the
         # captured alignment's own count is inductor's `alignment_generated_kernels`.
         captured = model.shapca._captured_alignment if capture_alignment else None
-        model.shapca._captured_alignment = None
+        captured_head = getattr(model, "_captured_head", None)
+        model.shapca._captured_alignment = model._captured_head = None
         counts = {name: count_dispatch(fn) for name, fn in (
             ("shapca", shapca_train), ("backbone", backbone_train), ("alignment", alignment_only))}
-        model.shapca._captured_alignment = captured
+        model.shapca._captured_alignment, model._captured_head = captured, captured_head
         with autocast:
             shapca_bytes = saved_activation_bytes(lambda: model(**batch), model)
             backbone_bytes = saved_activation_bytes(lambda: backbone(**backbone_inputs, labels=word_labels), backbone)
@@ -422,6 +445,8 @@ def main(argv=None):
                         help="torch.compile mode (reduce-overhead: CUDA graphs, the captured inference path)")
     parser.add_argument("--capture_alignment", choices=["default", "reduce-overhead", "aot_eager"],
                         help="run the alignment as its compiled region (train.py --capture_alignment)")
+    parser.add_argument("--capture_head", choices=["default", "reduce-overhead", "aot_eager"],
+                        help="NER: run the fusion, classifier and CRF as their compiled region (train.py --capture_head)")
     parser.add_argument("--profile", help="append torch.profiler tables (Shap-CA and backbones) to this file")
     parser.add_argument("--iterations", type=int, default=3, help="calls per timed repeat")
     parser.add_argument("--repeats", type=int, default=7, help="alternating Shap-CA / backbone repeats (median, spread)")
@@ -434,7 +459,8 @@ def main(argv=None):
     result = run(args.setting, args.device, args.bf16, args.compile, args.iterations, args.repeats, head=args.head,
                  gradient_checkpointing=args.gradient_checkpointing, inference_only=args.inference_only,
                  overrides=overrides, compile_mode=None if args.compile_mode == "default" else args.compile_mode,
-                 profile=args.profile, capture_alignment=args.capture_alignment, train_only=args.train_only)
+                 profile=args.profile, capture_alignment=args.capture_alignment, train_only=args.train_only,
+                 capture_head=args.capture_head)
     print(json.dumps(result))
     return result
 

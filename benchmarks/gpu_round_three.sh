@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU round three (issue #46) in one call of at most 8 minutes, the most important figures first:
-# the round-two measurements after this round's changes and before them (the tree at BEFORE_REV,
-# default bbbadb8, checked out with `git worktree` when .git is there), then the multimodal
+# the round-two measurements after this round's changes (the NER head captured too) and before
+# them (the tree at BEFORE_REV, default bbbadb8, checked out with `git worktree` when .git is
+# there), then the multimodal
 # serving cost job (benchmarks/image_cost.py --device cuda: text-only, image encoders, context
 # generators at real sizes with random weights built on the device), then train.py end to end.
 #
@@ -31,10 +32,11 @@ step() {  # step NAME LIMIT bench_model-args...
 
 "$python" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" >>"$log" 2>&1
 
-# after: this tree
-step paper128-captured 110 --setting paper-128 --capture_alignment default
-step paper128-eager 70 --setting paper-128
-step minilm-captured 70 --setting minilm --capture_alignment default
+# after: this tree, the alignment and the NER head captured (each bench_model run also times the
+# alignment alone: alignment_ms)
+step paper128-captured-head 120 --setting paper-128 --capture_alignment default --capture_head default
+step paper128-eager 60 --setting paper-128
+step minilm-captured-head 80 --setting minilm --capture_alignment default --capture_head default
 
 # before: the round-two tree, when git can check it out
 before=""

@@ -112,6 +112,12 @@ class ModelArguments:
                 "(also CUDA graphs, GPU), or a torch.compile backend name such as 'aot_eager'. Losses equal the "
                 "eager ones; compiles once per batch size. Not saved with the model.",
         "choices": ["default", "reduce-overhead", "aot_eager", "inductor"]})
+    capture_head: str | None = field(default=None, metadata={
+        "help": "NER: run the fusion, classifier and CRF (loss, and Viterbi in evaluation) as one torch.compile'd "
+                "region over word-length buckets (16/24/32/40): 'default', 'reduce-overhead' (also CUDA graphs, "
+                "GPU), or a backend name such as 'aot_eager'. Equal losses and tags; at most a few graphs. Not "
+                "saved with the model.",
+        "choices": ["default", "reduce-overhead", "aot_eager", "inductor"]})
 
 
 @dataclass

@@ -400,6 +400,12 @@ def run(model_args, shapca_args, data_args, training_args) -> dict:
         choice = model_args.capture_alignment
         mode = choice if choice in ("default", "reduce-overhead") else None
         model.shapca.capture_alignment(backend="inductor" if mode else choice, mode=mode)
+    if model_args.capture_head:
+        if info.task != "ner":
+            raise ValueError(f"--capture_head captures the NER head (fusion and CRF); {info.name} is {info.task!r} data")
+        choice = model_args.capture_head
+        mode = choice if choice in ("default", "reduce-overhead") else None
+        model.capture_head(backend="inductor" if mode else choice, mode=mode)
     if info.context_settings:  # inference will describe images the way the training contexts were written
         processor.set_context_settings(ContextSettings(**info.context_settings))
 

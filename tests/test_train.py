@@ -147,3 +147,19 @@ def test_train_from_a_built_dataset_folder(tiny_text_model, tmp_path):
                                    "--num_train_epochs", "1"))
     assert results["test"]["test_samples_per_second"] > 0
     assert len([e for e in results["log_history"] if "loss" in e]) == 1  # 2 sentences, batch 8: one step
+
+
+def test_capture_head_trains_from_the_same_first_loss(tiny_text_model, tmp_path):
+    """train.py --capture_head: the compiled fusion + CRF head gives the eager first-step loss
+    (later steps draw dropout from the graph's own stream), trains and evaluates; a word-pair
+    corpus is refused by name."""
+    eager = train.main(base_args(tiny_text_model, tmp_path / "eager", "--num_train_epochs", "1"))
+    captured = train.main(base_args(tiny_text_model, tmp_path / "captured", "--num_train_epochs", "1",
+                                    "--capture_head", "aot_eager"))
+    first = [[e["main_loss"] for e in r["log_history"] if "main_loss" in e][0] for r in (eager, captured)]
+    assert first[0] == pytest.approx(first[1], abs=1e-3)
+    assert "test_f1" in captured["test"] and (tmp_path / "captured" / "model.safetensors").exists()
+    args = base_args(tiny_text_model, tmp_path / "mre", "--capture_head", "aot_eager")
+    args[0] = str(train.ROOT / "configs" / "mnre-minilm.yaml")
+    with pytest.raises(ValueError, match="--capture_head captures the NER head .* mnre is 'mre' data"):
+        train.main(args)

@@ -35,8 +35,8 @@ def test_round_three_runs_its_steps_most_important_first_within_one_deadline(tmp
     worktrees = _worktrees()
     log, bench = _run(tmp_path, 200)
     names = [line.split(" ")[0] for line in log]
-    assert names == ["paper128-captured", "paper128-eager", "minilm-captured", "paper128-captured-before",
-                     "image-cost", "end-to-end", "done"]
+    assert names == ["paper128-captured-head", "paper128-eager", "minilm-captured-head",
+                     "paper128-captured-before", "image-cost", "end-to-end", "done"]
     assert all(" rc=0 " in line for line in log[:5]) and "skipped: no " in log[5]
     assert [b["name"] for b in bench] == names[:4] and all(b["module"] == "benchmarks.bench_model" for b in bench)
     assert _worktrees() == worktrees  # the before tree is removed again
@@ -46,7 +46,6 @@ def test_steps_past_the_deadline_are_skipped_and_logged(tmp_path):
     log, bench = _run(tmp_path, 10)
     assert bench == []
     assert [line for line in log if not line.startswith("done")] == [
-        "paper128-captured skipped: deadline", "paper128-eager skipped: deadline",
-        "minilm-captured skipped: deadline", "paper128-captured-before skipped: deadline",
+        "paper128-captured-head skipped: deadline", "paper128-eager skipped: deadline", "minilm-captured-head skipped: deadline", "paper128-captured-before skipped: deadline",
         "image-cost skipped: deadline", "end-to-end skipped: no " +
         str(tmp_path / "no-data")]
