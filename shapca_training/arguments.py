@@ -89,6 +89,12 @@ ShapCAArguments = dataclasses.make_dataclass("ShapCAArguments", _shapca_fields()
 ShapCAArguments._argument_group_name = "Shap-CA model (ShapCAConfig fields; unset keeps the config default)"
 
 
+def _capture_field(help_text: str):
+    """An optional compiled-region switch (`--capture_alignment`, `--capture_head`)."""
+    return field(default=None, metadata={"help": help_text,
+                                         "choices": ["default", "reduce-overhead", "aot_eager", "inductor"]})
+
+
 @dataclass
 class ModelArguments:
     _argument_group_name = "Backbones"
@@ -106,18 +112,15 @@ class ModelArguments:
     image_size: int = field(default=224, metadata={"help": "Image side for the image processor."})
     head_learning_rate: float = field(default=3e-4, metadata={"help": "LR of everything but the two encoders."})
     max_length: int = field(default=256, metadata={"help": "Subword budget of text + context."})
-    capture_alignment: str | None = field(default=None, metadata={
-        "help": "Run the alignment losses (Alg. 1, four directions, forward and backward) as one torch.compile'd "
-                "region: 'default' (inductor: few fused kernels instead of ~160 per step), 'reduce-overhead' "
-                "(also CUDA graphs, GPU), or a torch.compile backend name such as 'aot_eager'. Losses equal the "
-                "eager ones; compiles once per batch size. Not saved with the model.",
-        "choices": ["default", "reduce-overhead", "aot_eager", "inductor"]})
-    capture_head: str | None = field(default=None, metadata={
-        "help": "NER: run the fusion, classifier and CRF (loss, and Viterbi in evaluation) as one torch.compile'd "
-                "region over word-length buckets (16/24/32/40): 'default', 'reduce-overhead' (also CUDA graphs, "
-                "GPU), or a backend name such as 'aot_eager'. Equal losses and tags; at most a few graphs. Not "
-                "saved with the model.",
-        "choices": ["default", "reduce-overhead", "aot_eager", "inductor"]})
+    capture_alignment: str | None = _capture_field(
+        "Run the alignment losses (Alg. 1, four directions, forward and backward) as one torch.compile'd region: "
+        "'default' (inductor: few fused kernels instead of ~160 per step), 'reduce-overhead' (also CUDA graphs, "
+        "GPU), or a torch.compile backend name such as 'aot_eager'. Losses equal the eager ones; compiles once per "
+        "batch size. Not saved with the model.")
+    capture_head: str | None = _capture_field(
+        "NER: run the fusion, classifier and CRF (loss, and Viterbi in evaluation) as one torch.compile'd region "
+        "over word-length buckets (16/24/32/40): 'default', 'reduce-overhead' (also CUDA graphs, GPU), or a "
+        "backend name such as 'aot_eager'. Equal losses and tags; at most a few graphs. Not saved with the model.")
 
 
 @dataclass

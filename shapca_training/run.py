@@ -316,6 +316,12 @@ def data_summary(info, dataset, config) -> dict:
             "labels": label_names(config.to_dict()), "sizes": {split: len(ds) for split, ds in dataset.items()}}
 
 
+def _capture(choice: str, switch_on) -> None:
+    """Switch a captured region on: "default" / "reduce-overhead" (inductor) or a backend name."""
+    mode = choice if choice in ("default", "reduce-overhead") else None
+    switch_on(backend="inductor" if mode else choice, mode=mode)
+
+
 def main(argv: list[str] | None = None) -> dict:
     model_args, shapca_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
     from shapca_serving.locks import WriterLock
@@ -397,15 +403,11 @@ def run(model_args, shapca_args, data_args, training_args) -> dict:
         check_metric(training_args, info.task)
     task = get_task(info.task)
     if model_args.capture_alignment:
-        choice = model_args.capture_alignment
-        mode = choice if choice in ("default", "reduce-overhead") else None
-        model.shapca.capture_alignment(backend="inductor" if mode else choice, mode=mode)
+        _capture(model_args.capture_alignment, model.shapca.capture_alignment)
     if model_args.capture_head:
         if info.task != "ner":
             raise ValueError(f"--capture_head captures the NER head (fusion and CRF); {info.name} is {info.task!r} data")
-        choice = model_args.capture_head
-        mode = choice if choice in ("default", "reduce-overhead") else None
-        model.capture_head(backend="inductor" if mode else choice, mode=mode)
+        _capture(model_args.capture_head, model.capture_head)
     if info.context_settings:  # inference will describe images the way the training contexts were written
         processor.set_context_settings(ContextSettings(**info.context_settings))
 
