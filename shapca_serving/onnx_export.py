@@ -256,14 +256,16 @@ def candidate_file(scheme: str, first: bool) -> str:
 
 
 def calibration_feeds(model, processor, rows: list[dict], batch_size: int = CALIBRATION_BATCH) -> list[dict]:
-    """The main graph's inputs (NumPy) for calibration rows `{"words", "context"}`, in batches."""
-    feeds = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        batch = processor(words=[r["words"] for r in chunk], contexts=[r.get("context") or "" for r in chunk],
-                          images=None, return_tensors="pt")
-        feeds.append({k: v.numpy() for k, v in _main_inputs(batch, model).items()})
-    return feeds
+    """The main graph's inputs (NumPy) for calibration rows `{"words", "context"}`, in batches of
+    one shape (ONNX Runtime's percentile calibrator stacks every batch's activations): all rows
+    padded to the longest, and the last batch filled up with the first rows."""
+    batch = processor(words=[r["words"] for r in rows], contexts=[r.get("context") or "" for r in rows],
+                      images=None, return_tensors="pt")
+    inputs = {k: v.numpy() for k, v in _main_inputs(batch, model).items()}
+    size = min(batch_size, len(rows))
+    count = -(-len(rows) // size)
+    index = np.arange(count * size) % len(rows)
+    return [{k: v[index[i * size:(i + 1) * size]] for k, v in inputs.items()} for i in range(count)]
 
 
 def _sha256(path: Path) -> str:

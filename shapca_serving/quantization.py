@@ -68,8 +68,7 @@ def quantize(model_path: str | Path, output_path: str | Path, scheme: str, feeds
                     extra_options=extra)
     return {**description, "embeddings": "fp32",
             "activations": f"uint8, static ({method} ranges over the calibration batches)",
-            "format": "QDQ", "calibration_batches": len(feeds),
-            "calibration_sentences": int(sum(len(next(iter(f.values()))) for f in feeds))}
+            "format": "QDQ", "calibration_batches": len(feeds)}
 
 
 def _input_names(model_path) -> set[str]:

@@ -27,3 +27,17 @@ def test_a_static_scheme_without_calibration_is_refused_before_anything_is_writt
     with pytest.raises(ValueError, match=r"int8 scheme 'static-minmax' needs calibration inputs \(feeds\)"):
         quantize(tmp_path / "model.onnx", tmp_path / "int8.onnx", "static-minmax", feeds=[])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_calibration_batches_have_one_shape(processor):
+    """The percentile calibrator stacks every batch's activations: all batches one shape, the
+    last filled up with the first rows."""
+    from shapca_serving.onnx_export import calibration_feeds
+    from tests.helpers import tiny_model
+
+    rows = [{"words": ["a"] * n, "context": "a picture" if n % 2 else ""} for n in (1, 5, 2, 7, 3)]
+    feeds = calibration_feeds(tiny_model("ner").eval(), processor, rows, batch_size=2)
+    assert len(feeds) == 3
+    assert len({tuple((k, v.shape) for k, v in sorted(f.items())) for f in feeds}) == 1
+    assert feeds[0]["word_mask"].shape == (2, 7)
+    assert feeds[2]["word_mask"].sum(1).tolist() == [3, 1]  # row 5, then row 1 again
