@@ -16,13 +16,14 @@ quantized per call), `static-minmax` or `static-percentile` (activation ranges c
 beforehand on training sentences, QDQ), or `auto` (the default):
 - with `--validation`, every scheme is exported and measured on that split, and the one with the
   highest F1 among those at >= 0.9x the dynamic graph's speed is kept (a tie keeps the earlier
-  in that order); export.json records every candidate's F1 and speed under `int8.candidates`;
-- without it, `DEFAULT_SCHEME` (the scheme chosen on all three shipped tasks' fully trained
-  models, docs/benchmarks.md "int8 that keeps quality"), or `dynamic` when no calibration
-  sentences are found.
-Calibration sentences (`--calibration-sentences`, default 256, a seeded sample): from
-`--calibration DATA` (`--calibration-split`, default train); else the train split of the
-`--validation` data; else the train split of the preset the model was trained on (its
+  in that order); export.json records every candidate's F1 and speed under `int8.candidates`
+  (without calibration sentences only dynamic is measured, and the log says so);
+- without it, `DEFAULT_SCHEME`: dynamic, the scheme with the best validation F1 on the fully
+  trained Twitter-2015, MNRE and MJERE models (docs/benchmarks.md, "int8 schemes"); it needs no
+  data.
+Calibration sentences of the static schemes (`--calibration-sentences`, default 256, a seeded
+sample): from `--calibration DATA` (`--calibration-split`, default train); else the train split
+of the `--validation` data; else the train split of the preset the model was trained on (its
 `results.json`). export.json records the source under `int8.calibration`.
 """
 
@@ -43,7 +44,7 @@ from shapca_serving.quantization import SCHEMES, needs_calibration
 
 logger = logging.getLogger("shapca.export")
 F1_TOLERANCE = 0.5
-DEFAULT_SCHEME = "static-minmax"  # without --validation (measured: docs/benchmarks.md)
+DEFAULT_SCHEME = "dynamic"  # without --validation: best on validation for the shipped tasks (docs/benchmarks.md)
 CALIBRATION_SENTENCES = 256
 SPEED_FLOOR = 0.9  # a scheme is kept only at >= this share of the dynamic graph's sentences/s
 
@@ -190,22 +191,28 @@ def update_card(folder: Path) -> bool:
 
 def _schemes(args, task: str) -> tuple[tuple[str, ...], list | None, dict | None]:
     """The int8 schemes to export (the first is kept unless --validation measures them all),
-    the calibration sentences and their source."""
-    calibration, source = calibration_rows(args, task)
+    the calibration sentences and their source (only a static scheme reads them)."""
     if args.int8_scheme != "auto":
-        if needs_calibration(args.int8_scheme) and not calibration:
-            raise SystemExit(f"error: --int8-scheme {args.int8_scheme} needs calibration sentences: give "
-                             "--calibration DATA (or --validation DATA with a train split)")
         schemes = (args.int8_scheme,)
-    elif not calibration:
-        logger.info("int8: dynamic (no calibration sentences found: give --calibration DATA for the static schemes)")
-        schemes = ("dynamic",)
     elif args.validation:
         schemes = SCHEMES  # measured on --validation, one kept
     else:
         schemes = (DEFAULT_SCHEME,)
+        logger.info("int8: %s (the scheme measured best on the shipped tasks; --validation DATA measures every "
+                    "scheme on your data)", DEFAULT_SCHEME)
     if not any(needs_calibration(s) for s in schemes):
+        if args.calibration:
+            raise SystemExit(f"error: --calibration calibrates the static int8 schemes; this export uses "
+                             f"{schemes[0]} (add --int8-scheme static-minmax or static-percentile, or --validation)")
         return schemes, None, None
+    calibration, source = calibration_rows(args, task)
+    if not calibration:
+        if args.int8_scheme != "auto":
+            raise SystemExit(f"error: --int8-scheme {args.int8_scheme} needs calibration sentences: give "
+                             "--calibration DATA (or --validation DATA with a train split)")
+        logger.info("int8: dynamic only (no calibration sentences found: give --calibration DATA to measure the "
+                    "static schemes too)")
+        return ("dynamic",), None, None
     logger.info("int8 calibration: %d sentences of %s (%s)", source["sentences"], source["data"], source["split"])
     return schemes, calibration, source
 
@@ -236,8 +243,8 @@ def main(argv=None) -> dict:
     parser.add_argument("output", type=Path, help="folder for onnx/ (the model folder itself adds onnx/ beside the weights)")
     parser.add_argument("--quantize", choices=["int8"], help="also write onnx/model_int8.onnx (see --int8-scheme)")
     parser.add_argument("--int8-scheme", choices=["auto", *SCHEMES], default="auto",
-                        help="dynamic, static-minmax, static-percentile, or auto (the default): measured on "
-                             f"--validation when given, else {DEFAULT_SCHEME} (dynamic without calibration sentences)")
+                        help="dynamic, static-minmax, static-percentile, or auto (the default): every scheme "
+                             f"measured on --validation and one kept, else {DEFAULT_SCHEME}")
     parser.add_argument("--calibration", help="calibration sentences of the static schemes: a preset or any "
                                               "--dataset_path of train.py (default: the train split of --validation, "
                                               "else of the preset the model was trained on)")

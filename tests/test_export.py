@@ -94,35 +94,43 @@ def test_the_kept_scheme_is_the_best_f1_at_nine_tenths_of_the_dynamic_speed(figu
     assert export.pick_scheme(candidates)[0] == kept
 
 
-def test_without_validation_the_default_scheme_is_calibrated_on_the_named_data(run, trained_model_dir, tmp_path,
-                                                                               caplog):
+def test_without_validation_dynamic_and_static_schemes_calibrated_on_the_named_data(run, trained_model_dir, tmp_path,
+                                                                                    caplog):
+    """Without --validation, auto is DEFAULT_SCHEME (dynamic: no data needed); a static scheme
+    asked for is calibrated on --calibration, else on the preset the model was trained on, and
+    refused by name when there is none."""
     import logging
 
     _, data, _ = run
     caplog.set_level(logging.INFO, logger="shapca.export")
-    out = tmp_path / "default"
-    report = export.main([str(trained_model_dir), str(out), "--quantize", "int8", "--calibration", str(data)])
-    assert report["int8"]["scheme"] == export.DEFAULT_SCHEME
-    assert report["int8"]["calibration"]["data"] == str(data) and report["int8"]["calibration"]["sentences"] == 4
+    report = export.main([str(trained_model_dir), str(tmp_path / "auto"), "--quantize", "int8"])
+    assert export.DEFAULT_SCHEME == "dynamic" and report["int8"]["scheme"] == "dynamic"
+    assert "calibration" not in report["int8"] and "int8: dynamic (the scheme measured best" in caplog.text
+    with pytest.raises(SystemExit, match="--calibration calibrates the static int8 schemes; this export uses dynamic"):
+        export.main([str(trained_model_dir), str(tmp_path / "y"), "--quantize", "int8", "--calibration", str(data)])
+    assert not (tmp_path / "y").exists()
+    assert "DynamicQuantizeLinear" in _ops(tmp_path / "auto" / "onnx" / "model_int8.onnx")
+    out = tmp_path / "named"
+    report = export.main([str(trained_model_dir), str(out), "--quantize", "int8", "--int8-scheme", "static-minmax",
+                          "--calibration", str(data)])
+    assert report["int8"]["scheme"] == "static-minmax"
+    assert report["int8"]["calibration"] == {"data": str(data), "split": "train", "sentences": 4, "sampled_from": 4,
+                                             "seed": 0}
     assert "int8 calibration: 4 sentences of" in caplog.text
     assert "QuantizeLinear" in _ops(out / "onnx" / "model_int8.onnx")
     # the model's results.json names the preset it was trained on: its train split calibrates
-    report = export.main([str(trained_model_dir), str(tmp_path / "preset"), "--quantize", "int8"])
+    report = export.main([str(trained_model_dir), str(tmp_path / "preset"), "--quantize", "int8", "--int8-scheme",
+                          "static-percentile"])
     train_rows = len(export.load_split("twitter2015", "train", "ner"))
-    assert report["int8"]["scheme"] == export.DEFAULT_SCHEME
     assert report["int8"]["calibration"] == {"data": "twitter2015", "split": "train", "sentences": 256,
                                              "sampled_from": train_rows, "seed": 0}
-    # no calibration source (no results.json): dynamic, and it says so
+    # no calibration source (no results.json): a static scheme is refused before anything is written
     bare = tmp_path / "bare"
     shutil.copytree(trained_model_dir, bare)
     (bare / "results.json").unlink()
-    report = export.main([str(bare), str(tmp_path / "plain"), "--quantize", "int8"])
-    assert report["int8"]["scheme"] == "dynamic" and "calibration" not in report["int8"]
-    assert "int8: dynamic (no calibration sentences found: give --calibration DATA" in caplog.text
     with pytest.raises(SystemExit, match="--int8-scheme static-minmax needs calibration sentences"):
         export.main([str(bare), str(tmp_path / "x"), "--quantize", "int8", "--int8-scheme", "static-minmax"])
     assert not (tmp_path / "x").exists()
-
 
 def test_the_card_and_the_upload_carry_the_onnx_files(run, tmp_path):
     folder, _, report = run
@@ -175,7 +183,8 @@ def test_an_int8_model_outside_the_tolerance_is_reported(run, tmp_path, monkeypa
     (["--f1-tolerance", "-1"], None),
     (["--int8-scheme", "dynamic"], None),  # an option of --quantize int8
     (["--quantize", "int8", "--calibration-sentences", "0"], None),
-    (["--quantize", "int8", "--calibration", "missing/data/folder"], r"--calibration missing/data/folder: no such"),
+    (["--quantize", "int8", "--int8-scheme", "static-minmax", "--calibration", "missing/data/folder"],
+     r"--calibration missing/data/folder: no such"),
 ])
 def test_export_checks_its_arguments_before_writing_anything(trained_model_dir, tmp_path, extra, message):
     out = tmp_path / "out"
