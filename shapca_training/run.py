@@ -243,8 +243,10 @@ LOCK_FILE = ".shapca-train.lock"  # in output_dir while a run writes it
 
 
 def data_fingerprint(dataset) -> str:
-    """A content hash of the prepared splits (Arrow bytes of every row and the features, label
-    names included), as `datasets` fingerprints a table: equal data, equal fingerprint."""
+    """A content hash of the prepared splits (Arrow bytes of every row, and the features with the
+    label names): equal data, equal fingerprint. The tables' schema metadata is left out: it
+    carries `datasets`' own fingerprint of the transforms that made them, which hashes the POS
+    tagger's state and can differ between two processes preparing the same data."""
     import hashlib
 
     import pyarrow as pa
@@ -252,7 +254,9 @@ def data_fingerprint(dataset) -> str:
     digest = hashlib.sha256()
     for name in sorted(dataset):
         digest.update(name.encode())
+        digest.update(json.dumps(dataset[name].features.to_dict(), sort_keys=True).encode())
         for table in dataset[name].with_format("arrow").iter(batch_size=4096):
+            table = table.replace_schema_metadata(None)
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)

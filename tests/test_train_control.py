@@ -362,3 +362,33 @@ def test_a_finished_run_rerun_with_other_data_is_refused(tiny_text_model, tmp_pa
     assert results["data"]["sizes"]["train"] == 12
     results = run(tiny_text_model, out, "--dataset_path", str(other), "--start_over", "true", *extra)
     assert results["data"]["sizes"]["train"] == 16 and results["schedule"]["steps_run"] == 2
+
+
+def test_the_data_fingerprint_is_the_content_not_the_transforms_that_made_it(tmp_path):
+    """Two processes tagging the same data can give the tables different `datasets` metadata (it
+    hashes the tagger's state): the fingerprint ignores it, and still sees rows and label names."""
+    import datasets
+
+    from shapca_training.run import data_fingerprint
+
+    features = datasets.Features({"words": datasets.Sequence(datasets.Value("string")),
+                                  "tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER"]))})
+    rows = {"words": [["Kevin", "Durant"]], "tags": [[1, 0]]}
+    plain = datasets.Dataset.from_dict(rows, features=features)
+
+    def tagged(fingerprint):  # a map written to a cache file: its tables carry the map's fingerprint
+        return datasets.DatasetDict(train=plain.map(lambda row: row, new_fingerprint=fingerprint,
+                                                    cache_file_name=str(tmp_path / f"{fingerprint}.arrow")))
+
+    one, two = tagged("one-process"), tagged("another-process")
+
+    def metadata(d):
+        return next(d["train"].with_format("arrow").iter(batch_size=10)).schema.metadata
+
+    assert metadata(one) != metadata(two)  # what differed between two real processes
+    assert data_fingerprint(one) == data_fingerprint(two)
+    other_rows = datasets.DatasetDict(train=datasets.Dataset.from_dict({**rows, "tags": [[0, 0]]}, features=features))
+    assert data_fingerprint(datasets.DatasetDict(train=plain)) == data_fingerprint(one)
+    renamed = datasets.DatasetDict(train=datasets.Dataset.from_dict(rows, features=datasets.Features(
+        {"words": features["words"], "tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-ORG"]))})))
+    assert len({data_fingerprint(d) for d in (one, other_rows, renamed)}) == 3
