@@ -247,8 +247,9 @@ def _first_captured_call(choice: str, switch_on, fn, device) -> tuple[float, int
     kernels inductor generated."""
     from torch._inductor import metrics
 
-    mode = choice if choice in ("default", "reduce-overhead") else None
-    switch_on(backend="inductor" if mode else choice, mode=mode)
+    from shapca_training.arguments import compile_options
+
+    switch_on(**compile_options(choice))
     metrics.reset()
     began = time.perf_counter()
     fn()

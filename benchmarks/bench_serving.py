@@ -141,6 +141,36 @@ def _ratios(rates: dict) -> dict:
                    "met": rates[ours] / rates[anchor] >= least} for name, (ours, anchor, least) in TARGETS.items()}
 
 
+def _rotated_rounds(paths: dict, slices: list) -> dict[str, list[float]]:
+    """Seconds of every path on each slice but the first (a warm-up), the paths' order rotated
+    each round."""
+    names = list(paths)
+    times = {name: [] for name in names}
+    for round_, chunk in enumerate(slices):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            began = time.perf_counter()
+            paths[name](chunk)
+            if round_:
+                times[name].append(time.perf_counter() - began)
+    return times
+
+
+def _one_sentence_ms(paths: dict, words: list) -> dict[str, dict]:
+    """p50 / p95 ms of every path on each sentence alone (after a warm-up on five), the paths'
+    order rotated per sentence."""
+    names = list(paths)
+    for name in names:
+        paths[name](words[:5])
+    took = {name: [] for name in names}
+    for i, sentence in enumerate(words):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            began = time.perf_counter()
+            paths[name]([sentence])
+            took[name].append(1000 * (time.perf_counter() - began))
+    return {name: {"p50_ms": round(float(np.percentile(t, 50)), 2), "p95_ms": round(float(np.percentile(t, 95)), 2)}
+            for name, t in took.items()}
+
+
 def speed(args) -> dict:
     import torch
 
@@ -148,16 +178,8 @@ def speed(args) -> dict:
     slice_size = len(words) // (args.rounds + 1)
     slices = [words[i * slice_size:(i + 1) * slice_size] for i in range(args.rounds + 1)]
     paths = _paths(args.model, Tagger(exported(args.model), exporter="torchscript"), args.batch_size, args.sort)
-    names = list(paths)
-    times = {name: [] for name in names}
     with torch.inference_mode():
-        for round_, chunk in enumerate(slices):  # round 0 warms up
-            order = names[round_ % len(names):] + names[:round_ % len(names)]
-            for name in order:
-                began = time.perf_counter()
-                paths[name](chunk)
-                if round_:
-                    times[name].append(time.perf_counter() - began)
+        times = _rotated_rounds(paths, slices)
     rates = {name: slice_size / statistics.median(t) for name, t in times.items()}
     return {"sentences_per_round": slice_size, "rounds": args.rounds, "batch_size": args.batch_size,
             "shapca_sorted_by_length": args.sort,
@@ -171,18 +193,8 @@ def latency(args) -> dict:
 
     words = _words("valid")[: args.sentences]
     paths = _paths(args.model, Tagger(exported(args.model), exporter="torchscript"), 1)
-    names = [n for n in SPEED_PATHS if "onnx" in n]
-    for name in names:  # warm-up
-        paths[name](words[:5])
-    took = {name: [] for name in names}
     with torch.inference_mode():
-        for i, sentence in enumerate(words):
-            for name in names[i % len(names):] + names[:i % len(names)]:
-                began = time.perf_counter()
-                paths[name]([sentence])
-                took[name].append(1000 * (time.perf_counter() - began))
-    out = {name: {"p50_ms": round(float(np.percentile(t, 50)), 2), "p95_ms": round(float(np.percentile(t, 95)), 2)}
-           for name, t in took.items()}
+        out = _one_sentence_ms({n: paths[n] for n in SPEED_PATHS if "onnx" in n}, words)
     ratio = out["shapca-onnx-int8"]["p95_ms"] / out["tagger-onnx-int8"]["p95_ms"]
     median = out["shapca-onnx-int8"]["p50_ms"] / out["tagger-onnx-int8"]["p50_ms"]
     return {"sentences": len(words), "ms": out,
@@ -212,30 +224,16 @@ def threads(args) -> dict:
         for key, value in entries.items():
             options.add_session_config_entry(key, value)
         predictors[name] = ShapCAOnnxPredictor.from_pretrained(folder, quantized=True, session_options=options)
-    names = list(predictors)
-    words = _words("valid")[: args.sentences]
-    for name in names:
-        predictors[name]([{"words": w} for w in words[:5]], batch_size=1)
-    took = {name: [] for name in names}
-    for i, sentence in enumerate(words):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            began = time.perf_counter()
-            predictors[name]([{"words": sentence}], batch_size=1)
-            took[name].append(1000 * (time.perf_counter() - began))
-    test = _words("test")
+    words, test = _words("valid")[: args.sentences], _words("test")
+    one = _one_sentence_ms({name: lambda batch, p=p: p([{"words": w} for w in batch], batch_size=1)
+                            for name, p in predictors.items()}, words)
     size = len(test) // (args.rounds + 1)
-    rounds = {name: [] for name in names}
-    for round_ in range(args.rounds + 1):  # round 0 warms up
-        chunk = [{"words": w} for w in test[round_ * size:(round_ + 1) * size]]
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-            began = time.perf_counter()
-            predictors[name](chunk, batch_size=args.batch_size)
-            if round_:
-                rounds[name].append(time.perf_counter() - began)
+    rounds = _rotated_rounds({name: lambda batch, p=p: p([{"words": w} for w in batch], batch_size=args.batch_size)
+                              for name, p in predictors.items()},
+                             [test[k * size:(k + 1) * size] for k in range(args.rounds + 1)])
     return {"sentences": len(words), "batch_size": args.batch_size, "settings": SESSION_VARIANTS,
-            **{name: {"p50_ms": round(float(np.percentile(took[name], 50)), 2),
-                      "p95_ms": round(float(np.percentile(took[name], 95)), 2),
-                      "sentences_per_second": round(size / statistics.median(rounds[name]), 1)} for name in names}}
+            **{name: {**one[name], "sentences_per_second": round(size / statistics.median(rounds[name]), 1)}
+               for name in predictors}}
 
 
 # ------------------------------------------------------------------------------- profile

@@ -118,11 +118,17 @@ def seeded_orders(seed: torch.Tensor, k: int, games: int) -> torch.Tensor:
 def draw_seed(generator: torch.Generator | None, device) -> torch.Tensor:
     """A seed for `seeded_orders`, drawn with `generator` on `device` (a CPU generator with a GPU
     device draws on the CPU and copies once, from pinned memory, without blocking)."""
-    device = torch.device(device)
+    return _drawn_on(torch.device(device), generator,
+                     lambda where: torch.randint(0, _MASK32 + 1, (1,), generator=generator, device=where))
+
+
+def _drawn_on(device: torch.device, generator: torch.Generator | None, draw) -> torch.Tensor:
+    """`draw(where)` with `generator`: on `device` when the generator lives there, else on the
+    CPU and copied once, from pinned memory, without blocking."""
     if generator is None or generator.device == device:
-        return torch.randint(0, _MASK32 + 1, (1,), generator=generator, device=device)
-    seed = torch.randint(0, _MASK32 + 1, (1,), generator=generator)
-    return seed.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else seed.to(device)
+        return draw(device)
+    out = draw(torch.device("cpu"))
+    return out.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else out.to(device)
 
 
 @torch.compiler.disable  # generator draws are not traced; this small step runs eagerly
@@ -140,11 +146,8 @@ def _cyclic_orders(
     """
     device = torch.device(device)
     rows = 1 if games is None else games
-    if generator is None or generator.device == device:
-        perm = torch.rand(rows, k, generator=generator, device=device).argsort(dim=-1)
-    else:
-        perm = torch.rand(rows, k, generator=generator).argsort(dim=-1)
-        perm = perm.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else perm.to(device)
+    perm = _drawn_on(device, generator,
+                     lambda where: torch.rand(rows, k, generator=generator, device=where).argsort(dim=-1))
     orders = perm[:, _roll_index(k, device)]  # (games, rounds, k)
     return orders[0] if games is None else orders
 

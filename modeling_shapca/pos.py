@@ -228,12 +228,12 @@ class _FlatTagger:
         every token of a Doc made from words: so each distinct word's row is computed once, from
         one Doc of the words not seen before, instead of a Doc per sentence (a Doc costs more than
         the tagger's arithmetic for one short sentence). At most FEATURE_CACHE words are kept."""
-        from spacy.tokens import Doc
-
         with _FEATURE_LOCK:  # the engine may tag in a worker thread and in the caller's
             rows = self._rows
             new = list(dict.fromkeys(w for w in words if w not in rows))
             if new:
+                from spacy.tokens import Doc
+
                 if len(rows) + len(new) > FEATURE_CACHE:
                     rows.clear()
                     new = list(dict.fromkeys(words))

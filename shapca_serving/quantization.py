@@ -26,7 +26,7 @@ import numpy as np
 
 SCHEMES = ("dynamic", "static-minmax", "static-percentile")
 QUANTIZED_OPS = ("MatMul", "Gemm")
-PERCENTILE = 99.999  # of |activation| for `calibration="percentile"` (ONNX Runtime's default)
+PERCENTILE = 99.999  # of |activation| for the static-percentile scheme (ONNX Runtime's default)
 
 
 def check_scheme(scheme: str) -> None:

@@ -89,6 +89,14 @@ ShapCAArguments = dataclasses.make_dataclass("ShapCAArguments", _shapca_fields()
 ShapCAArguments._argument_group_name = "Shap-CA model (ShapCAConfig fields; unset keeps the config default)"
 
 
+def compile_options(choice: str) -> dict:
+    """`torch.compile`'s backend and mode for a captured-region switch (`--capture_alignment`,
+    `--capture_head`): "default" / "reduce-overhead" are inductor's modes, anything else a
+    backend name (e.g. "aot_eager")."""
+    mode = choice if choice in ("default", "reduce-overhead") else None
+    return {"backend": "inductor" if mode else choice, "mode": mode}
+
+
 def _capture_field(help_text: str):
     """An optional compiled-region switch (`--capture_alignment`, `--capture_head`)."""
     return field(default=None, metadata={"help": help_text,

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .arguments import parse_arguments, resolve_path
+from .arguments import compile_options, parse_arguments, resolve_path
 from modeling_shapca.grids import IGNORE_INDEX
 
 # The heavy imports (datasets, the model, the Trainer, evaluate) happen in the functions that
@@ -320,12 +320,6 @@ def data_summary(info, dataset, config) -> dict:
             "labels": label_names(config.to_dict()), "sizes": {split: len(ds) for split, ds in dataset.items()}}
 
 
-def _capture(choice: str, switch_on) -> None:
-    """Switch a captured region on: "default" / "reduce-overhead" (inductor) or a backend name."""
-    mode = choice if choice in ("default", "reduce-overhead") else None
-    switch_on(backend="inductor" if mode else choice, mode=mode)
-
-
 def main(argv: list[str] | None = None) -> dict:
     model_args, shapca_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
     from shapca_serving.locks import WriterLock
@@ -407,11 +401,11 @@ def run(model_args, shapca_args, data_args, training_args) -> dict:
         check_metric(training_args, info.task)
     task = get_task(info.task)
     if model_args.capture_alignment:
-        _capture(model_args.capture_alignment, model.shapca.capture_alignment)
+        model.shapca.capture_alignment(**compile_options(model_args.capture_alignment))
     if model_args.capture_head:
         if info.task != "ner":
             raise ValueError(f"--capture_head captures the NER head (fusion and CRF); {info.name} is {info.task!r} data")
-        _capture(model_args.capture_head, model.capture_head)
+        model.capture_head(**compile_options(model_args.capture_head))
     if info.context_settings:  # inference will describe images the way the training contexts were written
         processor.set_context_settings(ContextSettings(**info.context_settings))
 
